@@ -1,0 +1,828 @@
+//! The event loop: one thread, every fd, one Redis write per turn.
+//!
+//! A turn: wait for readiness → drain netlink into the port table (up to
+//! `max_batch_datagrams`) → read Redis replies → write every port owed, as
+//! one pipelined batch with one `send` per connection. Follow one event:
+//! [`Daemon::drain_netlink`] → `LinkSync::on_datagram` (sync.rs) →
+//! `PortTable::apply` (port/table.rs) → [`Daemon::write_ports`] →
+//! `RedisConn::flush` (redis/conn.rs) → [`Daemon::on_state_reply`].
+
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::dbconfig::Databases;
+use crate::metrics::{Recorder, SampleKind};
+use crate::netlink::ring::RecvRing;
+use crate::netlink::socket::NetlinkSocket;
+use crate::netlink::{receive, request, Received};
+use crate::port::table::PortId;
+use crate::reactor::{Reactor, Readiness, Token};
+use crate::redis::conn::{ConnectStep, Lost, RedisConn};
+use crate::redis::encode;
+use crate::redis::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
+use crate::redis::reply::Reply;
+use crate::runtime::notify::Notifier;
+use crate::runtime::signals::{Signal, Signals};
+use crate::sync::{DumpEnd, LinkSync};
+use crate::sys::{monotonic_ns, thread_cpu_ns};
+use crate::{log_debug, log_error, log_info, log_notice, log_warn};
+
+const NETLINK: Token = 0;
+const SIGNALS: Token = 1;
+const STATE_CONN: Token = 2;
+const APPL_CONN: Token = 3;
+const EVENTS_CONN: Token = 4;
+
+/// How long a stop waits for the batch in flight to be acknowledged.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Error replies that mean "try again later", not "this command is wrong".
+const RETRY_LATER: [&[u8]; 3] = [b"LOADING", b"BUSY", b"TRYAGAIN"];
+/// Delay before writing again after a retry-later error.
+const RETRY_LATER_MS: u64 = 100;
+/// Housekeeping period: gauges, status line.
+const TICK_NS: u64 = 1_000_000_000;
+
+/// What a STATE_DB command in flight is.
+#[derive(Debug, Clone, Copy)]
+pub enum StateTag {
+    Select,
+    Hset { port: PortId, since_ns: u64 },
+    Del { port: PortId, since_ns: u64 },
+}
+
+/// What an APPL_DB command in flight is.
+#[derive(Debug, Clone, Copy)]
+pub enum ApplTag {
+    Select,
+    ScriptLoad,
+    /// Index into the ProducerStateTable outbox.
+    Pst(usize),
+    Exists(PortId),
+}
+
+/// A ProducerStateTable set owed to APPL_DB (`PortInitDone`).
+struct OutboxItem {
+    set: PstSet,
+    acked: bool,
+    sent: bool,
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// A stop signal; the batch in flight was finished.
+    Stopped(i32),
+}
+
+/// Everything the loop owns.
+pub struct Daemon {
+    cfg: Config,
+    reactor: Reactor,
+    signals: Signals,
+    notifier: Notifier,
+    recorder: Recorder,
+    netlink: NetlinkSocket,
+    ring: RecvRing,
+    pub sync: LinkSync,
+    dump_seq: u32,
+    netlink_more: bool,
+    state: RedisConn<StateTag>,
+    appl: RedisConn<ApplTag>,
+    events: RedisConn<()>,
+    state_db: u32,
+    appl_db: u32,
+    /// `PORT_TABLE|` in STATE_DB.
+    state_prefix: Vec<u8>,
+    /// `PORT_TABLE:` in APPL_DB.
+    appl_prefix: Vec<u8>,
+    /// `__keyspace@0__:PORT_TABLE:` — the channel prefix of APPL_DB port events.
+    keyspace_prefix: Vec<u8>,
+    producer: ProducerTable,
+    outbox: Vec<OutboxItem>,
+    init_done_queued: bool,
+    /// Ports whose write got a retry-later error, and when to retry.
+    retry_ports: Vec<PortId>,
+    retry_at_ns: u64,
+    next_poll_ns: u64,
+    next_tick_ns: u64,
+    next_watchdog_ns: u64,
+    stopping: Option<(i32, u64)>,
+    /// Scratch buffers reused every turn.
+    ready: Vec<Readiness>,
+    queries: Vec<PortId>,
+    written_since: Vec<u64>,
+}
+
+impl Daemon {
+    /// Assemble the loop from what start-up produced.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: Config,
+        dbs: &Databases,
+        reactor: Reactor,
+        signals: Signals,
+        notifier: Notifier,
+        recorder: Recorder,
+        netlink: NetlinkSocket,
+        ring: RecvRing,
+        sync: LinkSync,
+        dump_seq: u32,
+    ) -> std::io::Result<Daemon> {
+        let r = &cfg.redis;
+        let state = RedisConn::new(
+            "STATE_DB",
+            dbs.state.instance.clone(),
+            r.write_buffer_bytes,
+            r.retry_min_ms,
+            r.retry_max_ms,
+        );
+        let appl = RedisConn::new(
+            "APPL_DB",
+            dbs.appl.instance.clone(),
+            r.write_buffer_bytes,
+            r.retry_min_ms,
+            r.retry_max_ms,
+        );
+        let mut events = RedisConn::new(
+            "APPL_DB events",
+            dbs.appl.instance.clone(),
+            64 << 10,
+            r.retry_min_ms,
+            r.retry_max_ms,
+        );
+        events.set_push_mode(true);
+        let mut reactor = reactor;
+        reactor.register(netlink.as_raw_fd(), NETLINK)?;
+        reactor.register(signals.as_raw_fd(), SIGNALS)?;
+        let sep = dbs.appl.separator;
+        let now = monotonic_ns();
+        let d = Daemon {
+            state_db: dbs.state.id,
+            appl_db: dbs.appl.id,
+            state_prefix: [&b"PORT_TABLE"[..], &[dbs.state.separator]].concat(),
+            appl_prefix: [&b"PORT_TABLE"[..], &[sep]].concat(),
+            keyspace_prefix: format!("__keyspace@{}__:PORT_TABLE{}", dbs.appl.id, sep as char)
+                .into_bytes(),
+            producer: ProducerTable::new("PORT_TABLE", dbs.appl.id, sep),
+            outbox: Vec::new(),
+            init_done_queued: false,
+            retry_ports: Vec::new(),
+            retry_at_ns: 0,
+            next_poll_ns: now,
+            next_tick_ns: now,
+            next_watchdog_ns: now,
+            stopping: None,
+            ready: Vec::with_capacity(64),
+            queries: Vec::with_capacity(256),
+            written_since: Vec::with_capacity(1024),
+            cfg,
+            reactor,
+            signals,
+            notifier,
+            recorder,
+            netlink,
+            ring,
+            sync,
+            dump_seq,
+            netlink_more: true,
+            state,
+            appl,
+            events,
+        };
+        d.recorder.counters.reactor.set(match d.reactor {
+            Reactor::Epoll(_) => 0,
+        });
+        Ok(d)
+    }
+
+    /// Run until a stop signal.
+    pub fn run(&mut self) -> std::io::Result<Exit> {
+        loop {
+            let now = monotonic_ns();
+            self.timers(now);
+            let timeout = self.next_timeout(now);
+            self.ready.clear();
+            let mut ready = std::mem::take(&mut self.ready);
+            self.reactor.wait(timeout, &mut ready)?;
+            for ev in &ready {
+                self.dispatch(*ev);
+            }
+            self.ready = ready;
+            if self.netlink_more && self.stopping.is_none() {
+                self.drain_netlink();
+            }
+            if self.sync.dump_wanted() {
+                self.send_dump();
+            }
+            self.write_ports();
+            self.write_appl();
+            self.flush_all();
+            if let Some((sig, deadline)) = self.stopping {
+                let settled = !self.state.is_up()
+                    || (self.state.in_flight() == 0
+                        && self.state.unsent() == 0
+                        && self.sync.ports.dirty() == 0);
+                if settled || monotonic_ns() >= deadline {
+                    if !settled {
+                        log_warn!(
+                            "stopping with {} STATE_DB writes unacknowledged",
+                            self.state.in_flight()
+                        );
+                    }
+                    return Ok(Exit::Stopped(sig));
+                }
+            }
+        }
+    }
+
+    fn next_timeout(&self, now: u64) -> Option<Duration> {
+        if self.cfg.runtime.busy_poll || (self.netlink_more && self.stopping.is_none()) {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.next_tick_ns;
+        for t in [
+            self.state.retry_at(),
+            self.appl.retry_at(),
+            self.events.retry_at(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            next = next.min(t);
+        }
+        if self.sync.ports.held() > 0 {
+            next = next.min(self.next_poll_ns);
+        }
+        if !self.retry_ports.is_empty() {
+            next = next.min(self.retry_at_ns);
+        }
+        if self.notifier.watchdog_interval().is_some() {
+            next = next.min(self.next_watchdog_ns);
+        }
+        if let Some((_, deadline)) = self.stopping {
+            next = next.min(deadline);
+        }
+        Some(Duration::from_nanos(next.saturating_sub(now)))
+    }
+
+    fn dispatch(&mut self, ev: Readiness) {
+        match ev.token {
+            NETLINK if self.stopping.is_none() => self.drain_netlink(),
+            SIGNALS => self.read_signals(),
+            STATE_CONN if self.on_conn_ready(STATE_CONN, ev) => self.read_state(),
+            APPL_CONN if self.on_conn_ready(APPL_CONN, ev) => self.read_appl(),
+            EVENTS_CONN if self.on_conn_ready(EVENTS_CONN, ev) => self.read_events(),
+            _ => {}
+        }
+    }
+
+    // ---- netlink -------------------------------------------------------
+
+    /// Read datagrams until `EAGAIN` or the per-turn cap, applying each.
+    fn drain_netlink(&mut self) {
+        let counters = self.recorder.counters.clone();
+        let own_pid = self.netlink.port_id();
+        for _ in 0..self.cfg.netlink.max_batch_datagrams {
+            match receive(&self.netlink, &mut self.ring, &counters) {
+                Ok(Received::Datagram(bytes)) => {
+                    let rx = monotonic_ns();
+                    match self.sync.on_datagram(bytes, rx, own_pid) {
+                        Some(DumpEnd::Complete { vanished }) => {
+                            if vanished > 0 {
+                                log_notice!("resync: {vanished} ports vanished during the gap, deleting them");
+                            }
+                            log_info!("link dump {} complete", self.dump_seq);
+                        }
+                        Some(DumpEnd::Redo) => {
+                            log_info!("link dump {} inconsistent, redoing it", self.dump_seq)
+                        }
+                        None => {}
+                    }
+                }
+                Ok(Received::Empty) => {
+                    self.netlink_more = false;
+                    return;
+                }
+                Ok(Received::Overrun) => {
+                    log_warn!("netlink receive buffer overrun (ENOBUFS): events lost, resyncing with a dump");
+                    self.sync.on_overrun();
+                }
+                Err(e) => {
+                    log_error!("netlink recv: {e}");
+                    self.netlink_more = false;
+                    return;
+                }
+            }
+        }
+        // Cap reached: write this turn's batch, continue next turn.
+        self.netlink_more = true;
+    }
+
+    fn send_dump(&mut self) {
+        self.dump_seq = self.dump_seq.wrapping_add(1);
+        match self.netlink.send(&request::getlink_dump(self.dump_seq)) {
+            Ok(()) => {
+                self.sync.dump_started(self.dump_seq);
+                self.netlink_more = true;
+            }
+            Err(e) => {
+                // EBUSY while the kernel still runs a dump: retry next turn.
+                log_debug!("RTM_GETLINK dump request: {e}");
+                self.sync.dump_failed();
+            }
+        }
+    }
+
+    // ---- signals and timers --------------------------------------------
+
+    fn read_signals(&mut self) {
+        loop {
+            match self.signals.read() {
+                Ok(Some(Signal::Stop(sig))) => {
+                    if self.stopping.is_none() {
+                        log_notice!("signal {sig}: finishing the batch in flight, then exiting");
+                        self.notifier.stopping();
+                        self.stopping = Some((sig, monotonic_ns() + STOP_GRACE.as_nanos() as u64));
+                    }
+                }
+                Ok(Some(Signal::Reload)) => {
+                    log_notice!("SIGHUP: nothing to reload");
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    log_error!("reading signals: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn timers(&mut self, now: u64) {
+        for token in [STATE_CONN, APPL_CONN, EVENTS_CONN] {
+            self.poll_connect(token, now);
+        }
+        if now >= self.next_poll_ns {
+            let n = self.sync.ports.requery_absent();
+            if n > 0 {
+                log_debug!("asking APPL_DB again about {n} ports not in PORT_TABLE yet");
+            }
+            self.next_poll_ns = now + self.cfg.redis.port_table_poll_ms * 1_000_000;
+        }
+        if !self.retry_ports.is_empty() && now >= self.retry_at_ns {
+            for port in std::mem::take(&mut self.retry_ports) {
+                self.sync.ports.rewrite(port, now);
+            }
+        }
+        if let Some(interval) = self.notifier.watchdog_interval() {
+            if now >= self.next_watchdog_ns {
+                self.notifier.watchdog();
+                self.next_watchdog_ns = now + interval.as_nanos() as u64;
+            }
+        }
+        if now >= self.next_tick_ns {
+            let c = &self.recorder.counters;
+            c.known_ports.set(self.sync.ports.len() as u64);
+            c.pending_ports.set(self.sync.ports.held() as u64);
+            c.dirty_ports.set(self.sync.ports.dirty() as u64);
+            c.loop_cpu_ns.set(thread_cpu_ns());
+            c.redis_up.set(u64::from(self.state.is_up()));
+            self.next_tick_ns = now + TICK_NS;
+        }
+    }
+
+    // ---- Redis connections ------------------------------------------------
+
+    fn poll_connect(&mut self, token: Token, now: u64) {
+        let step = match token {
+            STATE_CONN => self.state.poll_connect(now),
+            APPL_CONN => self.appl.poll_connect(now),
+            _ => self.events.poll_connect(now),
+        };
+        match step {
+            ConnectStep::Idle => {}
+            ConnectStep::Started { fd, ready } => {
+                if let Err(e) = self.reactor.register(fd, token) {
+                    log_error!("registering a Redis socket: {e}");
+                    self.lose(token, Lost::Io(e));
+                    return;
+                }
+                if ready {
+                    self.on_connected(token);
+                }
+            }
+            ConnectStep::Failed(e) => self.report_connect_failure(token, &e),
+        }
+    }
+
+    fn report_connect_failure(&mut self, token: Token, e: &std::io::Error) {
+        let (role, addr) = match token {
+            STATE_CONN => (self.state.role, self.state.address().map(|a| a.to_string())),
+            APPL_CONN => (self.appl.role, self.appl.address().map(|a| a.to_string())),
+            _ => (
+                self.events.role,
+                self.events.address().map(|a| a.to_string()),
+            ),
+        };
+        let addr = addr.unwrap_or_default();
+        log_warn!("{role}: cannot connect to Redis at {addr}: {e}; retrying");
+        self.notifier
+            .status(&format!("Redis unreachable at {addr}: {e}; retrying"));
+    }
+
+    /// Handle connect completion and errors; `true` if replies should be read.
+    fn on_conn_ready(&mut self, token: Token, ev: Readiness) -> bool {
+        let connecting = match token {
+            STATE_CONN => self.state.state(),
+            APPL_CONN => self.appl.state(),
+            _ => self.events.state(),
+        } == crate::redis::conn::LinkState::Connecting;
+        if connecting {
+            if !(ev.writable || ev.error) {
+                return false;
+            }
+            let done = match token {
+                STATE_CONN => self.state.finish_connect(),
+                APPL_CONN => self.appl.finish_connect(),
+                _ => self.events.finish_connect(),
+            };
+            match done {
+                Ok(true) => self.on_connected(token),
+                Ok(false) => return false,
+                Err(Lost::Io(e)) => {
+                    self.report_connect_failure(token, &e);
+                    self.lose_quiet(token);
+                    return false;
+                }
+                Err(other) => {
+                    self.lose(token, other);
+                    return false;
+                }
+            }
+        }
+        if ev.writable {
+            let flushed = match token {
+                STATE_CONN => self.state.flush(),
+                APPL_CONN => self.appl.flush(),
+                _ => self.events.flush(),
+            };
+            if let Err(e) = flushed {
+                self.lose(token, e);
+                return false;
+            }
+        }
+        ev.readable || ev.error
+    }
+
+    fn on_connected(&mut self, token: Token) {
+        let now = monotonic_ns();
+        match token {
+            STATE_CONN => {
+                let db = self.state_db.to_string();
+                self.state.push(StateTag::Select, |out| {
+                    encode::command(out, &[b"SELECT", db.as_bytes()])
+                });
+                if self.state.connects > 1 {
+                    self.recorder.counters.redis_reconnects.inc();
+                    log_notice!("STATE_DB: reconnected; rewriting the state of every port");
+                    self.notifier.status("running");
+                }
+                // Whatever happened while it was away: write everything.
+                self.sync.ports.rewrite_all(now);
+            }
+            APPL_CONN => {
+                let db = self.appl_db.to_string();
+                self.appl.push(ApplTag::Select, |out| {
+                    encode::command(out, &[b"SELECT", db.as_bytes()])
+                });
+                self.appl
+                    .push(ApplTag::ScriptLoad, ProducerTable::encode_script_load);
+                for item in &mut self.outbox {
+                    item.sent = false;
+                }
+                if self.appl.connects > 1 {
+                    self.recorder.counters.redis_reconnects.inc();
+                    log_notice!("APPL_DB: reconnected; asking again which ports PORT_TABLE has");
+                    self.sync.ports.relearn_membership();
+                }
+            }
+            _ => {
+                let db = self.appl_db.to_string();
+                let mut pattern = self.keyspace_prefix.clone();
+                pattern.push(b'*');
+                self.events.push_untagged(|out| {
+                    encode::command(out, &[b"SELECT", db.as_bytes()]);
+                    encode::command(out, &[b"PSUBSCRIBE", &pattern]);
+                });
+                // Changes made while we were not subscribed are found by asking.
+                self.sync.ports.requery_absent();
+                if self.events.connects > 1 {
+                    self.recorder.counters.redis_reconnects.inc();
+                }
+            }
+        }
+    }
+
+    fn lose(&mut self, token: Token, why: Lost) {
+        let role = match token {
+            STATE_CONN => self.state.role,
+            APPL_CONN => self.appl.role,
+            _ => self.events.role,
+        };
+        log_warn!("{role}: Redis connection lost ({why}); reconnecting");
+        self.notifier.status(&format!(
+            "{role}: Redis connection lost ({why}); reconnecting"
+        ));
+        self.lose_quiet(token);
+    }
+
+    fn lose_quiet(&mut self, token: Token) {
+        let now = monotonic_ns();
+        let fd = match token {
+            STATE_CONN => self.state.fd(),
+            APPL_CONN => self.appl.fd(),
+            _ => self.events.fd(),
+        };
+        if let Some(fd) = fd {
+            let _ = self.reactor.deregister(fd);
+        }
+        match token {
+            STATE_CONN => {
+                self.state.drop_connection(now);
+            }
+            APPL_CONN => {
+                for tag in self.appl.drop_connection(now) {
+                    if let ApplTag::Exists(port) = tag {
+                        // Unanswered: ask again once back.
+                        self.sync.ports.set_membership(port, false);
+                    }
+                }
+            }
+            _ => {
+                self.events.drop_connection(now);
+            }
+        }
+    }
+
+    fn read_state(&mut self) {
+        let recorder = &self.recorder;
+        let ports = &self.sync.ports;
+        let retry_ports = &mut self.retry_ports;
+        let retry_at_ns = &mut self.retry_at_ns;
+        let state_prefix = &self.state_prefix;
+        let result = self.state.read_replies(|tag, reply| {
+            let Some(tag) = tag else { return };
+            let now = monotonic_ns();
+            let (port, since, what) = match tag {
+                StateTag::Select => {
+                    if let Some(e) = reply.error() {
+                        log_error!("STATE_DB: SELECT failed: {}", String::from_utf8_lossy(e));
+                    }
+                    return;
+                }
+                StateTag::Hset { port, since_ns } => (port, since_ns, "HSET"),
+                StateTag::Del { port, since_ns } => (port, since_ns, "DEL"),
+            };
+            match reply.error() {
+                None => recorder.record(SampleKind::RecvToReply, now.saturating_sub(since)),
+                Some(e) => {
+                    recorder.counters.redis_error_replies.inc();
+                    let name = ports.get(port).name;
+                    log_error!(
+                        "STATE_DB: {what} {}{name} failed: {}",
+                        String::from_utf8_lossy(state_prefix),
+                        String::from_utf8_lossy(e)
+                    );
+                    if RETRY_LATER.iter().any(|code| reply.is_error_code(code)) {
+                        if retry_ports.is_empty() {
+                            *retry_at_ns = now + RETRY_LATER_MS * 1_000_000;
+                        }
+                        if !retry_ports.contains(&port) {
+                            retry_ports.push(port);
+                        }
+                    }
+                }
+            }
+        });
+        if let Err(e) = result {
+            self.lose(STATE_CONN, e);
+        }
+    }
+
+    fn read_appl(&mut self) {
+        let ports = &mut self.sync.ports;
+        let outbox = &mut self.outbox;
+        let counters = &self.recorder.counters;
+        let mut reload = false;
+        let result = self.appl.read_replies(|tag, reply| {
+            let Some(tag) = tag else { return };
+            match tag {
+                ApplTag::Select => {
+                    if let Some(e) = reply.error() {
+                        log_error!("APPL_DB: SELECT failed: {}", String::from_utf8_lossy(e));
+                    }
+                }
+                ApplTag::ScriptLoad => match reply {
+                    Reply::Bulk(sha) if *sha == SET_SCRIPT_SHA.as_bytes() => {}
+                    other => log_error!(
+                        "APPL_DB: SCRIPT LOAD answered {other:?}, expected {SET_SCRIPT_SHA}"
+                    ),
+                },
+                ApplTag::Exists(port) => match reply {
+                    Reply::Int(n) => ports.set_membership(port, *n > 0),
+                    other => {
+                        counters.redis_error_replies.inc();
+                        log_error!(
+                            "APPL_DB: EXISTS for {} answered {other:?}",
+                            ports.get(port).name
+                        );
+                        ports.set_membership(port, false);
+                    }
+                },
+                ApplTag::Pst(i) => {
+                    let Some(item) = outbox.get_mut(i) else {
+                        return;
+                    };
+                    if reply.is_error_code(b"NOSCRIPT") {
+                        // SCRIPT FLUSH (or a restart): load it again and resend.
+                        log_warn!(
+                            "APPL_DB: NOSCRIPT for {}; loading the script again",
+                            String::from_utf8_lossy(&item.set.key)
+                        );
+                        item.sent = false;
+                        reload = true;
+                    } else if let Some(e) = reply.error() {
+                        counters.redis_error_replies.inc();
+                        log_error!(
+                            "APPL_DB: EVALSHA set PORT_TABLE {} failed: {}",
+                            String::from_utf8_lossy(&item.set.key),
+                            String::from_utf8_lossy(e)
+                        );
+                        if RETRY_LATER.iter().any(|code| reply.is_error_code(code)) {
+                            item.sent = false;
+                        } else {
+                            item.acked = true;
+                        }
+                    } else {
+                        item.acked = true;
+                        log_notice!(
+                            "APPL_DB: {} written",
+                            String::from_utf8_lossy(&item.set.key)
+                        );
+                    }
+                }
+            }
+        });
+        if let Err(e) = result {
+            self.lose(APPL_CONN, e);
+            return;
+        }
+        if reload && self.appl.is_up() {
+            self.appl
+                .push(ApplTag::ScriptLoad, ProducerTable::encode_script_load);
+        }
+    }
+
+    fn read_events(&mut self) {
+        let ports = &mut self.sync.ports;
+        let prefix = &self.keyspace_prefix;
+        let result = self.events.read_replies(|_, reply| {
+            // ["pmessage", pattern, channel, event]
+            let Reply::Array(items) = reply else { return };
+            if items.len() != 4 || items[0].as_bytes() != Some(b"pmessage") {
+                return;
+            }
+            let (Some(channel), Some(event)) = (items[2].as_bytes(), items[3].as_bytes()) else {
+                return;
+            };
+            let Some(name) = channel.strip_prefix(prefix.as_slice()) else {
+                return;
+            };
+            let present = match event {
+                b"hset" | b"hsetnx" | b"hmset" | b"hincrby" | b"hincrbyfloat" | b"rename_to"
+                | b"restore" => true,
+                b"del" | b"expired" | b"evicted" | b"rename_from" => false,
+                _ => return,
+            };
+            if present {
+                // Learn it even for ports not seen yet: the netdev may follow.
+                if let Some(id) = ports.intern(name) {
+                    ports.set_membership(id, true);
+                }
+            } else if let Some(id) = ports.find(name) {
+                ports.set_membership(id, false);
+            }
+        });
+        if let Err(e) = result {
+            self.lose(EVENTS_CONN, e);
+        }
+    }
+
+    // ---- writing -------------------------------------------------------------
+
+    /// Encode every port owed into the STATE_DB buffer, as room allows.
+    fn write_ports(&mut self) {
+        if !self.state.is_up() {
+            return;
+        }
+        let prefix_len = self.state_prefix.len();
+        let c = &self.recorder.counters;
+        let mut commands = 0u64;
+        self.written_since.clear();
+        while let Some(w) = self.sync.ports.peek_write() {
+            let key_len = prefix_len + w.name.as_bytes().len();
+            let need = encode::del_key_max_len(key_len) + encode::hset_port_status_max_len(key_len);
+            if self.state.room() < need {
+                break;
+            }
+            let w = self.sync.ports.pop_write().unwrap_or(w);
+            let prefix = &self.state_prefix;
+            if w.del {
+                self.state.push(
+                    StateTag::Del {
+                        port: w.port,
+                        since_ns: w.since_ns,
+                    },
+                    |out| encode::del_key(out, prefix, w.name.as_bytes()),
+                );
+                c.ports_deleted.inc();
+                commands += 1;
+            }
+            if let Some(status) = w.hset {
+                self.state.push(
+                    StateTag::Hset {
+                        port: w.port,
+                        since_ns: w.since_ns,
+                    },
+                    |out| encode::hset_port_status(out, prefix, w.name.as_bytes(), &status),
+                );
+                c.ports_written.inc();
+                commands += 1;
+            }
+            if self.written_since.len() < self.written_since.capacity() {
+                self.written_since.push(w.since_ns);
+            }
+        }
+        if commands > 0 {
+            c.batches.inc();
+            self.recorder.record(SampleKind::BatchSize, commands);
+        }
+    }
+
+    /// Membership queries and `PortInitDone`.
+    fn write_appl(&mut self) {
+        if !self.appl.is_up() {
+            return;
+        }
+        self.sync.ports.take_queries(&mut self.queries);
+        for &port in &self.queries {
+            let name = self.sync.ports.get(port).name;
+            let prefix = &self.appl_prefix;
+            self.appl.push(ApplTag::Exists(port), |out| {
+                let mut key = [0u8; 64];
+                let n = prefix.len() + name.as_bytes().len();
+                key[..prefix.len()].copy_from_slice(prefix);
+                key[prefix.len()..n].copy_from_slice(name.as_bytes());
+                encode::command(out, &[b"EXISTS", &key[..n]])
+            });
+        }
+        if !self.init_done_queued && self.sync.ports.awaiting_init() == 0 {
+            self.init_done_queued = true;
+            self.outbox.push(OutboxItem {
+                set: PstSet::new("PortInitDone", &[("lanes", "0")]),
+                acked: false,
+                sent: false,
+            });
+        }
+        for (i, item) in self.outbox.iter_mut().enumerate() {
+            if !item.acked && !item.sent {
+                item.sent = true;
+                let producer = &self.producer;
+                self.appl
+                    .push(ApplTag::Pst(i), |out| item.set.encode(producer, out));
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        match self.state.flush() {
+            Ok(_) => {
+                if !self.written_since.is_empty() {
+                    let now = monotonic_ns();
+                    for &since in &self.written_since {
+                        self.recorder
+                            .record(SampleKind::RecvToWrite, now.saturating_sub(since));
+                    }
+                    self.written_since.clear();
+                }
+            }
+            Err(e) => self.lose(STATE_CONN, e),
+        }
+        if let Err(e) = self.appl.flush() {
+            self.lose(APPL_CONN, e);
+        }
+        if let Err(e) = self.events.flush() {
+            self.lose(EVENTS_CONN, e);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The `portsyncd` binary: command line, configuration, start-up, loop.
+
+use std::process::ExitCode;
+
+use portsyncd::cli::{self, Command};
+use portsyncd::config::{Config, Override};
+use portsyncd::daemon::{Daemon, Exit};
+use portsyncd::dbconfig::Databases;
+use portsyncd::metrics::export::MetricsThread;
+use portsyncd::metrics::Recorder;
+use portsyncd::netlink::ring::{RecvRing, RingLock};
+use portsyncd::port::table::PortTable;
+use portsyncd::reactor::{epoll::EpollReactor, Reactor};
+use portsyncd::runtime::notify::Notifier;
+use portsyncd::runtime::placement::{self, Refused};
+use portsyncd::runtime::signals::Signals;
+use portsyncd::startup::{Started, Startup};
+use portsyncd::sync::LinkSync;
+use portsyncd::{log, log_error, log_notice, log_warn};
+
+/// Exit statuses (see `--help`).
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    ExitCode::from(try_main())
+}
+
+/// A refused placement: a warning, or exit 2 under `strict`.
+fn placement_result(strict: bool, r: Result<(), Refused>) -> Result<(), u8> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if strict => {
+            log_error!("{e} (runtime.strict = true)");
+            Err(EXIT_USAGE)
+        }
+        Err(e) => {
+            log_warn!("{e}; continuing without it");
+            Ok(())
+        }
+    }
+}
+
+fn try_main() -> u8 {
+    let cmd = match cli::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portsyncd: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let (file, sets, print_config) = match cmd {
+        Command::Help => {
+            print!("{}", cli::HELP);
+            return 0;
+        }
+        Command::Version => {
+            println!("portsyncd {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+        Command::SysctlCheck { file } => {
+            eprintln!("portsyncd: sysctl-check is not available yet (file {file:?})");
+            return EXIT_FAILURE;
+        }
+        Command::Run {
+            config,
+            sets,
+            print_config,
+        } => (config, sets, print_config),
+    };
+    // Flags come after the environment: they win.
+    let mut overrides = match Override::from_env(std::env::vars()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("portsyncd: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    overrides.extend(sets);
+    let cfg = match Config::load(&file, &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portsyncd: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if print_config {
+        print!("{}", cfg.to_toml());
+        return 0;
+    }
+    log::init(cfg.log.level.0);
+    let dbs = match Databases::load(&cfg.redis.database_config) {
+        Ok(d) => d,
+        Err(e) => {
+            log_error!("{e} (redis.database_config)");
+            return EXIT_USAGE;
+        }
+    };
+    match run(cfg, dbs) {
+        Ok(code) => code,
+        Err(code) => code,
+    }
+}
+
+fn run(cfg: Config, dbs: Databases) -> Result<u8, u8> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        log_error!("{what}: {e}");
+        EXIT_FAILURE
+    };
+    // Before any thread exists, so every thread inherits the blocked mask.
+    let signals = Signals::install().map_err(|e| fail("signals", &e))?;
+    let notifier = Notifier::from_env();
+    let strict = cfg.runtime.strict;
+
+    if cfg.runtime.mlock_all {
+        placement_result(strict, placement::lock_all_memory())?;
+    }
+    let ring = RecvRing::new(cfg.netlink.ring_bytes).map_err(|e| fail("receive ring", &e))?;
+    if let RingLock::Refused(errno) = ring.lock() {
+        placement_result(
+            strict,
+            Err(placement::ring_lock_refused(errno, ring.capacity())),
+        )?;
+    }
+
+    let (recorder, samples) = Recorder::new();
+    // The metrics thread first: it must not inherit the loop's pinning and
+    // real-time policy.
+    let metrics = MetricsThread::spawn(&cfg.metrics, recorder.counters.clone(), samples)
+        .map_err(|e| fail("metrics thread", &e))?;
+    if let Some(cpu) = cfg.runtime.cpu {
+        placement_result(strict, placement::pin_current_thread("runtime.cpu", cpu))?;
+    }
+    placement_result(strict, placement::set_scheduler(cfg.runtime.sched))?;
+
+    let reactor = Reactor::Epoll(EpollReactor::new().map_err(|e| fail("epoll", &e))?);
+    log_notice!(
+        "portsyncd {} starting; reactor {}",
+        env!("CARGO_PKG_VERSION"),
+        reactor.name()
+    );
+
+    let mut ring = ring;
+    let mut sync = LinkSync::new(PortTable::with_capacity(256), recorder.counters.clone());
+    let started = Startup {
+        cfg: &cfg,
+        dbs: &dbs,
+        signals: &signals,
+        notifier: &notifier,
+        sync: &mut sync,
+        ring: &mut ring,
+    }
+    .run()
+    .map_err(|e| fail("start-up", &e))?;
+    let (info, netlink, dump_seq) = match started {
+        Started::Ready {
+            info,
+            netlink,
+            dump_seq,
+        } => (info, netlink, dump_seq),
+        Started::Stopped(sig) => {
+            log_notice!("signal {sig} during start-up: exiting");
+            notifier.stopping();
+            metrics.stop();
+            return Ok(0);
+        }
+    };
+    recorder
+        .counters
+        .rcvbuf_bytes
+        .set(info.rcvbuf.effective as u64);
+    log_notice!(
+        "ready in {:.1} ms: {} start, {} configured ports, {} old interfaces, {} ports known",
+        info.elapsed.as_secs_f64() * 1e3,
+        if info.warm { "warm" } else { "cold" },
+        info.configured_ports,
+        info.old_interfaces,
+        sync.ports.len()
+    );
+    notifier.ready(&format!(
+        "running: {} configured ports, {} start",
+        info.configured_ports,
+        if info.warm { "warm" } else { "cold" }
+    ));
+    let mut daemon = Daemon::new(
+        cfg, &dbs, reactor, signals, notifier, recorder, netlink, ring, sync, dump_seq,
+    )
+    .map_err(|e| fail("event loop", &e))?;
+    let exit = daemon.run().map_err(|e| fail("event loop", &e))?;
+    metrics.stop();
+    match exit {
+        Exit::Stopped(sig) => {
+            log_notice!("stopped by signal {sig}");
+            Ok(0)
+        }
+    }
+}

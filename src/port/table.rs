@@ -1,0 +1,480 @@
+//! The port table: everything portsyncd knows about each port, and which
+//! ports owe a write to STATE_DB.
+//!
+//! Pure data, no I/O: the loop feeds it parsed link messages and Redis
+//! answers, and drains the writes it owes. Several messages for one port
+//! before the next flush collapse into one write of the latest state.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+
+use super::rules::{decide, is_port_name, Decision, LinkStatus, Membership, Skip};
+use crate::netlink::parse::LinkMessage;
+
+/// Interface names are at most 15 bytes (`IFNAMSIZ` - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// Upper bound on distinct port names kept; beyond it new names are refused
+/// and counted, so a flood of odd names cannot grow memory without end.
+pub const MAX_PORTS: usize = 65_536;
+
+/// A port name stored inline (no allocation).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortName {
+    len: u8,
+    bytes: [u8; IFNAME_MAX],
+}
+
+impl PortName {
+    /// `None` when `name` is empty or longer than an interface name can be.
+    pub fn new(name: &[u8]) -> Option<PortName> {
+        if name.is_empty() || name.len() > IFNAME_MAX {
+            return None;
+        }
+        let mut bytes = [0u8; IFNAME_MAX];
+        bytes[..name.len()].copy_from_slice(name);
+        Some(PortName {
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl fmt::Display for PortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl fmt::Debug for PortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// Index of a port in the table; stable for the life of the process.
+pub type PortId = u32;
+
+/// One port.
+#[derive(Debug, Clone)]
+pub struct Port {
+    pub name: PortName,
+    /// Last ifindex seen for it (0: never seen).
+    pub ifindex: i32,
+    /// The kernel's latest view; `None` if it has no netdev (never seen, or deleted).
+    pub netdev: Option<LinkStatus>,
+    /// What we know of APPL_DB `PORT_TABLE:<name>`.
+    pub membership: Membership,
+    /// Listed in CONFIG_DB `PORT` at start-up.
+    pub configured: bool,
+    /// Still holds `PortInitDone` back.
+    awaiting_init: bool,
+    /// Its netdev went away and STATE_DB must not hold it.
+    deleted: bool,
+    pending_del: bool,
+    pending_hset: bool,
+    queued: bool,
+    /// Receive time of the oldest message behind the pending write.
+    pending_since_ns: u64,
+    /// Resync bookkeeping: generation of the last dump that listed it and
+    /// of the last event that touched it.
+    dumped_gen: u32,
+    touched_gen: u32,
+}
+
+/// A write the table owes to STATE_DB for one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingWrite {
+    pub port: PortId,
+    pub name: PortName,
+    /// `DEL PORT_TABLE|<name>` first.
+    pub del: bool,
+    /// Then `HSET PORT_TABLE|<name> …` with this status.
+    pub hset: Option<LinkStatus>,
+    /// Receive time of the oldest message behind this write.
+    pub since_ns: u64,
+}
+
+/// What applying one message did, for counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Skipped(Skip),
+    /// A DEL is now owed.
+    Deleted,
+    /// An HSET is now owed.
+    Written,
+    /// Status kept until the port is known in `PORT_TABLE`.
+    Held,
+    /// The name could not be stored (too long, or the table is full).
+    Refused,
+}
+
+/// The port table.
+#[derive(Debug)]
+pub struct PortTable {
+    ports: Vec<Port>,
+    by_name: HashMap<PortName, PortId>,
+    old_ifindexes: HashSet<i32>,
+    dirty: VecDeque<PortId>,
+    queries: Vec<PortId>,
+    awaiting_init: usize,
+    resync_gen: u32,
+    resync_active: bool,
+}
+
+impl Default for PortTable {
+    fn default() -> Self {
+        PortTable::with_capacity(256)
+    }
+}
+
+impl PortTable {
+    /// A table with room for `ports` ports before it allocates.
+    pub fn with_capacity(ports: usize) -> PortTable {
+        PortTable {
+            ports: Vec::with_capacity(ports),
+            by_name: HashMap::with_capacity(ports),
+            old_ifindexes: HashSet::new(),
+            dirty: VecDeque::with_capacity(ports),
+            queries: Vec::with_capacity(ports),
+            awaiting_init: 0,
+            resync_gen: 0,
+            resync_active: false,
+        }
+    }
+
+    /// Number of ports known.
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    /// The port with this id.
+    pub fn get(&self, id: PortId) -> &Port {
+        &self.ports[id as usize]
+    }
+
+    /// Look a port up by name.
+    pub fn find(&self, name: &[u8]) -> Option<PortId> {
+        self.by_name.get(&PortName::new(name)?).copied()
+    }
+
+    /// Every port, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (PortId, &Port)> {
+        self.ports.iter().enumerate().map(|(i, p)| (i as PortId, p))
+    }
+
+    /// Find or add a port.
+    pub fn intern(&mut self, name: &[u8]) -> Option<PortId> {
+        let key = PortName::new(name)?;
+        if let Some(&id) = self.by_name.get(&key) {
+            return Some(id);
+        }
+        if self.ports.len() >= MAX_PORTS {
+            return None;
+        }
+        let id = self.ports.len() as PortId;
+        self.ports.push(Port {
+            name: key,
+            ifindex: 0,
+            netdev: None,
+            membership: Membership::Unknown,
+            configured: false,
+            awaiting_init: false,
+            deleted: false,
+            pending_del: false,
+            pending_hset: false,
+            queued: false,
+            pending_since_ns: 0,
+            dumped_gen: 0,
+            touched_gen: 0,
+        });
+        self.by_name.insert(key, id);
+        Some(id)
+    }
+
+    /// Record a port listed in CONFIG_DB `PORT`; it holds `PortInitDone`
+    /// back until it is seen, unless `already_up` (its APPL_DB entry
+    /// already had `admin_status` at start-up).
+    pub fn add_configured(&mut self, name: &[u8], in_port_table: bool, already_up: bool) -> bool {
+        let Some(id) = self.intern(name) else {
+            return false;
+        };
+        let port = &mut self.ports[id as usize];
+        if !port.configured {
+            port.configured = true;
+            if !already_up {
+                port.awaiting_init = true;
+                self.awaiting_init += 1;
+            }
+        }
+        if in_port_table {
+            port.membership = Membership::Present;
+        }
+        true
+    }
+
+    /// Configured ports not yet seen; `PortInitDone` is due when this is 0.
+    pub fn awaiting_init(&self) -> usize {
+        self.awaiting_init
+    }
+
+    /// Mark an ifindex as an old interface (existed before a cold start).
+    pub fn add_old_interface(&mut self, ifindex: i32) {
+        self.old_ifindexes.insert(ifindex);
+    }
+
+    /// Number of old interfaces being ignored.
+    pub fn old_interfaces(&self) -> usize {
+        self.old_ifindexes.len()
+    }
+
+    /// Apply one link message received at `rx_ns`. `from_dump`: it is part
+    /// of the answer to our own `RTM_GETLINK` dump.
+    pub fn apply(&mut self, msg: &LinkMessage<'_>, rx_ns: u64, from_dump: bool) -> Applied {
+        if !is_port_name(msg.name) {
+            return Applied::Skipped(Skip::NotAPort);
+        }
+        let old = self.old_ifindexes.contains(&msg.ifindex);
+        let Some(id) = self.intern(msg.name) else {
+            return Applied::Refused;
+        };
+        let gen = self.resync_gen;
+        let resyncing = self.resync_active;
+        let port = &mut self.ports[id as usize];
+        match decide(msg, old, port.membership) {
+            Decision::Skip(why) => Applied::Skipped(why),
+            Decision::Delete => {
+                port.ifindex = msg.ifindex;
+                port.netdev = None;
+                port.deleted = true;
+                port.pending_hset = false;
+                port.pending_del = true;
+                if resyncing {
+                    port.touched_gen = gen;
+                }
+                self.queue(id, rx_ns);
+                Applied::Deleted
+            }
+            Decision::Write(status) | Decision::Hold(status) => {
+                port.ifindex = msg.ifindex;
+                port.netdev = Some(status);
+                port.deleted = false;
+                if resyncing {
+                    if from_dump {
+                        port.dumped_gen = gen;
+                    } else {
+                        port.touched_gen = gen;
+                    }
+                }
+                match port.membership {
+                    Membership::Present => {
+                        port.pending_hset = true;
+                        if port.awaiting_init {
+                            port.awaiting_init = false;
+                            self.awaiting_init -= 1;
+                        }
+                        self.queue(id, rx_ns);
+                        Applied::Written
+                    }
+                    Membership::Unknown => {
+                        port.membership = Membership::Querying;
+                        port.pending_since_ns = rx_ns;
+                        self.queries.push(id);
+                        Applied::Held
+                    }
+                    Membership::Querying | Membership::Absent => {
+                        if port.pending_since_ns == 0 {
+                            port.pending_since_ns = rx_ns;
+                        }
+                        Applied::Held
+                    }
+                }
+            }
+        }
+    }
+
+    fn queue(&mut self, id: PortId, rx_ns: u64) {
+        let port = &mut self.ports[id as usize];
+        if !port.queued {
+            port.queued = true;
+            if port.pending_since_ns == 0 {
+                port.pending_since_ns = rx_ns;
+            }
+            self.dirty.push_back(id);
+        }
+    }
+
+    /// Ports whose `PORT_TABLE` membership must be asked, taken once each.
+    pub fn take_queries(&mut self, out: &mut Vec<PortId>) {
+        out.clear();
+        out.append(&mut self.queries);
+    }
+
+    /// Ports with a netdev that were absent from `PORT_TABLE` when last asked:
+    /// ask again. Returns how many were queued.
+    pub fn requery_absent(&mut self) -> usize {
+        let mut n = 0;
+        for (i, port) in self.ports.iter_mut().enumerate() {
+            if port.membership == Membership::Absent && port.netdev.is_some() {
+                port.membership = Membership::Querying;
+                self.queries.push(i as PortId);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Ports with a netdev and no settled membership: waiting to be written.
+    pub fn held(&self) -> usize {
+        self.ports
+            .iter()
+            .filter(|p| p.netdev.is_some() && p.membership != Membership::Present)
+            .count()
+    }
+
+    /// Record what APPL_DB says about `PORT_TABLE:<name>`. A port that
+    /// becomes present with a netdev owes its state now.
+    pub fn set_membership(&mut self, id: PortId, present: bool) {
+        let port = &mut self.ports[id as usize];
+        if !present {
+            port.membership = Membership::Absent;
+            return;
+        }
+        let was = port.membership;
+        port.membership = Membership::Present;
+        if was != Membership::Present && port.netdev.is_some() {
+            port.pending_hset = true;
+            if port.awaiting_init {
+                port.awaiting_init = false;
+                self.awaiting_init -= 1;
+            }
+            let since = port.pending_since_ns;
+            self.queue(id, since);
+        }
+    }
+
+    /// Forget what we know of every port's membership and queue a query
+    /// for each port that has a netdev (after APPL_DB came back).
+    pub fn relearn_membership(&mut self) {
+        self.queries.clear();
+        for (i, port) in self.ports.iter_mut().enumerate() {
+            if port.netdev.is_some() {
+                port.membership = Membership::Querying;
+                self.queries.push(i as PortId);
+            } else {
+                port.membership = Membership::Unknown;
+            }
+        }
+    }
+
+    /// Owe a write of every port's current state (after STATE_DB came back):
+    /// an HSET for each port with a netdev known in `PORT_TABLE`, a DEL for
+    /// each port whose netdev went away.
+    pub fn rewrite_all(&mut self, now_ns: u64) {
+        for i in 0..self.ports.len() {
+            let port = &mut self.ports[i];
+            let owes = if port.deleted {
+                port.pending_del = true;
+                true
+            } else if port.netdev.is_some() && port.membership == Membership::Present {
+                port.pending_hset = true;
+                true
+            } else {
+                false
+            };
+            if owes {
+                self.queue(i as PortId, now_ns);
+            }
+        }
+    }
+
+    /// Owe a write of one port's current state again (its last write got a
+    /// retry-later error).
+    pub fn rewrite(&mut self, id: PortId, now_ns: u64) {
+        let Some(port) = self.ports.get_mut(id as usize) else {
+            return;
+        };
+        if port.deleted {
+            port.pending_del = true;
+        } else if port.netdev.is_some() && port.membership == Membership::Present {
+            port.pending_hset = true;
+        } else {
+            return;
+        }
+        self.queue(id, now_ns);
+    }
+
+    /// Number of ports owing a write.
+    pub fn dirty(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// The next write owed, without taking it.
+    pub fn peek_write(&self) -> Option<PendingWrite> {
+        let &id = self.dirty.front()?;
+        let port = &self.ports[id as usize];
+        Some(PendingWrite {
+            port: id,
+            name: port.name,
+            del: port.pending_del,
+            hset: if port.pending_hset { port.netdev } else { None },
+            since_ns: port.pending_since_ns,
+        })
+    }
+
+    /// Take the write [`peek_write`](Self::peek_write) returned: it is on its way.
+    pub fn pop_write(&mut self) -> Option<PendingWrite> {
+        let write = self.peek_write()?;
+        self.dirty.pop_front();
+        let port = &mut self.ports[write.port as usize];
+        port.queued = false;
+        port.pending_del = false;
+        port.pending_hset = false;
+        port.pending_since_ns = 0;
+        Some(write)
+    }
+
+    /// Start reconciling against a fresh dump: returns its generation.
+    pub fn begin_resync(&mut self) -> u32 {
+        self.resync_gen = self.resync_gen.wrapping_add(1).max(1);
+        self.resync_active = true;
+        self.resync_gen
+    }
+
+    /// Abandon the dump in progress (interrupted): nothing is concluded.
+    pub fn abort_resync(&mut self) {
+        self.resync_active = false;
+    }
+
+    /// The dump is complete and consistent: every port that had a netdev
+    /// before it started, was not in it and saw no event since, is gone.
+    /// Returns how many ports were found gone.
+    pub fn finish_resync(&mut self, now_ns: u64) -> usize {
+        let gen = self.resync_gen;
+        self.resync_active = false;
+        let mut gone = 0;
+        for i in 0..self.ports.len() {
+            let port = &mut self.ports[i];
+            if port.netdev.is_some() && port.dumped_gen != gen && port.touched_gen != gen {
+                port.netdev = None;
+                port.deleted = true;
+                port.pending_hset = false;
+                port.pending_del = true;
+                gone += 1;
+                self.queue(i as PortId, now_ns);
+            }
+        }
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests;

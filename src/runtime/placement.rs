@@ -1,0 +1,98 @@
+//! Where and how the loop thread runs: CPU pinning, real-time scheduling,
+//! locked memory. What the system refuses is a warning naming the missing
+//! capability, or an error when `[runtime] strict = true`.
+
+use std::io;
+
+use crate::config::Sched;
+use crate::sys::cvt;
+
+/// A placement request the system refused.
+#[derive(Debug)]
+pub struct Refused {
+    /// The config key behind the request.
+    pub key: &'static str,
+    /// What was asked.
+    pub asked: String,
+    /// The capability or limit that would allow it.
+    pub needs: &'static str,
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} = {}: refused ({}); needs {}",
+            self.key, self.asked, self.source, self.needs
+        )
+    }
+}
+
+/// Pin the calling thread to `cpu`.
+pub fn pin_current_thread(key: &'static str, cpu: usize) -> Result<(), Refused> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET initialise it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t and `cpu` was range-checked by the
+    // config against the online CPUs (CPU_SET ignores out-of-range bits).
+    unsafe {
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+    }
+    // SAFETY: pid 0 is the calling thread; `set` is valid for its size.
+    cvt(
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) }
+            as isize,
+    )
+    .map(drop)
+    .map_err(|source| Refused {
+        key,
+        asked: cpu.to_string(),
+        needs: "a CPU inside the process's cpuset (see CPUAffinity= / taskset)",
+        source,
+    })
+}
+
+/// Set the calling thread's scheduling policy.
+pub fn set_scheduler(sched: Sched) -> Result<(), Refused> {
+    let (policy, prio) = match sched {
+        Sched::Other => (libc::SCHED_OTHER, 0),
+        Sched::Fifo(p) => (libc::SCHED_FIFO, i32::from(p)),
+        Sched::RoundRobin(p) => (libc::SCHED_RR, i32::from(p)),
+    };
+    let param = libc::sched_param {
+        sched_priority: prio,
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is valid.
+    cvt(unsafe { libc::sched_setscheduler(0, policy, &param) } as isize)
+        .map(drop)
+        .map_err(|source| Refused {
+            key: "runtime.sched",
+            asked: String::from(sched),
+            needs: "CAP_SYS_NICE (or RLIMIT_RTPRIO; CPUSchedulingPolicy= under systemd)",
+            source,
+        })
+}
+
+/// `mlockall(MCL_CURRENT | MCL_FUTURE)`.
+pub fn lock_all_memory() -> Result<(), Refused> {
+    // SAFETY: mlockall has no memory-safety preconditions.
+    cvt(unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } as isize)
+        .map(drop)
+        .map_err(|source| Refused {
+            key: "runtime.mlock_all",
+            asked: "true".into(),
+            needs: "CAP_IPC_LOCK (or RLIMIT_MEMLOCK large enough; LimitMEMLOCK=infinity)",
+            source,
+        })
+}
+
+/// The explanation for a refused ring lock, naming the capability.
+pub fn ring_lock_refused(errno: i32, bytes: usize) -> Refused {
+    Refused {
+        key: "netlink.ring_bytes",
+        asked: bytes.to_string(),
+        needs: "CAP_IPC_LOCK (or RLIMIT_MEMLOCK above the ring size)",
+        source: io::Error::from_raw_os_error(errno),
+    }
+}
