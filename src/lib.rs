@@ -22,3 +22,4 @@ pub mod runtime;
 pub mod startup;
 pub mod sync;
 pub mod sys;
+pub mod testbed;

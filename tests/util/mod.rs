@@ -1,0 +1,173 @@
+//! Test-only helpers on top of `portsyncd::testbed`: the real `portsyncd`
+//! binary with a notify socket, torn down on drop.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Instant;
+
+use portsyncd::redis::client::Value;
+pub use portsyncd::testbed::*;
+
+/// The real `portsyncd`, run inside a namespace, with a notify socket to
+/// learn when it is ready. Killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    notify: UnixDatagram,
+    pub dir: TempDir,
+    log_path: PathBuf,
+}
+
+/// How to run the daemon.
+pub struct DaemonOptions {
+    /// `--set section.key=value` arguments.
+    pub sets: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Use the unix socket (else TCP).
+    pub unix: bool,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        DaemonOptions {
+            sets: vec!["metrics.listen=".into()],
+            env: vec![],
+            unix: true,
+        }
+    }
+}
+
+impl Daemon {
+    pub fn binary() -> &'static str {
+        env!("CARGO_BIN_EXE_portsyncd")
+    }
+
+    pub fn start(ns: &Netns, redis: &RedisServer) -> Daemon {
+        Daemon::start_with(ns, redis, DaemonOptions::default())
+    }
+
+    pub fn start_with(ns: &Netns, redis: &RedisServer, opts: DaemonOptions) -> Daemon {
+        let dir = TempDir::new().unwrap();
+        let db = redis.write_database_config(dir.path(), opts.unix).unwrap();
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        let log_path = dir.path().join("portsyncd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = ns.command(Daemon::binary());
+        cmd.arg("--config").arg(dir.path().join("none.toml"));
+        std::fs::write(dir.path().join("none.toml"), "").unwrap();
+        cmd.arg("--set")
+            .arg(format!("redis.database_config={}", db.display()));
+        cmd.args(["--set", "log.level=info"]);
+        for s in &opts.sets {
+            cmd.arg("--set").arg(s);
+        }
+        cmd.env("NOTIFY_SOCKET", &notify_path);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null()).stderr(log);
+        let child = cmd.spawn().unwrap();
+        Daemon {
+            child,
+            notify,
+            dir,
+            log_path,
+        }
+    }
+
+    /// Wait for the next notify message containing `needle` (e.g. `READY=1`).
+    pub fn wait_notify(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no {needle:?} from the daemon; log:\n{}",
+                self.log()
+            );
+            self.notify.set_read_timeout(Some(left)).unwrap();
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if msg.contains(needle) {
+                    return msg;
+                }
+            }
+        }
+    }
+
+    /// Wait for `READY=1`: start-up (initial dump, config push) is done.
+    pub fn wait_ready(&self) {
+        self.wait_notify("READY=1");
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn pid(&self) -> i32 {
+        // `ip netns exec` execs the program: same pid.
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let r = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(r, 0, "kill -{sig} {}", self.pid());
+    }
+
+    /// Wait for exit, at most `WAIT`; its exit status. Woken by the exit
+    /// itself (a pidfd becomes readable), not by polling.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            return status;
+        }
+        // SAFETY: pidfd_open on our own child's pid; the fd is owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid(), 0) } as i32;
+        assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is a fresh fd owned by no one else.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, WAIT.as_millis() as i32) };
+        assert!(
+            n > 0,
+            "daemon did not exit within {WAIT:?}; log:\n{}",
+            self.log()
+        );
+        self.child.wait().unwrap()
+    }
+
+    /// Whether it still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- portsyncd log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Read every value of a reply as text (for asserts).
+pub fn strings(v: &Value) -> Vec<String> {
+    v.items().iter().filter_map(|i| i.as_string()).collect()
+}
