@@ -195,7 +195,7 @@ fn warm_start_increments_restore_count_skips_the_push_and_syncs_existing_netdevs
     redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
     redis.wait_state("Ethernet4", "down", "down", 1500).unwrap();
     // Not brought down: warm start has no old interfaces.
-    assert_eq!(ns.link_state("Ethernet0").unwrap().0, true);
+    assert!(ns.link_state("Ethernet0").unwrap().0);
     // No push: nothing staged, no PortConfigDone.
     assert!(redis.keys(0, "_PORT_TABLE:Ethernet*").unwrap().is_empty());
     assert!(redis
@@ -242,12 +242,12 @@ fn cold_start_brings_old_interfaces_down_and_ignores_them_for_good() {
     ns.ip(&["link", "add", "PortChannel1", "type", "bridge"])
         .unwrap();
     ns.set_up("PortChannel1").unwrap();
-    assert_eq!(ns.link_state("Ethernet0").unwrap().0, true);
+    assert!(ns.link_state("Ethernet0").unwrap().0);
 
     let _d = start(&ns, &redis);
     // Brought down by the daemon (a netlink request).
-    assert_eq!(ns.link_state("Ethernet0").unwrap().0, false);
-    assert_eq!(ns.link_state("PortChannel1").unwrap().0, true);
+    assert!(!ns.link_state("Ethernet0").unwrap().0);
+    assert!(ns.link_state("PortChannel1").unwrap().0);
     redis.orchagent_pop().unwrap();
     // Later messages about them are ignored, even flaps.
     ns.set_up("Ethernet0").unwrap();
@@ -284,7 +284,7 @@ fn dpu_has_no_old_interfaces() {
     let _d = start(&ns, &redis);
     // Left up, and synced.
     redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
-    assert_eq!(ns.link_state("Ethernet0").unwrap().0, true);
+    assert!(ns.link_state("Ethernet0").unwrap().0);
 }
 
 #[test]
