@@ -230,10 +230,34 @@ impl Daemon {
                             self.state.in_flight()
                         );
                     }
+                    self.log_totals();
                     return Ok(Exit::Stopped(sig));
                 }
             }
         }
+    }
+
+    /// One line with the counters an operator (or a test) checks after a run.
+    fn log_totals(&self) {
+        let c = &self.recorder.counters;
+        log_notice!(
+            "totals: datagrams {} newlink {} dellink {} malformed {} enobufs {} truncations {} resyncs {} dump_restarts {} vanished {} written {} deleted {} batches {} reconnects {} error_replies {} samples_dropped {}",
+            c.datagrams.get(),
+            c.msgs_newlink.get(),
+            c.msgs_dellink.get(),
+            c.malformed.get(),
+            c.enobufs.get(),
+            c.truncations.get(),
+            c.resyncs.get(),
+            c.dump_restarts.get(),
+            c.ports_vanished.get(),
+            c.ports_written.get(),
+            c.ports_deleted.get(),
+            c.batches.get(),
+            c.redis_reconnects.get(),
+            c.redis_error_replies.get(),
+            c.samples_dropped.get()
+        );
     }
 
     fn next_timeout(&self, now: u64) -> Option<Duration> {

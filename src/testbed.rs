@@ -105,6 +105,34 @@ impl Netns {
         run(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }
 
+    /// Many `ip` commands in one process (`ip -n <ns> -batch -`): a burst of
+    /// link changes as fast as `ip` can issue them.
+    pub fn batch(&self, commands: &[String]) -> Result<()> {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("ip -batch: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            for c in commands {
+                writeln!(stdin, "{c}").map_err(|e| err(format!("ip -batch: {e}")))?;
+            }
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| err(format!("ip -batch: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "ip -batch failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            )));
+        }
+        Ok(())
+    }
+
     /// `ip -n <ns> <args>` that may fail.
     pub fn try_ip(&self, args: &[&str]) -> bool {
         Command::new("ip")

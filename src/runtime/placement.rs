@@ -74,17 +74,50 @@ pub fn set_scheduler(sched: Sched) -> Result<(), Refused> {
         })
 }
 
+/// Whether the process holds `CAP_IPC_LOCK` in its effective set.
+fn has_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
 /// `mlockall(MCL_CURRENT | MCL_FUTURE)`.
+///
+/// Refused up front without `CAP_IPC_LOCK` and with a finite
+/// `RLIMIT_MEMLOCK`: the call could succeed now and make a later allocation
+/// fail once the process outgrows the limit, which would abort the daemon.
 pub fn lock_all_memory() -> Result<(), Refused> {
+    let refused = |source| Refused {
+        key: "runtime.mlock_all",
+        asked: "true".into(),
+        needs: "CAP_IPC_LOCK (or RLIMIT_MEMLOCK unlimited; LimitMEMLOCK=infinity)",
+        source,
+    };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the kernel to fill.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    if r == 0 && limit.rlim_cur != libc::RLIM_INFINITY && !has_ipc_lock() {
+        return Err(refused(io::Error::other(format!(
+            "RLIMIT_MEMLOCK is {} bytes and CAP_IPC_LOCK is missing",
+            limit.rlim_cur
+        ))));
+    }
     // SAFETY: mlockall has no memory-safety preconditions.
     cvt(unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } as isize)
         .map(drop)
-        .map_err(|source| Refused {
-            key: "runtime.mlock_all",
-            asked: "true".into(),
-            needs: "CAP_IPC_LOCK (or RLIMIT_MEMLOCK large enough; LimitMEMLOCK=infinity)",
-            source,
-        })
+        .map_err(refused)
 }
 
 /// The explanation for a refused ring lock, naming the capability.

@@ -27,6 +27,8 @@ pub struct DaemonOptions {
     pub env: Vec<(String, String)>,
     /// Use the unix socket (else TCP).
     pub unix: bool,
+    /// A command the daemon runs under (e.g. `setpriv --bounding-set=…`).
+    pub wrap: Vec<String>,
 }
 
 impl Default for DaemonOptions {
@@ -35,6 +37,7 @@ impl Default for DaemonOptions {
             sets: vec!["metrics.listen=".into()],
             env: vec![],
             unix: true,
+            wrap: vec![],
         }
     }
 }
@@ -55,7 +58,14 @@ impl Daemon {
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         let log_path = dir.path().join("portsyncd.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = ns.command(Daemon::binary());
+        let mut cmd = match opts.wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = ns.command(program);
+                c.args(args).arg(Daemon::binary());
+                c
+            }
+            None => ns.command(Daemon::binary()),
+        };
         cmd.arg("--config").arg(dir.path().join("none.toml"));
         std::fs::write(dir.path().join("none.toml"), "").unwrap();
         cmd.arg("--set")
