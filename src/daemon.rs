@@ -108,6 +108,10 @@ pub struct Daemon {
     next_tick_ns: u64,
     next_watchdog_ns: u64,
     stopping: Option<(i32, u64)>,
+    /// `READY=1` status waiting for both connections to be usable.
+    ready_status: Option<String>,
+    state_selected: bool,
+    script_loaded: bool,
     /// Scratch buffers reused every turn.
     ready: Vec<Readiness>,
     queries: Vec<PortId>,
@@ -173,6 +177,9 @@ impl Daemon {
             next_tick_ns: now,
             next_watchdog_ns: now,
             stopping: None,
+            ready_status: None,
+            state_selected: false,
+            script_loaded: false,
             ready: Vec::with_capacity(64),
             queries: Vec::with_capacity(256),
             written_since: Vec::with_capacity(1024),
@@ -194,6 +201,13 @@ impl Daemon {
             Reactor::Epoll(_) => 0,
         });
         Ok(d)
+    }
+
+    /// Send `READY=1` with `status` once STATE_DB is selected and the
+    /// ProducerStateTable script is loaded on APPL_DB: from then on every
+    /// link change is processed and written.
+    pub fn announce_ready(&mut self, status: String) {
+        self.ready_status = Some(status);
     }
 
     /// Run until a stop signal.
@@ -218,6 +232,11 @@ impl Daemon {
             self.write_ports();
             self.write_appl();
             self.flush_all();
+            if self.state_selected && self.script_loaded {
+                if let Some(status) = self.ready_status.take() {
+                    self.notifier.ready(&status);
+                }
+            }
             if let Some((sig, deadline)) = self.stopping {
                 let settled = !self.state.is_up()
                     || (self.state.in_flight() == 0
@@ -594,13 +613,17 @@ impl Daemon {
         let retry_ports = &mut self.retry_ports;
         let retry_at_ns = &mut self.retry_at_ns;
         let state_prefix = &self.state_prefix;
+        let state_selected = &mut self.state_selected;
         let result = self.state.read_replies(|tag, reply| {
             let Some(tag) = tag else { return };
             let now = monotonic_ns();
             let (port, since, what) = match tag {
                 StateTag::Select => {
-                    if let Some(e) = reply.error() {
-                        log_error!("STATE_DB: SELECT failed: {}", String::from_utf8_lossy(e));
+                    match reply.error() {
+                        Some(e) => {
+                            log_error!("STATE_DB: SELECT failed: {}", String::from_utf8_lossy(e))
+                        }
+                        None => *state_selected = true,
                     }
                     return;
                 }
@@ -637,6 +660,7 @@ impl Daemon {
         let ports = &mut self.sync.ports;
         let outbox = &mut self.outbox;
         let counters = &self.recorder.counters;
+        let script_loaded = &mut self.script_loaded;
         let mut reload = false;
         let result = self.appl.read_replies(|tag, reply| {
             let Some(tag) = tag else { return };
@@ -646,12 +670,17 @@ impl Daemon {
                         log_error!("APPL_DB: SELECT failed: {}", String::from_utf8_lossy(e));
                     }
                 }
-                ApplTag::ScriptLoad => match reply {
-                    Reply::Bulk(sha) if *sha == SET_SCRIPT_SHA.as_bytes() => {}
-                    other => log_error!(
-                        "APPL_DB: SCRIPT LOAD answered {other:?}, expected {SET_SCRIPT_SHA}"
-                    ),
-                },
+                ApplTag::ScriptLoad => {
+                    // Ready either way: an odd answer is logged, and a
+                    // failing EVALSHA will say more.
+                    *script_loaded = true;
+                    match reply {
+                        Reply::Bulk(sha) if *sha == SET_SCRIPT_SHA.as_bytes() => {}
+                        other => log_error!(
+                            "APPL_DB: SCRIPT LOAD answered {other:?}, expected {SET_SCRIPT_SHA}"
+                        ),
+                    }
+                }
                 ApplTag::Exists(port) => match reply {
                     Reply::Int(n) => ports.set_membership(port, *n > 0),
                     other => {

@@ -177,15 +177,15 @@ fn run(cfg: Config, dbs: Databases) -> Result<u8, u8> {
         info.old_interfaces,
         sync.ports.len()
     );
-    notifier.ready(&format!(
-        "running: {} configured ports, {} start",
-        info.configured_ports,
-        if info.warm { "warm" } else { "cold" }
-    ));
     let mut daemon = Daemon::new(
         cfg, &dbs, reactor, signals, notifier, recorder, netlink, ring, sync, dump_seq,
     )
     .map_err(|e| fail("event loop", &e))?;
+    daemon.announce_ready(format!(
+        "running: {} configured ports, {} start",
+        info.configured_ports,
+        if info.warm { "warm" } else { "cold" }
+    ));
     let exit = daemon.run().map_err(|e| fail("event loop", &e))?;
     metrics.stop();
     match exit {

@@ -23,13 +23,13 @@ use crate::config::Config;
 use crate::dbconfig::{Database, Databases};
 use crate::netlink::socket::{NetlinkError, NetlinkSocket, RcvBufOutcome};
 use crate::netlink::{receive, request, ring::RecvRing, Received};
-use crate::redis::client::{Client, ClientError, Value};
+use crate::redis::client::{Client, ClientError};
 use crate::redis::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
 use crate::runtime::notify::Notifier;
 use crate::runtime::signals::{Signal, Signals};
 use crate::sync::{DumpEnd, LinkSync};
 use crate::sys::monotonic_ns;
-use crate::{log_error, log_info, log_notice, log_warn};
+use crate::{log_info, log_notice, log_warn};
 
 /// Sequence number of the first dump; the loop continues from here.
 pub const FIRST_DUMP_SEQ: u32 = 1;
@@ -93,16 +93,11 @@ impl From<StartError> for Interrupt {
     }
 }
 
-/// One ProducerStateTable error reply, kept for the log.
-fn check_pst_reply(what: &str, v: &Value) -> bool {
-    match v.error() {
-        Some(e) if e.starts_with("NOSCRIPT") => false,
-        Some(e) => {
-            log_error!("APPL_DB: {what} failed: {e}");
-            true
-        }
-        None => true,
-    }
+/// How one pipelined ProducerStateTable push went.
+enum Push {
+    Done,
+    /// `NOSCRIPT`: load the script and send again.
+    NoScript,
 }
 
 /// The start-up sequence and what it needs.
@@ -209,7 +204,7 @@ impl Startup<'_> {
         // 1. switch_type.
         let metadata_key = format!("DEVICE_METADATA{cfg_sep}localhost");
         let switch_type = self.retry("switch_type", &dbs.config, |c| {
-            let v = c.call(&[b"HGET", metadata_key.as_bytes(), b"switch_type"])?;
+            let v = c.call_ok(&[b"HGET", metadata_key.as_bytes(), b"switch_type"])?;
             Ok(v.as_string().unwrap_or_else(|| "switch".to_string()))
         })?;
 
@@ -220,19 +215,19 @@ impl Startup<'_> {
             let (warm, count) = match decided {
                 Some(d) => d,
                 None => {
-                    let system = c.call(&[
+                    let system = c.call_ok(&[
                         b"HGET",
                         format!("WARM_RESTART_ENABLE_TABLE{state_sep}system").as_bytes(),
                         b"enable",
                     ])?;
-                    let swss = c.call(&[
+                    let swss = c.call_ok(&[
                         b"HGET",
                         format!("WARM_RESTART_ENABLE_TABLE{state_sep}swss").as_bytes(),
                         b"enable",
                     ])?;
                     let enabled = system.as_bytes() == Some(b"true") || swss.as_bytes() == Some(b"true");
                     let d = if enabled {
-                        let count = c.call(&[
+                        let count = c.call_ok(&[
                             b"HGET",
                             format!("WARM_RESTART_TABLE{state_sep}portsyncd").as_bytes(),
                             b"restore_count",
@@ -253,15 +248,12 @@ impl Startup<'_> {
                     d
                 }
             };
-            let v = c.call(&[
+            c.call_ok(&[
                 b"HSET",
                 format!("WARM_RESTART_TABLE{state_sep}portsyncd").as_bytes(),
                 b"restore_count",
                 count.to_string().as_bytes(),
             ])?;
-            if let Some(e) = v.error() {
-                log_error!("STATE_DB: HSET WARM_RESTART_TABLE{state_sep}portsyncd restore_count {count} failed: {e}");
-            }
             Ok((warm, count))
         })?;
         log_notice!(
@@ -302,7 +294,7 @@ impl Startup<'_> {
         let prefix_len = "PORT".len() + 1;
         let config_ports: Vec<(String, Vec<(String, String)>)> =
             self.retry("CONFIG_DB PORT", &dbs.config, |c| {
-                let keys = c.call(&[b"KEYS", pattern.as_bytes()])?;
+                let keys = c.call_ok(&[b"KEYS", pattern.as_bytes()])?;
                 let names: Vec<String> = keys
                     .items()
                     .iter()
@@ -313,7 +305,7 @@ impl Startup<'_> {
                     .iter()
                     .map(|k| vec![b"HGETALL".to_vec(), k.as_bytes().to_vec()])
                     .collect();
-                let replies = c.pipeline(&cmds)?;
+                let replies = c.pipeline_ok(&cmds)?;
                 Ok(names
                     .into_iter()
                     .zip(replies)
@@ -336,34 +328,46 @@ impl Startup<'_> {
                 .collect();
             sets.push(PstSet::new("PortConfigDone", &[("count", &count)]));
             self.notifier.status("starting: writing APPL_DB PORT_TABLE");
-            self.retry("APPL_DB PORT_TABLE push", &dbs.appl, |c| {
-                for _attempt in 0..2 {
-                    let mut out = Vec::new();
-                    ProducerTable::encode_script_load(&mut out);
-                    for s in &sets {
-                        s.encode(&table, &mut out);
-                    }
-                    c.send_raw(&out)?;
-                    let sha = c.read()?;
-                    if sha.as_bytes() != Some(SET_SCRIPT_SHA.as_bytes()) {
-                        log_warn!(
-                            "APPL_DB: SCRIPT LOAD answered {sha:?}, expected {SET_SCRIPT_SHA}"
-                        );
-                    }
-                    let mut all_ok = true;
-                    for s in &sets {
-                        let v = c.read()?;
-                        let what =
-                            format!("EVALSHA set PORT_TABLE {}", String::from_utf8_lossy(&s.key));
-                        all_ok &= check_pst_reply(&what, &v);
-                    }
-                    if all_ok {
-                        return Ok(());
-                    }
-                    // NOSCRIPT: a SCRIPT FLUSH raced us; load and send again.
-                    log_warn!("APPL_DB: NOSCRIPT during the port push; loading the script again");
+            self.retry("APPL_DB PORT_TABLE push", &dbs.appl, |c| loop {
+                let mut out = Vec::new();
+                ProducerTable::encode_script_load(&mut out);
+                for s in &sets {
+                    s.encode(&table, &mut out);
                 }
-                Ok(())
+                c.send_raw(&out)?;
+                let sha = c.read()?;
+                if sha.as_bytes() != Some(SET_SCRIPT_SHA.as_bytes()) {
+                    log_warn!("APPL_DB: SCRIPT LOAD answered {sha:?}, expected {SET_SCRIPT_SHA}");
+                }
+                // Read every reply before judging, so the connection stays in step.
+                let mut push = Ok(Push::Done);
+                for s in &sets {
+                    let v = c.read()?;
+                    match v.error() {
+                        None => {}
+                        Some(e) if e.starts_with("NOSCRIPT") && push.is_ok() => {
+                            push = Ok(Push::NoScript);
+                        }
+                        Some(e) if e.starts_with("NOSCRIPT") => {}
+                        Some(e) => {
+                            push = Err(ClientError::Reply {
+                                command: format!(
+                                    "EVALSHA set PORT_TABLE {}",
+                                    String::from_utf8_lossy(&s.key)
+                                ),
+                                error: e.to_string(),
+                            })
+                        }
+                    }
+                }
+                match push? {
+                    Push::Done => return Ok(()),
+                    // A SCRIPT FLUSH raced us: the script is loaded first in
+                    // the next pipeline again.
+                    Push::NoScript => {
+                        log_warn!("APPL_DB: NOSCRIPT during the port push; sending it again")
+                    }
+                }
             })?;
             log_notice!(
                 "PortConfigDone: {} ports pushed to APPL_DB PORT_TABLE",
@@ -385,7 +389,7 @@ impl Startup<'_> {
                         ]
                     })
                     .collect();
-                let replies = c.pipeline(&cmds)?;
+                let replies = c.pipeline_ok(&cmds)?;
                 Ok(replies
                     .iter()
                     .map(|v| {

@@ -95,6 +95,11 @@ pub enum ClientError {
     Closed,
     /// A reply larger than the client accepts.
     TooLarge(usize),
+    /// Redis answered a command with an error (from the `*_ok` calls).
+    Reply {
+        command: String,
+        error: String,
+    },
 }
 
 impl fmt::Display for ClientError {
@@ -105,6 +110,7 @@ impl fmt::Display for ClientError {
             ClientError::Timeout => f.write_str("timed out waiting for Redis"),
             ClientError::Closed => f.write_str("Redis closed the connection"),
             ClientError::TooLarge(n) => write!(f, "reply larger than {n} bytes"),
+            ClientError::Reply { command, error } => write!(f, "{command}: {error}"),
         }
     }
 }
@@ -238,10 +244,62 @@ impl Client {
         cmds.iter().map(|_| self.read()).collect()
     }
 
+    /// Like [`call`](Self::call), but an error reply is an `Err` naming the command.
+    pub fn call_ok(&mut self, args: &[&[u8]]) -> Result<Value, ClientError> {
+        let v = self.call(args)?;
+        check(args, v)
+    }
+
+    /// Like [`pipeline`](Self::pipeline), but the first error reply is an `Err`.
+    pub fn pipeline_ok(&mut self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Value>, ClientError> {
+        let replies = self.pipeline(cmds)?;
+        for (cmd, v) in cmds.iter().zip(&replies) {
+            if let Some(e) = v.error() {
+                let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_slice()).collect();
+                return Err(ClientError::Reply {
+                    command: describe(&args),
+                    error: e.to_string(),
+                });
+            }
+        }
+        Ok(replies)
+    }
+
     /// Convenience for tests and tools: a command given as strings.
     pub fn cmd(&mut self, args: &[&str]) -> Result<Value, ClientError> {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         self.call(&args)
+    }
+}
+
+/// A command for a log line: its first words, shortened.
+pub fn describe(args: &[&[u8]]) -> String {
+    let mut out = String::new();
+    for (i, a) in args.iter().take(4).enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let text = String::from_utf8_lossy(a);
+        if text.chars().count() > 48 {
+            out.extend(text.chars().take(48));
+            out.push('…');
+        } else {
+            out.push_str(&text);
+        }
+    }
+    if args.len() > 4 {
+        out.push_str(" …");
+    }
+    out
+}
+
+fn check(args: &[&[u8]], v: Value) -> Result<Value, ClientError> {
+    match v.error() {
+        Some(e) => Err(ClientError::Reply {
+            command: describe(args),
+            error: e.to_string(),
+        }),
+        None => Ok(v),
     }
 }
 

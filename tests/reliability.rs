@@ -1,0 +1,227 @@
+//! Redis faults with real parts: connections killed mid-burst, Redis
+//! restarted while ports change, Redis absent at start, SCRIPT FLUSH, and a
+//! Redis that stops reading. Each ends with STATE_DB equal to the kernel's
+//! state and the daemon alive.
+
+mod util;
+
+use util::{Daemon, DaemonOptions, Netns, RedisOptions, RedisServer};
+
+fn port_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("Ethernet{}", 4 * i)).collect()
+}
+
+fn refs(names: &[String]) -> Vec<&str> {
+    names.iter().map(|s| s.as_str()).collect()
+}
+
+fn wait_converged(ns: &Netns, redis: &RedisServer, names: &[String]) {
+    let updown = |b: bool| if b { "up" } else { "down" };
+    for n in names {
+        match ns.link_state(n) {
+            Some((admin, oper, mtu)) => redis
+                .wait_state(n, updown(admin), updown(oper), mtu)
+                .unwrap(),
+            None => redis.wait_state_absent(n).unwrap(),
+        }
+    }
+}
+
+/// Flip every port `rounds` times in one `ip -batch` (a burst).
+fn flap(ns: &Netns, names: &[String], rounds: usize, start_up: bool) {
+    let mut cmds = Vec::new();
+    for r in 0..rounds {
+        let up = (r % 2 == 0) == start_up;
+        for n in names {
+            cmds.push(format!("link set {n} {}", if up { "up" } else { "down" }));
+        }
+    }
+    ns.batch(&cmds).unwrap();
+}
+
+fn setup(names: &[String], ropts: RedisOptions, sets: &[&str]) -> (Netns, RedisServer, Daemon) {
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start_with(ropts).unwrap();
+    redis.configure_ports(&refs(names)).unwrap();
+    let mut opts = DaemonOptions::default();
+    opts.sets.extend(sets.iter().map(|s| s.to_string()));
+    let d = Daemon::start_with(&ns, &redis, opts);
+    d.wait_ready();
+    redis.orchagent_pop().unwrap();
+    for n in names {
+        ns.add_port(n).unwrap();
+    }
+    wait_converged(&ns, &redis, names);
+    (ns, redis, d)
+}
+
+fn total(log: &str, name: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("totals:"))
+        .expect("a totals line");
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == name {
+            return words.next().unwrap().parse().unwrap();
+        }
+    }
+    panic!("no {name} in {line}");
+}
+
+fn stop(d: &mut Daemon) -> String {
+    assert!(d.alive(), "the daemon died:\n{}", d.log());
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0));
+    d.log()
+}
+
+#[test]
+fn connections_killed_mid_burst() {
+    let names = port_names(16);
+    let (ns, redis, mut d) = setup(&names, RedisOptions::default(), &[]);
+    let killer = std::thread::spawn({
+        let addr = redis.address();
+        move || {
+            let mut c = portsyncd::redis::client::Client::connect(&addr, util::WAIT).unwrap();
+            for _ in 0..20 {
+                c.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+                    .unwrap();
+                c.cmd(&["CLIENT", "KILL", "TYPE", "pubsub", "SKIPME", "yes"])
+                    .unwrap();
+            }
+        }
+    });
+    flap(&ns, &names, 9, true);
+    killer.join().unwrap();
+    // And once more after the burst, so the last write surely lost its connection.
+    redis
+        .cmd(0, &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .unwrap();
+    wait_converged(&ns, &redis, &names);
+    let log = stop(&mut d);
+    assert!(total(&log, "reconnects") >= 1, "{log}");
+}
+
+#[test]
+fn redis_restarted_while_ports_change() {
+    let names = port_names(8);
+    let (ns, mut redis, mut d) = setup(
+        &names,
+        RedisOptions {
+            persist: true,
+            ..Default::default()
+        },
+        &["redis.retry_max_ms=200"],
+    );
+    redis.stop();
+    // Changes while Redis is away: they must land once it is back.
+    flap(&ns, &names, 3, true);
+    ns.set_mtu("Ethernet4", 9000).unwrap();
+    ns.del_port("Ethernet8").unwrap();
+    redis.restart().unwrap();
+    wait_converged(&ns, &redis, &names);
+    // A change after the restart still flows.
+    ns.set_down("Ethernet0").unwrap();
+    wait_converged(&ns, &redis, &names);
+    let log = stop(&mut d);
+    assert!(total(&log, "reconnects") >= 1, "{log}");
+}
+
+#[test]
+fn redis_absent_at_start() {
+    let names = port_names(4);
+    let ns = Netns::new().unwrap();
+    let mut redis = RedisServer::start_with(RedisOptions {
+        persist: true,
+        ..Default::default()
+    })
+    .unwrap();
+    redis.configure_ports(&refs(&names)).unwrap();
+    redis.stop();
+    let mut d = Daemon::start_with(
+        &ns,
+        &redis,
+        DaemonOptions {
+            sets: vec!["metrics.listen=".into(), "redis.retry_max_ms=200".into()],
+            ..Default::default()
+        },
+    );
+    // It says so, and keeps trying. (With no unix socket file it falls
+    // back to TCP, SONiC's rule, and names that address.)
+    let status = d.wait_notify("STATUS=waiting for Redis");
+    assert!(
+        status.contains(&format!("127.0.0.1:{}", redis.port)),
+        "{status}"
+    );
+    d.wait_notify("STATUS=waiting for Redis");
+    assert!(d.alive());
+    redis.restart().unwrap();
+    d.wait_ready();
+    redis.orchagent_pop().unwrap();
+    for n in &names {
+        ns.add_port(n).unwrap();
+    }
+    ns.set_up("Ethernet0").unwrap();
+    wait_converged(&ns, &redis, &names);
+    assert!(d.log().contains("waiting for Redis"));
+    stop(&mut d);
+}
+
+#[test]
+fn script_flush_mid_run() {
+    let names = port_names(4);
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    redis.configure_ports(&refs(&names)).unwrap();
+    let mut d = Daemon::start(&ns, &redis);
+    d.wait_ready();
+    redis.orchagent_pop().unwrap();
+    // The script vanishes before PortInitDone is due: its EVALSHA gets
+    // NOSCRIPT, and the daemon must load the script again and resend.
+    redis.cmd(0, &["SCRIPT", "FLUSH"]).unwrap();
+    for n in &names {
+        ns.add_port(n).unwrap();
+    }
+    redis
+        .wait_until("PortInitDone", |r| {
+            Ok(
+                r.cmd(0, &["SISMEMBER", "PORT_TABLE_KEY_SET", "PortInitDone"])?
+                    .as_int()
+                    == Some(1),
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        redis.hgetall(0, "_PORT_TABLE:PortInitDone").unwrap(),
+        vec![("lanes".into(), "0".into())]
+    );
+    wait_converged(&ns, &redis, &names);
+    let log = stop(&mut d);
+    assert!(log.contains("NOSCRIPT"), "{log}");
+}
+
+#[test]
+fn redis_that_stops_reading_during_a_burst() {
+    // A small write buffer so the bound is reached; the default netlink
+    // buffer so that any overrun would be the daemon's fault.
+    let names = port_names(32);
+    let (ns, redis, mut d) = setup(
+        &names,
+        RedisOptions::default(),
+        &["redis.write_buffer_bytes=65536"],
+    );
+    redis.cmd(0, &["CLIENT", "PAUSE", "1500", "ALL"]).unwrap();
+    flap(&ns, &names, 41, true);
+    for n in names.iter().step_by(2) {
+        ns.set_mtu(n, 9000).unwrap();
+    }
+    wait_converged(&ns, &redis, &names);
+    let log = stop(&mut d);
+    assert_eq!(
+        total(&log, "enobufs"),
+        0,
+        "a slow Redis made the kernel drop events:\n{log}"
+    );
+}
