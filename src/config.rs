@@ -366,7 +366,45 @@ fn in_range<T: PartialOrd + fmt::Display + Copy>(
     Ok(())
 }
 
+/// Where a configuration came from, kept so SIGHUP can load it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSource {
+    pub file: ConfigFile,
+    /// Environment first, then flags (later ones win).
+    pub overrides: Vec<Override>,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.file, &self.overrides)
+    }
+}
+
+/// Keys SIGHUP applies without a restart.
+pub const RELOADABLE: [&str; 2] = ["log.level", "metrics.log_interval_s"];
+
 impl Config {
+    /// `section.key` of every setting that differs between `self` and `other`.
+    pub fn differences(&self, other: &Config) -> Vec<String> {
+        fn flat(c: &Config) -> std::collections::BTreeMap<String, toml::Value> {
+            let mut out = std::collections::BTreeMap::new();
+            for (section, v) in toml::Table::try_from(c).unwrap_or_default() {
+                if let toml::Value::Table(keys) = v {
+                    for (key, v) in keys {
+                        out.insert(format!("{section}.{key}"), v);
+                    }
+                }
+            }
+            out
+        }
+        let (a, b) = (flat(self), flat(other));
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect()
+    }
+
     /// Check ranges and relations the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let r = &self.redis;

@@ -10,7 +10,7 @@
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigSource, RELOADABLE};
 use crate::dbconfig::Databases;
 use crate::metrics::{Recorder, SampleKind};
 use crate::netlink::ring::RecvRing;
@@ -59,6 +59,8 @@ pub enum ApplTag {
     /// Index into the ProducerStateTable outbox.
     Pst(usize),
     Exists(PortId),
+    /// `HGET LOGGER|portsyncd LOGLEVEL` in CONFIG_DB (between two SELECTs).
+    LogLevel,
 }
 
 /// A ProducerStateTable set owed to APPL_DB (`PortInitDone`).
@@ -66,6 +68,29 @@ struct OutboxItem {
     set: PstSet,
     acked: bool,
     sent: bool,
+}
+
+/// Apply CONFIG_DB `LOGGER|portsyncd` `LOGLEVEL` (SONiC's `swssloglevel`);
+/// without one, the configured level.
+fn apply_loglevel(reply: &Reply<'_>, configured: crate::log::Level) {
+    let level = match reply {
+        Reply::Bulk(v) => match crate::log::Level::parse(&String::from_utf8_lossy(v)) {
+            Some(l) => l,
+            None => {
+                log_warn!(
+                    "CONFIG_DB LOGGER|portsyncd LOGLEVEL {:?} is not a level; ignored",
+                    String::from_utf8_lossy(v)
+                );
+                return;
+            }
+        },
+        Reply::Nil => configured,
+        other => {
+            log_warn!("CONFIG_DB: HGET LOGGER|portsyncd LOGLEVEL answered {other:?}");
+            return;
+        }
+    };
+    crate::log::change_level(level, "CONFIG_DB LOGGER|portsyncd");
 }
 
 /// How the loop ended.
@@ -108,6 +133,17 @@ pub struct Daemon {
     next_tick_ns: u64,
     next_watchdog_ns: u64,
     stopping: Option<(i32, u64)>,
+    /// CONFIG_DB number and `LOGGER|portsyncd`, SONiC's log level switch.
+    config_db: u32,
+    logger_key: Vec<u8>,
+    /// `__keyspace@<config>__:LOGGER|portsyncd`.
+    logger_channel: Vec<u8>,
+    /// CONFIG_DB shares APPL_DB's instance, so the log level is followed
+    /// live (keyspace events) and read through the APPL_DB connection.
+    logger_live: bool,
+    loglevel_wanted: bool,
+    /// What SIGHUP reloads.
+    source: Option<ConfigSource>,
     /// `READY=1` status waiting for both connections to be usable.
     ready_status: Option<String>,
     state_selected: bool,
@@ -161,6 +197,12 @@ impl Daemon {
         reactor.register(signals.as_raw_fd(), SIGNALS)?;
         let sep = dbs.appl.separator;
         let now = monotonic_ns();
+        let logger_key = format!("LOGGER{}portsyncd", dbs.config.separator as char).into_bytes();
+        let logger_channel = [
+            format!("__keyspace@{}__:", dbs.config.id).as_bytes(),
+            &logger_key[..],
+        ]
+        .concat();
         let d = Daemon {
             state_db: dbs.state.id,
             appl_db: dbs.appl.id,
@@ -177,6 +219,12 @@ impl Daemon {
             next_tick_ns: now,
             next_watchdog_ns: now,
             stopping: None,
+            config_db: dbs.config.id,
+            logger_key,
+            logger_channel,
+            logger_live: dbs.config.instance == dbs.appl.instance,
+            loglevel_wanted: false,
+            source: None,
             ready_status: None,
             state_selected: false,
             script_loaded: false,
@@ -208,6 +256,53 @@ impl Daemon {
     /// link change is processed and written.
     pub fn announce_ready(&mut self, status: String) {
         self.ready_status = Some(status);
+    }
+
+    /// Where the configuration came from, for SIGHUP.
+    pub fn set_config_source(&mut self, source: ConfigSource) {
+        self.source = Some(source);
+    }
+
+    /// SIGHUP: load the configuration again and apply what can change at
+    /// run time; name what needs a restart. CONFIG_DB's LOGLEVEL, when
+    /// set, wins over the file (as in SONiC), so it is read again too.
+    fn reload(&mut self) {
+        let Some(source) = &self.source else {
+            log_notice!("SIGHUP: no configuration source to reload");
+            return;
+        };
+        let new = match source.load() {
+            Ok(c) => c,
+            Err(e) => {
+                log_error!("SIGHUP: configuration not reloaded: {e}");
+                return;
+            }
+        };
+        let changed = self.cfg.differences(&new);
+        let (applied, ignored): (Vec<&String>, Vec<&String>) = changed
+            .iter()
+            .partition(|k| RELOADABLE.contains(&k.as_str()));
+        crate::log::set_level(new.log.level.0);
+        self.loglevel_wanted = self.logger_live;
+        if !ignored.is_empty() {
+            let names: Vec<&str> = ignored.iter().map(|k| k.as_str()).collect();
+            log_warn!(
+                "SIGHUP: not reloaded, restart to apply: {}",
+                names.join(", ")
+            );
+        }
+        let names: Vec<&str> = applied.iter().map(|k| k.as_str()).collect();
+        log_notice!(
+            "SIGHUP: configuration reloaded{}",
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!("; applied {}", names.join(", "))
+            }
+        );
+        // Keep the running values of what was not applied.
+        self.cfg.log = new.log;
+        self.cfg.metrics.log_interval_s = new.metrics.log_interval_s;
     }
 
     /// Run until a stop signal.
@@ -389,9 +484,7 @@ impl Daemon {
                         self.stopping = Some((sig, monotonic_ns() + STOP_GRACE.as_nanos() as u64));
                     }
                 }
-                Ok(Some(Signal::Reload)) => {
-                    log_notice!("SIGHUP: nothing to reload");
-                }
+                Ok(Some(Signal::Reload)) => self.reload(),
                 Ok(None) => return,
                 Err(e) => {
                     log_error!("reading signals: {e}");
@@ -553,10 +646,16 @@ impl Daemon {
                 let db = self.appl_db.to_string();
                 let mut pattern = self.keyspace_prefix.clone();
                 pattern.push(b'*');
+                let logger = self.logger_live.then_some(&self.logger_channel);
                 self.events.push_untagged(|out| {
                     encode::command(out, &[b"SELECT", db.as_bytes()]);
                     encode::command(out, &[b"PSUBSCRIBE", &pattern]);
+                    if let Some(channel) = logger {
+                        encode::command(out, &[b"SUBSCRIBE", channel]);
+                    }
                 });
+                // A level set while we were not subscribed.
+                self.loglevel_wanted = self.logger_live;
                 // Changes made while we were not subscribed are found by asking.
                 self.sync.ports.requery_absent();
                 if self.events.connects > 1 {
@@ -661,6 +760,7 @@ impl Daemon {
         let outbox = &mut self.outbox;
         let counters = &self.recorder.counters;
         let script_loaded = &mut self.script_loaded;
+        let configured_level = self.cfg.log.level.0;
         let mut reload = false;
         let result = self.appl.read_replies(|tag, reply| {
             let Some(tag) = tag else { return };
@@ -681,6 +781,7 @@ impl Daemon {
                         ),
                     }
                 }
+                ApplTag::LogLevel => apply_loglevel(reply, configured_level),
                 ApplTag::Exists(port) => match reply {
                     Reply::Int(n) => ports.set_membership(port, *n > 0),
                     other => {
@@ -739,9 +840,18 @@ impl Daemon {
     fn read_events(&mut self) {
         let ports = &mut self.sync.ports;
         let prefix = &self.keyspace_prefix;
+        let logger_channel = &self.logger_channel;
+        let loglevel_wanted = &mut self.loglevel_wanted;
         let result = self.events.read_replies(|_, reply| {
-            // ["pmessage", pattern, channel, event]
+            // ["pmessage", pattern, channel, event] or ["message", channel, event]
             let Reply::Array(items) = reply else { return };
+            if items.len() == 3
+                && items[0].as_bytes() == Some(b"message")
+                && items[1].as_bytes() == Some(logger_channel.as_slice())
+            {
+                *loglevel_wanted = true;
+                return;
+            }
             if items.len() != 4 || items[0].as_bytes() != Some(b"pmessage") {
                 return;
             }
@@ -837,6 +947,20 @@ impl Daemon {
                 key[..prefix.len()].copy_from_slice(prefix);
                 key[prefix.len()..n].copy_from_slice(name.as_bytes());
                 encode::command(out, &[b"EXISTS", &key[..n]])
+            });
+        }
+        if self.loglevel_wanted {
+            self.loglevel_wanted = false;
+            let (config_db, appl_db) = (self.config_db.to_string(), self.appl_db.to_string());
+            let key = &self.logger_key;
+            self.appl.push(ApplTag::Select, |out| {
+                encode::command(out, &[b"SELECT", config_db.as_bytes()])
+            });
+            self.appl.push(ApplTag::LogLevel, |out| {
+                encode::command(out, &[b"HGET", key, b"LOGLEVEL"])
+            });
+            self.appl.push(ApplTag::Select, |out| {
+                encode::command(out, &[b"SELECT", appl_db.as_bytes()])
             });
         }
         if !self.init_done_queued && self.sync.ports.awaiting_init() == 0 {

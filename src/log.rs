@@ -71,6 +71,25 @@ pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
+/// Change the level and say so, in a line written under the more verbose
+/// of the old and new levels (so lowering the level to `error` still
+/// leaves a trace of why the log went quiet).
+pub fn change_level(level: Level, why: &str) {
+    if level == self::level() {
+        return;
+    }
+    let louder = level > self::level();
+    if louder {
+        set_level(level);
+    }
+    if enabled(Level::Notice) {
+        write(Level::Notice, format_args!("log level {level} ({why})"));
+    }
+    if !louder {
+        set_level(level);
+    }
+}
+
 /// The level in force.
 pub fn level() -> Level {
     match LEVEL.load(Ordering::Relaxed) {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use portsyncd::cli::{self, Command};
-use portsyncd::config::{Config, Override};
+use portsyncd::config::{Config, ConfigSource, Override};
 use portsyncd::daemon::{Daemon, Exit};
 use portsyncd::dbconfig::Databases;
 use portsyncd::metrics::export::MetricsThread;
@@ -96,13 +96,14 @@ fn try_main() -> u8 {
             return EXIT_USAGE;
         }
     };
-    match run(cfg, dbs) {
+    let source = ConfigSource { file, overrides };
+    match run(cfg, dbs, source) {
         Ok(code) => code,
         Err(code) => code,
     }
 }
 
-fn run(cfg: Config, dbs: Databases) -> Result<u8, u8> {
+fn run(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         log_error!("{what}: {e}");
         EXIT_FAILURE
@@ -181,6 +182,7 @@ fn run(cfg: Config, dbs: Databases) -> Result<u8, u8> {
         cfg, &dbs, reactor, signals, notifier, recorder, netlink, ring, sync, dump_seq,
     )
     .map_err(|e| fail("event loop", &e))?;
+    daemon.set_config_source(source);
     daemon.announce_ready(format!(
         "running: {} configured ports, {} start",
         info.configured_ports,

@@ -201,9 +201,31 @@ impl Startup<'_> {
         let state_sep = dbs.state.separator as char;
         self.notifier.status("starting: reading CONFIG_DB");
 
-        // 1. switch_type.
+        // 1. The log level SONiC's way (CONFIG_DB LOGGER|portsyncd, created
+        // with our level when absent), then switch_type.
+        let logger_key = format!("LOGGER{cfg_sep}portsyncd");
         let metadata_key = format!("DEVICE_METADATA{cfg_sep}localhost");
         let switch_type = self.retry("switch_type", &dbs.config, |c| {
+            let level = c.call_ok(&[b"HGET", logger_key.as_bytes(), b"LOGLEVEL"])?;
+            match level.as_string() {
+                Some(name) => match crate::log::Level::parse(&name) {
+                    Some(l) => crate::log::change_level(l, &format!("CONFIG_DB {logger_key}")),
+                    None => log_warn!(
+                        "CONFIG_DB {logger_key} LOGLEVEL {name:?} is not a level; ignored"
+                    ),
+                },
+                None => {
+                    let ours = crate::log::level().name();
+                    c.call_ok(&[
+                        b"HSET",
+                        logger_key.as_bytes(),
+                        b"LOGLEVEL",
+                        ours.as_bytes(),
+                        b"LOGOUTPUT",
+                        b"SYSLOG",
+                    ])?;
+                }
+            }
             let v = c.call_ok(&[b"HGET", metadata_key.as_bytes(), b"switch_type"])?;
             Ok(v.as_string().unwrap_or_else(|| "switch".to_string()))
         })?;

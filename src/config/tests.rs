@@ -156,3 +156,21 @@ fn printed_config_reads_back_the_same() {
     let again = Config::from_parts(None, &c.to_toml(), &[]).unwrap();
     assert_eq!(c, again);
 }
+
+#[test]
+fn differences_name_changed_keys() {
+    let a = Config::default();
+    let mut b = a.clone();
+    assert!(a.differences(&b).is_empty());
+    b.netlink.rcvbuf_bytes = 1 << 20;
+    b.log.level = LogLevel(Level::Debug);
+    b.runtime.cpu = Some(0);
+    assert_eq!(
+        a.differences(&b),
+        vec!["log.level", "netlink.rcvbuf_bytes", "runtime.cpu"]
+    );
+    assert_eq!(
+        b.differences(&a),
+        vec!["log.level", "netlink.rcvbuf_bytes", "runtime.cpu"]
+    );
+}

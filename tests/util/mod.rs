@@ -114,6 +114,52 @@ impl Daemon {
         self.wait_notify("READY=1");
     }
 
+    /// The (initially empty) config file the daemon was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("none.toml")
+    }
+
+    /// Wait until the log holds `needle`; woken by inotify on the log file.
+    pub fn wait_log(&self, needle: &str) -> String {
+        // SAFETY: plain inotify_init1; the fd is owned right below.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        assert!(
+            fd >= 0,
+            "inotify_init1: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `fd` is a fresh fd owned by no one else.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let path = std::ffi::CString::new(self.log_path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `path` is a valid NUL-terminated string; `raw` is live.
+        let wd = unsafe { libc::inotify_add_watch(raw, path.as_ptr(), libc::IN_MODIFY) };
+        assert!(
+            wd >= 0,
+            "inotify_add_watch: {}",
+            std::io::Error::last_os_error()
+        );
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no {needle:?} in the log:\n{log}");
+            let mut pfd = libc::pollfd {
+                fd: raw,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+            let mut buf = [0u8; 4096];
+            // SAFETY: `buf` is valid for writes of its length; drains the events.
+            unsafe { libc::read(raw, buf.as_mut_ptr().cast(), buf.len()) };
+        }
+    }
+
     pub fn log(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log_path) {
