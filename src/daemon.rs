@@ -245,9 +245,7 @@ impl Daemon {
             appl,
             events,
         };
-        d.recorder.counters.reactor.set(match d.reactor {
-            Reactor::Epoll(_) => 0,
-        });
+        d.recorder.counters.reactor.set(d.reactor.gauge());
         Ok(d)
     }
 

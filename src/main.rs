@@ -10,7 +10,7 @@ use portsyncd::metrics::export::MetricsThread;
 use portsyncd::metrics::Recorder;
 use portsyncd::netlink::ring::{RecvRing, RingLock};
 use portsyncd::port::table::PortTable;
-use portsyncd::reactor::{epoll::EpollReactor, Reactor};
+use portsyncd::reactor::Reactor;
 use portsyncd::runtime::notify::Notifier;
 use portsyncd::runtime::placement::{self, Refused};
 use portsyncd::runtime::signals::Signals;
@@ -134,7 +134,7 @@ fn run(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8> {
     }
     placement_result(strict, placement::set_scheduler(cfg.runtime.sched))?;
 
-    let reactor = Reactor::Epoll(EpollReactor::new().map_err(|e| fail("epoll", &e))?);
+    let reactor = Reactor::build(cfg.runtime.reactor).map_err(|e| fail("reactor", &e))?;
     log_notice!(
         "portsyncd {} starting; reactor {}",
         env!("CARGO_PKG_VERSION"),

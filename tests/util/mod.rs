@@ -29,15 +29,79 @@ pub struct DaemonOptions {
     pub unix: bool,
     /// A command the daemon runs under (e.g. `setpriv --bounding-set=…`).
     pub wrap: Vec<String>,
+    /// Start it under a seccomp filter that refuses `io_uring_setup` (EPERM),
+    /// as a locked-down container would.
+    pub deny_io_uring: bool,
+}
+
+/// Install a seccomp filter refusing `io_uring_setup` with EPERM. Runs in
+/// the child between fork and exec: only async-signal-safe calls.
+fn deny_io_uring_setup() -> std::io::Result<()> {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let filter = [
+        // A = seccomp_data.nr
+        libc::sock_filter {
+            code: LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_io_uring_setup as u32,
+        },
+        libc::sock_filter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut _,
+    };
+    // SAFETY: prctl with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `prog` points at `filter`, both alive for the call; the kernel copies it.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const libc::sock_fprog,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Default for DaemonOptions {
     fn default() -> Self {
+        // The whole suite runs once per reactor: tools/test-all sets this.
+        let reactor = std::env::var("TEST_REACTOR").unwrap_or_else(|_| "epoll".into());
         DaemonOptions {
-            sets: vec!["metrics.listen=".into()],
+            sets: vec![
+                "metrics.listen=".into(),
+                format!("runtime.reactor={reactor}"),
+            ],
             env: vec![],
             unix: true,
             wrap: vec![],
+            deny_io_uring: false,
         }
     }
 }
@@ -79,6 +143,12 @@ impl Daemon {
             cmd.env(k, v);
         }
         cmd.stdout(Stdio::null()).stderr(log);
+        if opts.deny_io_uring {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure only makes two prctl calls, which are
+            // async-signal-safe, between fork and exec.
+            unsafe { cmd.pre_exec(deny_io_uring_setup) };
+        }
         let child = cmd.spawn().unwrap();
         Daemon {
             child,
