@@ -18,7 +18,7 @@ use crate::netlink::socket::NetlinkSocket;
 use crate::netlink::{receive, request, Received};
 use crate::port::table::PortId;
 use crate::reactor::{Reactor, Readiness, Token};
-use crate::redis::conn::{ConnectStep, Lost, RedisConn};
+use crate::redis::conn::{ConnectStep, Connection, LinkState, Lost, RedisConn};
 use crate::redis::encode;
 use crate::redis::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
 use crate::redis::reply::Reply;
@@ -527,12 +527,17 @@ impl Daemon {
 
     // ---- Redis connections ------------------------------------------------
 
+    /// The connection behind a token, for what all connections share.
+    fn conn(&mut self, token: Token) -> &mut dyn Connection {
+        match token {
+            STATE_CONN => &mut self.state,
+            APPL_CONN => &mut self.appl,
+            _ => &mut self.events,
+        }
+    }
+
     fn poll_connect(&mut self, token: Token, now: u64) {
-        let step = match token {
-            STATE_CONN => self.state.poll_connect(now),
-            APPL_CONN => self.appl.poll_connect(now),
-            _ => self.events.poll_connect(now),
-        };
+        let step = self.conn(token).poll_connect(now);
         match step {
             ConnectStep::Idle => {}
             ConnectStep::Started { fd, ready } => {
@@ -550,15 +555,11 @@ impl Daemon {
     }
 
     fn report_connect_failure(&mut self, token: Token, e: &std::io::Error) {
-        let (role, addr) = match token {
-            STATE_CONN => (self.state.role, self.state.address().map(|a| a.to_string())),
-            APPL_CONN => (self.appl.role, self.appl.address().map(|a| a.to_string())),
-            _ => (
-                self.events.role,
-                self.events.address().map(|a| a.to_string()),
-            ),
-        };
-        let addr = addr.unwrap_or_default();
+        let conn = self.conn(token);
+        let (role, addr) = (
+            conn.role(),
+            conn.address().map(|a| a.to_string()).unwrap_or_default(),
+        );
         log_warn!("{role}: cannot connect to Redis at {addr}: {e}; retrying");
         self.notifier
             .status(&format!("Redis unreachable at {addr}: {e}; retrying"));
@@ -566,20 +567,12 @@ impl Daemon {
 
     /// Handle connect completion and errors; `true` if replies should be read.
     fn on_conn_ready(&mut self, token: Token, ev: Readiness) -> bool {
-        let connecting = match token {
-            STATE_CONN => self.state.state(),
-            APPL_CONN => self.appl.state(),
-            _ => self.events.state(),
-        } == crate::redis::conn::LinkState::Connecting;
+        let connecting = self.conn(token).state() == LinkState::Connecting;
         if connecting {
             if !(ev.writable || ev.error) {
                 return false;
             }
-            let done = match token {
-                STATE_CONN => self.state.finish_connect(),
-                APPL_CONN => self.appl.finish_connect(),
-                _ => self.events.finish_connect(),
-            };
+            let done = self.conn(token).finish_connect();
             match done {
                 Ok(true) => self.on_connected(token),
                 Ok(false) => return false,
@@ -595,12 +588,7 @@ impl Daemon {
             }
         }
         if ev.writable {
-            let flushed = match token {
-                STATE_CONN => self.state.flush(),
-                APPL_CONN => self.appl.flush(),
-                _ => self.events.flush(),
-            };
-            if let Err(e) = flushed {
+            if let Err(e) = self.conn(token).flush() {
                 self.lose(token, e);
                 return false;
             }
@@ -664,11 +652,7 @@ impl Daemon {
     }
 
     fn lose(&mut self, token: Token, why: Lost) {
-        let role = match token {
-            STATE_CONN => self.state.role,
-            APPL_CONN => self.appl.role,
-            _ => self.events.role,
-        };
+        let role = self.conn(token).role();
         log_warn!("{role}: Redis connection lost ({why}); reconnecting");
         self.notifier.status(&format!(
             "{role}: Redis connection lost ({why}); reconnecting"
@@ -678,12 +662,7 @@ impl Daemon {
 
     fn lose_quiet(&mut self, token: Token) {
         let now = monotonic_ns();
-        let fd = match token {
-            STATE_CONN => self.state.fd(),
-            APPL_CONN => self.appl.fd(),
-            _ => self.events.fd(),
-        };
-        if let Some(fd) = fd {
+        if let Some(fd) = self.conn(token).fd() {
             let _ = self.reactor.deregister(fd);
         }
         match token {

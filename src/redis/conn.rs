@@ -62,6 +62,43 @@ impl std::fmt::Display for Lost {
     }
 }
 
+/// What the loop does with any connection, whatever its tag type.
+pub trait Connection {
+    /// The database it serves, for logs.
+    fn role(&self) -> &'static str;
+    fn state(&self) -> LinkState;
+    fn fd(&self) -> Option<RawFd>;
+    /// The address of the current or last attempt.
+    fn address(&self) -> Option<&Address>;
+    fn poll_connect(&mut self, now_ns: u64) -> ConnectStep;
+    fn finish_connect(&mut self) -> Result<bool, Lost>;
+    fn flush(&mut self) -> Result<bool, Lost>;
+}
+
+impl<T> Connection for RedisConn<T> {
+    fn role(&self) -> &'static str {
+        self.role
+    }
+    fn state(&self) -> LinkState {
+        RedisConn::state(self)
+    }
+    fn fd(&self) -> Option<RawFd> {
+        RedisConn::fd(self)
+    }
+    fn address(&self) -> Option<&Address> {
+        RedisConn::address(self)
+    }
+    fn poll_connect(&mut self, now_ns: u64) -> ConnectStep {
+        RedisConn::poll_connect(self, now_ns)
+    }
+    fn finish_connect(&mut self) -> Result<bool, Lost> {
+        RedisConn::finish_connect(self)
+    }
+    fn flush(&mut self) -> Result<bool, Lost> {
+        RedisConn::flush(self)
+    }
+}
+
 /// A loop-owned Redis connection; `T` tags each command in flight.
 pub struct RedisConn<T> {
     /// The database it serves (`STATE_DB`, …), for logs.
