@@ -417,10 +417,10 @@ impl Daemon {
 
     /// Read datagrams until `EAGAIN` or the per-turn cap, applying each.
     fn drain_netlink(&mut self) {
-        let counters = self.recorder.counters.clone();
+        let counters = &*self.recorder.counters;
         let own_pid = self.netlink.port_id();
         for _ in 0..self.cfg.netlink.max_batch_datagrams {
-            match receive(&self.netlink, &mut self.ring, &counters) {
+            match receive(&self.netlink, &mut self.ring, counters) {
                 Ok(Received::Datagram(bytes)) => {
                     let rx = monotonic_ns();
                     match self.sync.on_datagram(bytes, rx, own_pid) {
