@@ -3,15 +3,16 @@
 //! A turn: wait for readiness → drain netlink into the port table (up to
 //! `max_batch_datagrams`) → read Redis replies → write every port owed, as
 //! one pipelined batch with one `send` per connection. Follow one event:
-//! [`Daemon::drain_netlink`] → `LinkSync::on_datagram` (sync.rs) →
-//! `PortTable::apply` (port/table.rs) → [`Daemon::write_ports`] →
-//! `RedisConn::flush` (redis/conn.rs) → [`Daemon::on_state_reply`].
+//! `Daemon::drain_netlink` → `LinkSync::on_datagram` (sync.rs) →
+//! `PortTable::apply` (port/table.rs) → `Daemon::write_ports` →
+//! `RedisConn::flush` (redis/conn.rs) → `Daemon::read_state`.
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigSource, RELOADABLE};
 use crate::dbconfig::Databases;
+use crate::metrics::export::MetricsControl;
 use crate::metrics::{Recorder, SampleKind};
 use crate::netlink::ring::RecvRing;
 use crate::netlink::socket::NetlinkSocket;
@@ -144,6 +145,8 @@ pub struct Daemon {
     loglevel_wanted: bool,
     /// What SIGHUP reloads.
     source: Option<ConfigSource>,
+    /// Changes the metrics thread's summary interval on SIGHUP.
+    metrics: Option<MetricsControl>,
     /// `READY=1` status waiting for both connections to be usable.
     ready_status: Option<String>,
     state_selected: bool,
@@ -225,6 +228,7 @@ impl Daemon {
             logger_live: dbs.config.instance == dbs.appl.instance,
             loglevel_wanted: false,
             source: None,
+            metrics: None,
             ready_status: None,
             state_selected: false,
             script_loaded: false,
@@ -256,9 +260,11 @@ impl Daemon {
         self.ready_status = Some(status);
     }
 
-    /// Where the configuration came from, for SIGHUP.
-    pub fn set_config_source(&mut self, source: ConfigSource) {
+    /// Where the configuration came from, and the metrics thread's
+    /// control, for SIGHUP.
+    pub fn set_reload(&mut self, source: ConfigSource, metrics: MetricsControl) {
         self.source = Some(source);
+        self.metrics = Some(metrics);
     }
 
     /// SIGHUP: load the configuration again and apply what can change at
@@ -282,6 +288,9 @@ impl Daemon {
             .partition(|k| RELOADABLE.contains(&k.as_str()));
         crate::log::set_level(new.log.level.0);
         self.loglevel_wanted = self.logger_live;
+        if let Some(metrics) = &self.metrics {
+            metrics.set_log_interval(new.metrics.log_interval_s);
+        }
         if !ignored.is_empty() {
             let names: Vec<&str> = ignored.iter().map(|k| k.as_str()).collect();
             log_warn!(
@@ -901,6 +910,9 @@ impl Daemon {
             }
             if self.written_since.len() < self.written_since.capacity() {
                 self.written_since.push(w.since_ns);
+            } else {
+                // More ports in one batch than sample slots: counted, not lost silently.
+                c.samples_dropped.inc();
             }
         }
         if commands > 0 {

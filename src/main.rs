@@ -127,8 +127,12 @@ fn run(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8> {
     let (recorder, samples) = Recorder::new();
     // The metrics thread first: it must not inherit the loop's pinning and
     // real-time policy.
-    let metrics = MetricsThread::spawn(&cfg.metrics, recorder.counters.clone(), samples)
+    let mut metrics = MetricsThread::spawn(&cfg.metrics, recorder.counters.clone(), samples)
         .map_err(|e| fail("metrics thread", &e))?;
+    // A refused metrics.listen bind or metrics.cpu pin: like a placement.
+    for refused in metrics.take_refused() {
+        placement_result(strict, Err(refused))?;
+    }
     if let Some(cpu) = cfg.runtime.cpu {
         placement_result(strict, placement::pin_current_thread("runtime.cpu", cpu))?;
     }
@@ -182,7 +186,7 @@ fn run(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8> {
         cfg, &dbs, reactor, signals, notifier, recorder, netlink, ring, sync, dump_seq,
     )
     .map_err(|e| fail("event loop", &e))?;
-    daemon.set_config_source(source);
+    daemon.set_reload(source, metrics.control());
     daemon.announce_ready(format!(
         "running: {} configured ports, {} start",
         info.configured_ports,

@@ -6,6 +6,10 @@
 //! thread. Latency samples travel through a bounded `crossbeam-channel`
 //! whose slots are preallocated; when it is full the sample is dropped and
 //! counted.
+//!
+//! The metrics thread ([`export`]) owns everything else: the histograms
+//! ([`series`]), the Prometheus text ([`render`]) and the HTTP endpoint
+//! ([`http`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,6 +17,9 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 pub mod export;
+pub mod http;
+pub mod render;
+pub mod series;
 
 /// A monotonically increasing count with a single writer.
 #[derive(Debug, Default)]
@@ -162,5 +169,28 @@ impl Recorder {
                 self.counters.samples_dropped.inc()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_channel_drops_and_counts_without_blocking() {
+        let (rec, rx) = Recorder::new();
+        for i in 0..SAMPLE_CHANNEL_CAPACITY as u64 + 10 {
+            rec.record(SampleKind::BatchSize, i);
+        }
+        assert_eq!(rec.counters.samples_dropped.get(), 10);
+        assert_eq!(rx.len(), SAMPLE_CHANNEL_CAPACITY);
+        assert_eq!(rx.try_recv().unwrap().value, 0, "the oldest are kept");
+        drop(rx);
+        rec.record(SampleKind::BatchSize, 1);
+        assert_eq!(
+            rec.counters.samples_dropped.get(),
+            11,
+            "no receiver: dropped"
+        );
     }
 }

@@ -11,6 +11,9 @@ use std::time::Instant;
 use portsyncd::redis::client::Value;
 pub use portsyncd::testbed::*;
 
+/// Metrics test helpers: HTTP inside a namespace, independent counts.
+pub mod metrics;
+
 /// The real `portsyncd`, run inside a namespace, with a notify socket to
 /// learn when it is ready. Killed on drop.
 pub struct Daemon {
