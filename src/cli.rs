@@ -72,7 +72,8 @@ KEYS (default):
   [runtime]
     reactor             \"epoll\" | \"io_uring\" | \"auto\" (\"epoll\")
     cpu                 pin the loop thread to this CPU (unset)
-    sched               \"other\" | \"fifo:PRIO\" | \"rr:PRIO\" (\"other\")
+    sched               \"other\" | \"fifo:PRIO\" | \"rr:PRIO\"; unset keeps
+                        the inherited policy, e.g. systemd's (unset)
     mlock_all           mlockall current and future memory (false)
     strict              exit 2 when cpu/sched/mlock is refused (false)
     busy_poll           never sleep in the reactor; starves other work on the

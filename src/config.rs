@@ -155,7 +155,9 @@ pub struct RuntimeConfig {
     pub reactor: ReactorKind,
     /// Pin the loop thread to this CPU.
     pub cpu: Option<usize>,
-    pub sched: Sched,
+    /// Unset: keep what the process inherited (systemd's
+    /// `CPUSchedulingPolicy=`, `chrt`).
+    pub sched: Option<Sched>,
     /// `mlockall(MCL_CURRENT | MCL_FUTURE)`.
     pub mlock_all: bool,
     /// Exit 2 when a placement request (cpu, sched, mlock) is refused,
@@ -171,7 +173,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             reactor: ReactorKind::Epoll,
             cpu: None,
-            sched: Sched::Other,
+            sched: None,
             mlock_all: false,
             strict: false,
             busy_poll: false,

@@ -22,4 +22,5 @@ pub mod runtime;
 pub mod startup;
 pub mod sync;
 pub mod sys;
+pub mod sysctl_check;
 pub mod testbed;

@@ -59,8 +59,7 @@ fn try_main() -> u8 {
             return 0;
         }
         Command::SysctlCheck { file } => {
-            eprintln!("portsyncd: sysctl-check is not available yet (file {file:?})");
-            return EXIT_FAILURE;
+            return portsyncd::sysctl_check::run(file.as_deref());
         }
         Command::Run {
             config,
@@ -136,7 +135,9 @@ fn run(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8> {
     if let Some(cpu) = cfg.runtime.cpu {
         placement_result(strict, placement::pin_current_thread("runtime.cpu", cpu))?;
     }
-    placement_result(strict, placement::set_scheduler(cfg.runtime.sched))?;
+    if let Some(sched) = cfg.runtime.sched {
+        placement_result(strict, placement::set_scheduler(sched))?;
+    }
 
     let reactor = Reactor::build(cfg.runtime.reactor).map_err(|e| fail("reactor", &e))?;
     log_notice!(

@@ -56,7 +56,7 @@ fn environment_values_need_no_toml_quoting() {
     ]);
     let c = Config::from_parts(None, "", &o).unwrap();
     assert_eq!(c.runtime.reactor, ReactorKind::IoUring);
-    assert_eq!(c.runtime.sched, Sched::Fifo(50));
+    assert_eq!(c.runtime.sched, Some(Sched::Fifo(50)));
     assert!(c.runtime.mlock_all);
     assert_eq!(c.metrics.listen, Listen(None));
     assert_eq!(c.redis.database_config, Path::new("/tmp/db.json"));

@@ -163,22 +163,10 @@ impl Daemon {
 
     /// Wait for the next notify message containing `needle` (e.g. `READY=1`).
     pub fn wait_notify(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut buf = [0u8; 4096];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "no {needle:?} from the daemon; log:\n{}",
-                self.log()
-            );
-            self.notify.set_read_timeout(Some(left)).unwrap();
-            if let Ok(n) = self.notify.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if msg.contains(needle) {
-                    return msg;
-                }
-            }
+        let msgs = self.notify_messages(Some(needle), Instant::now() + WAIT);
+        match msgs.last() {
+            Some(last) if last.contains(needle) => last.clone(),
+            _ => panic!("no {needle:?} from the daemon; log:\n{}", self.log()),
         }
     }
 
@@ -299,4 +287,29 @@ impl Drop for Daemon {
 /// Read every value of a reply as text (for asserts).
 pub fn strings(v: &Value) -> Vec<String> {
     v.items().iter().filter_map(|i| i.as_string()).collect()
+}
+
+/// The notify protocol itself, for tests/ops.rs.
+impl Daemon {
+    /// Every notify message received before `deadline`, in order,
+    /// stopping after the first one that contains `until` (when given).
+    pub fn notify_messages(&self, until: Option<&str>, deadline: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return out;
+            }
+            self.notify.set_read_timeout(Some(left)).unwrap();
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = until.is_some_and(|u| msg.contains(u));
+                out.push(msg);
+                if done {
+                    return out;
+                }
+            }
+        }
+    }
 }
