@@ -100,6 +100,20 @@ enum Push {
     NoScript,
 }
 
+/// Ask the kernel for a dump of every link and expect it in `sync`.
+fn start_dump(netlink: &NetlinkSocket, sync: &mut LinkSync, seq: u32) -> Result<(), StartError> {
+    netlink
+        .send(&request::getlink_dump(seq))
+        .map_err(|source| {
+            StartError::Netlink(NetlinkError::Sys {
+                call: "send(RTM_GETLINK)",
+                source,
+            })
+        })?;
+    sync.dump_started(seq);
+    Ok(())
+}
+
 /// The start-up sequence and what it needs.
 pub struct Startup<'a> {
     pub cfg: &'a Config,
@@ -300,15 +314,7 @@ impl Startup<'_> {
             self.sync.mark_old_interfaces_until_first_dump_ends();
         }
         let mut dump_seq = FIRST_DUMP_SEQ;
-        netlink
-            .send(&request::getlink_dump(dump_seq))
-            .map_err(|source| {
-                StartError::Netlink(NetlinkError::Sys {
-                    call: "send(RTM_GETLINK)",
-                    source,
-                })
-            })?;
-        self.sync.dump_started(dump_seq);
+        start_dump(&netlink, self.sync, dump_seq)?;
 
         // 4. CONFIG_DB PORT|* (KEYS order, as SONiC).
         self.notifier.status("starting: reading CONFIG_DB PORT");
@@ -445,15 +451,7 @@ impl Startup<'_> {
                         self.sync.on_datagram(bytes, monotonic_ns(), own_pid)
                     {
                         dump_seq += 1;
-                        netlink
-                            .send(&request::getlink_dump(dump_seq))
-                            .map_err(|source| {
-                                StartError::Netlink(NetlinkError::Sys {
-                                    call: "send(RTM_GETLINK)",
-                                    source,
-                                })
-                            })?;
-                        self.sync.dump_started(dump_seq);
+                        start_dump(&netlink, self.sync, dump_seq)?;
                     }
                 }
                 Ok(Received::Overrun) => self.sync.on_overrun(),

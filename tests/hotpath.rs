@@ -4,11 +4,7 @@
 
 mod util;
 
-use util::{Daemon, DaemonOptions, Netns, RedisServer};
-
-fn port_names(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("Ethernet{}", 4 * i)).collect()
-}
+use util::*;
 
 fn start_daemon(ns: &Netns, redis: &RedisServer, names: &[String], sets: &[&str]) -> Daemon {
     let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
@@ -19,42 +15,6 @@ fn start_daemon(ns: &Netns, redis: &RedisServer, names: &[String], sets: &[&str]
     d.wait_ready();
     redis.orchagent_pop().unwrap();
     d
-}
-
-/// Wait until STATE_DB equals the kernel for every name (absent if the
-/// netdev is gone).
-fn wait_converged(ns: &Netns, redis: &RedisServer, names: &[String]) {
-    let updown = |b: bool| if b { "up" } else { "down" };
-    for n in names {
-        match ns.link_state(n) {
-            Some((admin, oper, mtu)) => redis
-                .wait_state(n, updown(admin), updown(oper), mtu)
-                .unwrap(),
-            None => redis.wait_state_absent(n).unwrap(),
-        }
-    }
-}
-
-/// The value of `name` in the daemon's final "totals:" log line.
-fn total(log: &str, name: &str) -> u64 {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("totals:"))
-        .expect("a totals line in the log");
-    let mut words = line.split_whitespace();
-    while let Some(w) = words.next() {
-        if w == name {
-            return words.next().unwrap().parse().unwrap();
-        }
-    }
-    panic!("no {name} in {line}");
-}
-
-fn stop(d: &mut Daemon) -> String {
-    d.signal(libc::SIGTERM);
-    assert_eq!(d.wait_exit().code(), Some(0));
-    d.log()
 }
 
 #[test]
@@ -90,7 +50,7 @@ fn overrun_while_stopped_is_resynced_and_ports_deleted_in_the_gap_are_removed() 
     d.signal(libc::SIGCONT);
 
     wait_converged(&ns, &redis, &names);
-    let log = stop(&mut d);
+    let log = d.stop();
     assert!(
         total(&log, "enobufs") > 0,
         "no overrun happened; log:\n{log}"
@@ -110,18 +70,7 @@ fn datagrams_larger_than_the_ring_are_read_whole() {
     let names = port_names(24);
     let ns = Netns::new().unwrap();
     let redis = RedisServer::start().unwrap();
-    redis
-        .cmd(
-            6,
-            &["HSET", "WARM_RESTART_ENABLE_TABLE|system", "enable", "true"],
-        )
-        .unwrap();
-    redis
-        .cmd(
-            6,
-            &["HSET", "WARM_RESTART_TABLE|portsyncd", "restore_count", "0"],
-        )
-        .unwrap();
+    enable_warm_restart(&redis, 0);
     for n in &names {
         redis.add_to_port_table(n).unwrap();
         ns.add_port(n).unwrap();
@@ -132,7 +81,7 @@ fn datagrams_larger_than_the_ring_are_read_whole() {
     // And the ring still works for ordinary messages afterwards.
     ns.set_mtu("Ethernet8", 9100).unwrap();
     wait_converged(&ns, &redis, &names);
-    let log = stop(&mut d);
+    let log = d.stop();
     assert!(
         total(&log, "truncations") > 0,
         "no datagram exceeded the ring:\n{log}"
@@ -205,7 +154,7 @@ fn loop_thread_is_pinned_real_time_and_locked_the_metrics_thread_is_not() {
             assert_eq!(policy, "0", "metrics thread must stay SCHED_OTHER");
         }
     }
-    stop(&mut d);
+    d.stop();
 }
 
 fn without_caps() -> Vec<String> {
@@ -230,7 +179,7 @@ fn refused_placement_warns_naming_the_capability() {
     };
     let mut d = Daemon::start_with(&ns, &redis, opts);
     d.wait_ready();
-    let log = stop(&mut d);
+    let log = d.stop();
     assert!(
         log.contains("runtime.sched = fifo:10: refused") && log.contains("CAP_SYS_NICE"),
         "{log}"

@@ -5,27 +5,7 @@
 
 mod util;
 
-use util::{Daemon, DaemonOptions, Netns, RedisOptions, RedisServer};
-
-fn port_names(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("Ethernet{}", 4 * i)).collect()
-}
-
-fn refs(names: &[String]) -> Vec<&str> {
-    names.iter().map(|s| s.as_str()).collect()
-}
-
-fn wait_converged(ns: &Netns, redis: &RedisServer, names: &[String]) {
-    let updown = |b: bool| if b { "up" } else { "down" };
-    for n in names {
-        match ns.link_state(n) {
-            Some((admin, oper, mtu)) => redis
-                .wait_state(n, updown(admin), updown(oper), mtu)
-                .unwrap(),
-            None => redis.wait_state_absent(n).unwrap(),
-        }
-    }
-}
+use util::*;
 
 /// Flip every port `rounds` times in one `ip -batch` (a burst).
 fn flap(ns: &Netns, names: &[String], rounds: usize, start_up: bool) {
@@ -55,28 +35,6 @@ fn setup(names: &[String], ropts: RedisOptions, sets: &[&str]) -> (Netns, RedisS
     (ns, redis, d)
 }
 
-fn total(log: &str, name: &str) -> u64 {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("totals:"))
-        .expect("a totals line");
-    let mut words = line.split_whitespace();
-    while let Some(w) = words.next() {
-        if w == name {
-            return words.next().unwrap().parse().unwrap();
-        }
-    }
-    panic!("no {name} in {line}");
-}
-
-fn stop(d: &mut Daemon) -> String {
-    assert!(d.alive(), "the daemon died:\n{}", d.log());
-    d.signal(libc::SIGTERM);
-    assert_eq!(d.wait_exit().code(), Some(0));
-    d.log()
-}
-
 #[test]
 fn connections_killed_mid_burst() {
     let names = port_names(16);
@@ -100,7 +58,7 @@ fn connections_killed_mid_burst() {
         .cmd(0, &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
         .unwrap();
     wait_converged(&ns, &redis, &names);
-    let log = stop(&mut d);
+    let log = d.stop();
     assert!(total(&log, "reconnects") >= 1, "{log}");
 }
 
@@ -125,7 +83,7 @@ fn redis_restarted_while_ports_change() {
     // A change after the restart still flows.
     ns.set_down("Ethernet0").unwrap();
     wait_converged(&ns, &redis, &names);
-    let log = stop(&mut d);
+    let log = d.stop();
     assert!(total(&log, "reconnects") >= 1, "{log}");
 }
 
@@ -166,7 +124,7 @@ fn redis_absent_at_start() {
     ns.set_up("Ethernet0").unwrap();
     wait_converged(&ns, &redis, &names);
     assert!(d.log().contains("waiting for Redis"));
-    stop(&mut d);
+    d.stop();
 }
 
 #[test]
@@ -198,7 +156,7 @@ fn script_flush_mid_run() {
         vec![("lanes".into(), "0".into())]
     );
     wait_converged(&ns, &redis, &names);
-    let log = stop(&mut d);
+    let log = d.stop();
     assert!(log.contains("NOSCRIPT"), "{log}");
 }
 
@@ -218,7 +176,7 @@ fn redis_that_stops_reading_during_a_burst() {
         ns.set_mtu(n, 9000).unwrap();
     }
     wait_converged(&ns, &redis, &names);
-    let log = stop(&mut d);
+    let log = d.stop();
     assert_eq!(
         total(&log, "enobufs"),
         0,

@@ -154,18 +154,7 @@ fn warm_start_increments_restore_count_skips_the_push_and_syncs_existing_netdevs
     let ns = Netns::new().unwrap();
     let redis = RedisServer::start().unwrap();
     redis.configure_ports(&["Ethernet0", "Ethernet4"]).unwrap();
-    redis
-        .cmd(
-            6,
-            &["HSET", "WARM_RESTART_ENABLE_TABLE|system", "enable", "true"],
-        )
-        .unwrap();
-    redis
-        .cmd(
-            6,
-            &["HSET", "WARM_RESTART_TABLE|portsyncd", "restore_count", "3"],
-        )
-        .unwrap();
+    util::enable_warm_restart(&redis, 3);
     // APPL_DB as the previous run left it.
     for n in ["Ethernet0", "Ethernet4"] {
         redis
@@ -316,18 +305,7 @@ fn link_changes_during_start_up_are_not_lost() {
     let ns = Netns::new().unwrap();
     let redis = RedisServer::start().unwrap();
     redis.configure_ports(&refs).unwrap();
-    redis
-        .cmd(
-            6,
-            &["HSET", "WARM_RESTART_ENABLE_TABLE|system", "enable", "true"],
-        )
-        .unwrap();
-    redis
-        .cmd(
-            6,
-            &["HSET", "WARM_RESTART_TABLE|portsyncd", "restore_count", "0"],
-        )
-        .unwrap();
+    util::enable_warm_restart(&redis, 0);
     for n in &names {
         redis.add_to_port_table(n).unwrap();
     }

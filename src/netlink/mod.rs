@@ -7,6 +7,21 @@ pub mod socket;
 
 use std::io;
 
+/// A real kernel capture from `tests/fixtures/netlink` (annotated there).
+#[cfg(test)]
+macro_rules! fixture {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/netlink/",
+            $name,
+            ".bin"
+        ))
+    };
+}
+#[cfg(test)]
+pub(crate) use fixture;
+
 use crate::metrics::Counters;
 use ring::RecvRing;
 use socket::{NetlinkSocket, Recv};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::parse::{self, Event};
 use super::request::Request;
-use crate::sys::cvt;
+use crate::sys::{cvt, retry_eintr};
 
 /// `RTMGRP_LINK`: the link multicast group, as a bind mask.
 const RTMGRP_LINK: u32 = 1;
@@ -211,48 +211,28 @@ impl NetlinkSocket {
         // SAFETY: `sockaddr_nl` is plain old data; zero is the kernel's address.
         let mut kernel: libc::sockaddr_nl = unsafe { mem::zeroed() };
         kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        loop {
-            // SAFETY: `bytes` is valid for reads of its length and `kernel`
-            // is a valid sockaddr_nl for the length passed.
-            let sent = cvt(unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    bytes.as_ptr().cast(),
-                    bytes.len(),
-                    0,
-                    (&kernel as *const libc::sockaddr_nl).cast(),
-                    mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
-            });
-            match sent {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let addr = (&kernel as *const libc::sockaddr_nl).cast();
+        let addr_len = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: `bytes` is valid for reads of its length and `kernel` is a
+        // valid sockaddr_nl for the length passed, both alive for the call.
+        retry_eintr(|| unsafe {
+            libc::sendto(fd, bytes.as_ptr().cast(), bytes.len(), 0, addr, addr_len)
+        })
+        .map(drop)
     }
 
     fn recv_flags(&self, buf: &mut [u8], flags: i32) -> io::Result<Recv> {
-        loop {
-            // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
-            // duration of the call; the kernel writes at most that many.
-            let got = cvt(unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    flags,
-                )
-            });
-            return match got {
-                Ok(n) => Ok(Recv::Data(n)),
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) => Ok(Recv::WouldBlock),
-                    Some(libc::ENOBUFS) => Ok(Recv::Overrun),
-                    _ => Err(e),
-                },
-            };
+        let (fd, ptr, len) = (self.fd.as_raw_fd(), buf.as_mut_ptr(), buf.len());
+        // SAFETY: `buf` is valid for writes of its length for the duration of
+        // the call; the kernel writes at most that many bytes.
+        match retry_eintr(|| unsafe { libc::recv(fd, ptr.cast(), len, flags) }) {
+            Ok(n) => Ok(Recv::Data(n)),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EAGAIN) => Ok(Recv::WouldBlock),
+                Some(libc::ENOBUFS) => Ok(Recv::Overrun),
+                _ => Err(e),
+            },
         }
     }
 

@@ -11,9 +11,9 @@ use crate::port::rules::LinkStatus;
 /// Bytes needed for a decimal `u64`.
 const MAX_DIGITS: usize = 20;
 
+/// The decimal digits of `n`, written at the end of `digits`.
 #[inline]
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; MAX_DIGITS];
+fn decimal(mut n: u64, digits: &mut [u8; MAX_DIGITS]) -> &[u8] {
     let mut i = MAX_DIGITS;
     loop {
         i -= 1;
@@ -23,7 +23,12 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    &digits[i..]
+}
+
+#[inline]
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(n, &mut [0u8; MAX_DIGITS]));
 }
 
 #[inline]
@@ -86,18 +91,7 @@ pub fn hset_port_status(out: &mut Vec<u8>, prefix: &[u8], name: &[u8], status: &
         b"$4\r\ndown\r\n"
     });
     out.extend_from_slice(b"$3\r\nmtu\r\n");
-    let mut digits = [0u8; MAX_DIGITS];
-    let mut i = MAX_DIGITS;
-    let mut n = status.mtu;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    push_bulk(out, &digits[i..]);
+    push_bulk(out, decimal(u64::from(status.mtu), &mut [0u8; MAX_DIGITS]));
 }
 
 /// Upper bound of [`del_key`]'s output for a key of `key_len` bytes.

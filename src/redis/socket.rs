@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::dbconfig::Address;
-use crate::sys::cvt;
+use crate::sys::{cvt, retry_eintr};
 
 /// Result of starting a connection.
 pub enum Connecting {
@@ -198,15 +198,9 @@ pub fn wait_fd(fd: RawFd, events: i16, timeout: Duration) -> io::Result<bool> {
         revents: 0,
     };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    loop {
-        // SAFETY: `pfd` is one valid pollfd.
-        match cvt(unsafe { libc::poll(&mut pfd, 1, ms) } as isize) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    // SAFETY: `pfd` is one valid pollfd.
+    let ready = retry_eintr(|| unsafe { libc::poll(&mut pfd, 1, ms) } as isize)?;
+    Ok(ready > 0)
 }
 
 /// Outcome of one non-blocking transfer.
@@ -217,38 +211,28 @@ pub enum Transfer {
     WouldBlock,
 }
 
+fn transfer(r: io::Result<usize>) -> io::Result<Transfer> {
+    match r {
+        Ok(n) => Ok(Transfer::Bytes(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Transfer::WouldBlock),
+        Err(e) => Err(e),
+    }
+}
+
 /// `send(MSG_NOSIGNAL | MSG_DONTWAIT)`.
 pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<Transfer> {
-    loop {
-        // SAFETY: `buf` is valid for reads of its length during the call.
-        let r = cvt(unsafe {
-            libc::send(
-                fd,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        });
-        return match r {
-            Ok(n) => Ok(Transfer::Bytes(n)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Transfer::WouldBlock),
-            Err(e) => Err(e),
-        };
-    }
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    // SAFETY: `buf` is valid for reads of its length during the call.
+    transfer(retry_eintr(|| unsafe {
+        libc::send(fd, buf.as_ptr().cast(), buf.len(), flags)
+    }))
 }
 
 /// `recv(MSG_DONTWAIT)`.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
-    loop {
-        // SAFETY: `buf` is valid for writes of its length during the call.
-        let r =
-            cvt(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) });
-        return match r {
-            Ok(n) => Ok(Transfer::Bytes(n)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Transfer::WouldBlock),
-            Err(e) => Err(e),
-        };
-    }
+    let (ptr, len) = (buf.as_mut_ptr(), buf.len());
+    // SAFETY: `buf` is valid for writes of its length during the call.
+    transfer(retry_eintr(|| unsafe {
+        libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT)
+    }))
 }

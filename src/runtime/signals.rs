@@ -9,7 +9,7 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::sys::cvt;
+use crate::sys::{cvt, retry_eintr};
 
 /// A signal the daemon acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,31 +67,22 @@ impl Signals {
 
     /// The next pending signal, if any.
     pub fn read(&self) -> io::Result<Option<Signal>> {
-        loop {
-            // SAFETY: signalfd_siginfo is plain data; zero is valid.
-            let mut info: libc::signalfd_siginfo = unsafe { mem::zeroed() };
-            let size = mem::size_of::<libc::signalfd_siginfo>();
-            // SAFETY: `info` is valid for writes of `size` bytes.
-            let r = cvt(unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    (&mut info as *mut libc::signalfd_siginfo).cast(),
-                    size,
-                )
-            });
-            match r {
-                Ok(n) if n == size => {
-                    let signo = info.ssi_signo as i32;
-                    return Ok(Some(match signo {
-                        libc::SIGHUP => Signal::Reload,
-                        other => Signal::Stop(other),
-                    }));
-                }
-                Ok(_) => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) => return Err(e),
-            }
+        // SAFETY: signalfd_siginfo is plain data; zero is valid.
+        let mut info: libc::signalfd_siginfo = unsafe { mem::zeroed() };
+        let size = mem::size_of::<libc::signalfd_siginfo>();
+        let (fd, ptr) = (
+            self.fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+        );
+        // SAFETY: `info` is valid for writes of `size` bytes during the call.
+        match retry_eintr(|| unsafe { libc::read(fd, ptr, size) }) {
+            Ok(n) if n == size => Ok(Some(match info.ssi_signo as i32 {
+                libc::SIGHUP => Signal::Reload,
+                other => Signal::Stop(other),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

@@ -1,21 +1,11 @@
 //! Dispatch of real captured datagrams and the dump state machine.
 
 use super::*;
+use crate::netlink::fixture;
 use crate::netlink::parse::{align4, NLMSG_HDRLEN};
 use crate::port::rules::Membership;
 
 const OWN_PID: u32 = 7187;
-
-macro_rules! fixture {
-    ($name:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/netlink/",
-            $name,
-            ".bin"
-        ))
-    };
-}
 
 fn sync_with(ports: &[&str]) -> LinkSync {
     let mut t = PortTable::default();

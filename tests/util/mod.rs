@@ -266,6 +266,15 @@ impl Daemon {
         self.child.wait().unwrap()
     }
 
+    /// Stop it the way an operator does (SIGTERM), require exit 0, and
+    /// return its log.
+    pub fn stop(&mut self) -> String {
+        assert!(self.alive(), "the daemon died:\n{}", self.log());
+        self.signal(libc::SIGTERM);
+        assert_eq!(self.wait_exit().code(), Some(0), "log:\n{}", self.log());
+        self.log()
+    }
+
     /// Whether it still runs.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -312,4 +321,65 @@ impl Daemon {
             }
         }
     }
+}
+
+/// `Ethernet0`, `Ethernet4`, … — `n` port names the way a switch numbers them.
+pub fn port_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("Ethernet{}", 4 * i)).collect()
+}
+
+/// Borrow a list of names.
+pub fn refs(names: &[String]) -> Vec<&str> {
+    names.iter().map(|s| s.as_str()).collect()
+}
+
+/// Wait until STATE_DB equals the kernel for every name (absent when the
+/// netdev is gone).
+pub fn wait_converged(ns: &Netns, redis: &RedisServer, names: &[String]) {
+    let updown = |b: bool| if b { "up" } else { "down" };
+    for n in names {
+        match ns.link_state(n) {
+            Some((admin, oper, mtu)) => redis
+                .wait_state(n, updown(admin), updown(oper), mtu)
+                .unwrap(),
+            None => redis.wait_state_absent(n).unwrap(),
+        }
+    }
+}
+
+/// The value of counter `name` in the daemon's final "totals:" log line.
+pub fn total(log: &str, name: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("totals:"))
+        .expect("a totals line in the log");
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == name {
+            return words.next().unwrap().parse().unwrap();
+        }
+    }
+    panic!("no {name} in {line}");
+}
+
+/// Make the next start a warm one with `restore_count` (SONiC's flags).
+pub fn enable_warm_restart(redis: &RedisServer, restore_count: u64) {
+    redis
+        .cmd(
+            6,
+            &["HSET", "WARM_RESTART_ENABLE_TABLE|system", "enable", "true"],
+        )
+        .unwrap();
+    redis
+        .cmd(
+            6,
+            &[
+                "HSET",
+                "WARM_RESTART_TABLE|portsyncd",
+                "restore_count",
+                &restore_count.to_string(),
+            ],
+        )
+        .unwrap();
 }

@@ -2,17 +2,7 @@
 //! and malformed variants of them.
 
 use super::*;
-
-macro_rules! fixture {
-    ($name:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/netlink/",
-            $name,
-            ".bin"
-        ))
-    };
-}
+use crate::netlink::fixture;
 
 const CREATE: &[u8] = fixture!("create_2");
 const ADMIN_UP: &[u8] = fixture!("admin_up_1");
