@@ -1,0 +1,94 @@
+//! `flood` itself: the real binary, driving the real daemon, in its own
+//! redis-server and namespaces.
+
+use std::process::Command;
+
+use portsyncd::testbed::TempDir;
+
+/// The keys issue 4 requires at the top of the JSON document.
+const KEYS: [&str; 8] = [
+    "latency_us",
+    "floor_latency_us",
+    "changes",
+    "kernel_events",
+    "redis_writes",
+    "wrong_final_states",
+    "daemon_cpu_us_per_event",
+    "daemon_rss_kb",
+];
+
+fn flood() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flood"))
+}
+
+#[test]
+fn a_short_run_ends_with_every_port_right_and_reports_every_key() {
+    let dir = TempDir::new().unwrap();
+    let json = dir.path().join("flood.json");
+    let svg = dir.path().join("flood.svg");
+    let out = flood()
+        .args(["run", "--ports", "4", "--mode", "latency,burst"])
+        .args(["--count", "40,400", "--rounds", "2", "--gap-us", "0"])
+        .args(["--no-progress", "--settle-timeout", "10"])
+        .arg("--daemon")
+        .arg(env!("CARGO_BIN_EXE_portsyncd"))
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "flood exited {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in KEYS {
+        assert!(
+            doc.get(key).is_some_and(|v| !v.is_null()),
+            "{key} missing from {doc:#}"
+        );
+    }
+    for hist in ["latency_us", "floor_latency_us"] {
+        for p in ["p50", "p90", "p99", "p999", "max"] {
+            let v = doc[hist][p].as_f64();
+            assert!(v.is_some_and(|v| v > 0.0), "{hist}.{p} = {v:?}");
+        }
+    }
+    assert_eq!(doc["wrong_final_states"], 0, "{stdout}");
+    assert_eq!(doc["changes"], 440);
+    assert!(doc["kernel_events"].as_u64().unwrap() >= 440, "{doc:#}");
+    assert!(doc["redis_writes"].as_u64().unwrap() > 0, "{doc:#}");
+    assert!(doc["daemon_cpu_us_per_event"].as_f64().unwrap() > 0.0);
+    assert!(doc["daemon_rss_kb"].as_u64().unwrap() > 0);
+    for mode in ["latency", "burst"] {
+        let m = &doc["modes"][mode];
+        assert_eq!(m["wrong_final_states"], 0, "{mode}: {m:#}");
+        assert_eq!(m["lost_changes"], 0, "{mode}: {m:#}");
+        assert_eq!(m["floor"]["wrong_final_states"], 0, "{mode}: {m:#}");
+    }
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.matches("<polyline").count() == 4);
+    assert!(stdout.contains("ratio"), "{stdout}");
+}
+
+#[test]
+fn a_bad_flag_value_is_named_and_exits_2() {
+    let out = flood().args(["run", "--ports", "many"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--ports") && stderr.contains("many"),
+        "{stderr}"
+    );
+    let out = flood()
+        .args(["run", "--daemon", "/nonexistent/portsyncd"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/portsyncd"));
+}

@@ -1,0 +1,513 @@
+//! Totals per mode and writer, the human summary, and the JSON document.
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+
+use crate::cli::{Mode, ModePlan};
+use crate::drive::{histogram, PhaseResult};
+use crate::procfs::Cpu;
+use crate::watch::{Counts, Side};
+
+/// Latency targets (issue 4): daemon p50 and p99 as multiples of the floor's.
+const TARGET_P50_RATIO: f64 = 1.3;
+const TARGET_P99_RATIO: f64 = 2.0;
+/// CPU target in bursts, µs per kernel event.
+const TARGET_CPU_US: f64 = 5.0;
+
+/// Every phase of one mode.
+pub struct ModeResult {
+    pub plan: ModePlan,
+    pub phases: Vec<PhaseResult>,
+}
+
+/// One writer's phases of one mode, added up.
+pub struct Totals {
+    pub phases: usize,
+    pub changes: u64,
+    pub hist: Histogram<u64>,
+    pub lost: u64,
+    pub early: u64,
+    pub coalesced: u64,
+    pub matched_writes: u64,
+    pub other_writes: u64,
+    pub overtaken_reads: u64,
+    pub unsettled: u64,
+    pub counts: Counts,
+    pub wrong_final_states: u64,
+    /// "round N: <port and what is wrong>".
+    pub wrong_ports: Vec<String>,
+    pub drive_ns: u64,
+    pub settle_ns_max: u64,
+    pub cpu: Option<Cpu>,
+    pub memory_kb: Option<(u64, u64)>,
+    pub netlink_drops: Option<u64>,
+    pub floor_overruns: u64,
+}
+
+fn add_opt<T>(a: Option<T>, b: Option<T>, f: impl Fn(T, T) -> T) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        _ => None,
+    }
+}
+
+impl Totals {
+    /// The phases of `side`; `None` if it had none.
+    pub fn of(m: &ModeResult, side: Side) -> Option<Totals> {
+        let mut t: Option<Totals> = None;
+        for (round, p) in m.phases.iter().filter(|p| p.side == side).enumerate() {
+            let tt = t.get_or_insert_with(|| Totals {
+                phases: 0,
+                changes: 0,
+                hist: histogram(),
+                lost: 0,
+                early: 0,
+                coalesced: 0,
+                matched_writes: 0,
+                other_writes: 0,
+                overtaken_reads: 0,
+                unsettled: 0,
+                counts: Counts::default(),
+                wrong_final_states: 0,
+                wrong_ports: Vec::new(),
+                drive_ns: 0,
+                settle_ns_max: 0,
+                cpu: Some(Cpu::default()),
+                memory_kb: None,
+                netlink_drops: Some(0),
+                floor_overruns: 0,
+            });
+            tt.phases += 1;
+            tt.changes += p.changes;
+            // Same bounds and precision: adding cannot fail.
+            let _ = tt.hist.add(&p.hist);
+            tt.lost += p.lost;
+            tt.early += p.early;
+            tt.coalesced += p.coalesced;
+            tt.matched_writes += p.matched_writes;
+            tt.other_writes += p.other_writes;
+            tt.overtaken_reads += p.overtaken_reads;
+            tt.unsettled += p.unsettled;
+            tt.counts.kernel_events += p.counts.kernel_events;
+            tt.counts.kernel_port_events += p.counts.kernel_port_events;
+            tt.counts.listener_overruns += p.counts.listener_overruns;
+            tt.counts.redis_writes += p.counts.redis_writes;
+            tt.counts.redis_deletes += p.counts.redis_deletes;
+            tt.wrong_final_states += p.wrong.len() as u64;
+            tt.wrong_ports
+                .extend(p.wrong.iter().map(|w| format!("round {}: {w}", round + 1)));
+            tt.drive_ns += p.drive_ns;
+            tt.settle_ns_max = tt.settle_ns_max.max(p.settle_ns);
+            tt.cpu = add_opt(tt.cpu, p.cpu, |a, b| Cpu {
+                stat_ns: a.stat_ns + b.stat_ns,
+                sched_ns: a.sched_ns + b.sched_ns,
+                slices: a.slices + b.slices,
+            });
+            tt.memory_kb = p.memory_kb.or(tt.memory_kb);
+            tt.netlink_drops = add_opt(tt.netlink_drops, p.netlink_drops, |a, b| a + b);
+            tt.floor_overruns += p.floor_overruns;
+        }
+        t
+    }
+
+    /// Changes per second while sending.
+    pub fn change_rate(&self) -> f64 {
+        if self.drive_ns == 0 {
+            0.0
+        } else {
+            self.changes as f64 * 1e9 / self.drive_ns as f64
+        }
+    }
+
+    /// Times the writer was put on a CPU, per kernel event.
+    pub fn wakeups_per_event(&self) -> Option<f64> {
+        let n = self.counts.kernel_events;
+        (n > 0).then(|| self.cpu.map(|c| c.slices as f64 / n as f64))?
+    }
+
+    /// CPU µs per kernel event: (exact, by `utime + stime`). Exact is the
+    /// scheduler's run time (`schedstat`); `stat` counts 10 ms ticks and
+    /// reads 0 for short phases.
+    pub fn cpu_per_event(&self) -> Option<(f64, f64)> {
+        let cpu = self.cpu?;
+        let n = self.counts.kernel_events;
+        if n == 0 {
+            return None;
+        }
+        Some((
+            cpu.exact_ns() as f64 / 1e3 / n as f64,
+            cpu.stat_ns as f64 / 1e3 / n as f64,
+        ))
+    }
+}
+
+/// The percentiles reported, as (name, quantile).
+pub const PERCENTILES: [(&str, f64); 4] =
+    [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)];
+
+fn us(ns: u64) -> f64 {
+    (ns as f64 / 100.0).round() / 10.0
+}
+
+/// p50 … max in µs.
+pub fn figures(h: &Histogram<u64>) -> Vec<(&'static str, f64)> {
+    let mut v: Vec<(&str, f64)> = PERCENTILES
+        .iter()
+        .map(|&(n, q)| (n, us(h.value_at_quantile(q))))
+        .collect();
+    v.push(("max", us(h.max())));
+    v
+}
+
+fn latency_json(h: &Histogram<u64>) -> Value {
+    let mut m = Map::new();
+    for (n, v) in figures(h) {
+        m.insert(n.into(), json!(v));
+    }
+    m.insert("mean".into(), json!((h.mean() / 100.0).round() / 10.0));
+    m.insert("count".into(), json!(h.len()));
+    Value::Object(m)
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| (a / b * 100.0).round() / 100.0)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn mode_json(m: &ModeResult) -> Value {
+    let Some(d) = Totals::of(m, Side::Daemon) else {
+        return Value::Null;
+    };
+    let f = Totals::of(m, Side::Floor);
+    let (cpu_exact, cpu_stat) = match d.cpu_per_event() {
+        Some((a, b)) => (json!(round2(a)), json!(round2(b))),
+        None => (Value::Null, Value::Null),
+    };
+    let cpu_per_write = match (d.cpu, d.counts.redis_writes) {
+        (Some(c), n) if n > 0 => json!(round2(c.exact_ns() as f64 / 1e3 / n as f64)),
+        _ => Value::Null,
+    };
+    let mut ratios = Map::new();
+    if let Some(f) = &f {
+        for ((n, a), (_, b)) in figures(&d.hist).into_iter().zip(figures(&f.hist)) {
+            ratios.insert(n.into(), json!(ratio(a, b)));
+        }
+    }
+    let floor = f.as_ref().map(|f| {
+        let (a, b) = f.cpu_per_event().unwrap_or((0.0, 0.0));
+        json!({
+            "changes": f.changes,
+            "kernel_events": f.counts.kernel_events,
+            "redis_writes": f.counts.redis_writes,
+            "wrong_final_states": f.wrong_final_states,
+            "lost_changes": f.lost,
+            "coalesced_changes": f.coalesced,
+            "early_writes": f.early,
+            "overtaken_reads": f.overtaken_reads,
+            "overruns": f.floor_overruns,
+            "cpu_us_per_event": round2(a),
+            "cpu_us_per_event_stat": round2(b),
+            "wakeups_per_event": f.wakeups_per_event().map(round2),
+            "change_rate_per_s": f.change_rate().round(),
+            "settle_ms_max": round2(f.settle_ns_max as f64 / 1e6),
+        })
+    });
+    json!({
+        "rounds": m.plan.rounds,
+        "changes": d.changes,
+        "latency_us": latency_json(&d.hist),
+        "floor_latency_us": f.as_ref().map(|f| latency_json(&f.hist)),
+        "ratio_to_floor": if ratios.is_empty() { Value::Null } else { Value::Object(ratios) },
+        "kernel_events": d.counts.kernel_events,
+        "kernel_port_events": d.counts.kernel_port_events,
+        "redis_writes": d.counts.redis_writes,
+        "redis_deletes": d.counts.redis_deletes,
+        "wrong_final_states": d.wrong_final_states,
+        "wrong_ports": d.wrong_ports,
+        "lost_changes": d.lost,
+        "coalesced_changes": d.coalesced,
+        "early_writes": d.early,
+        "matched_writes": d.matched_writes,
+        "other_writes": d.other_writes,
+        "overtaken_reads": d.overtaken_reads,
+        "unsettled_changes": d.unsettled,
+        "change_rate_per_s": d.change_rate().round(),
+        "settle_ms_max": round2(d.settle_ns_max as f64 / 1e6),
+        "daemon_cpu_us_per_event": cpu_exact,
+        "daemon_cpu_us_per_event_stat": cpu_stat,
+        "daemon_cpu_us_per_write": cpu_per_write,
+        "daemon_wakeups_per_event": d.wakeups_per_event().map(round2),
+        "daemon_rss_kb": d.memory_kb.map(|m| m.0),
+        "daemon_rss_peak_kb": d.memory_kb.map(|m| m.1),
+        "daemon_netlink_drops": d.netlink_drops,
+        "listener_overruns": d.counts.listener_overruns,
+        "floor": floor,
+    })
+}
+
+/// Run-wide facts for the JSON document.
+pub struct RunInfo<'a> {
+    pub argv: &'a [String],
+    pub setup: &'a str,
+    pub ports: usize,
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The JSON document (see `--help`).
+pub fn json_document(results: &[ModeResult], info: &RunInfo<'_>) -> Value {
+    let main = results
+        .iter()
+        .find(|m| m.plan.mode == Mode::Latency)
+        .or(results.first());
+    let mut sums = (0u64, 0u64, 0u64, 0u64);
+    let mut cpu = (0u64, 0u64, true);
+    let mut rss: Option<u64> = None;
+    let mut modes = Map::new();
+    for m in results {
+        if let Some(d) = Totals::of(m, Side::Daemon) {
+            sums.0 += d.changes;
+            sums.1 += d.counts.kernel_events;
+            sums.2 += d.counts.redis_writes;
+            sums.3 += d.wrong_final_states;
+            match d.cpu {
+                Some(c) => cpu.0 += c.exact_ns(),
+                None => cpu.2 = false,
+            }
+            cpu.1 += d.counts.kernel_events;
+            if let Some((r, _)) = d.memory_kb {
+                rss = Some(rss.unwrap_or(0).max(r));
+            }
+        }
+        modes.insert(m.plan.mode.name().into(), mode_json(m));
+    }
+    let (lat, floor_lat) = match main {
+        Some(m) => (
+            Totals::of(m, Side::Daemon)
+                .map(|t| latency_json(&t.hist))
+                .unwrap_or(Value::Null),
+            Totals::of(m, Side::Floor)
+                .map(|t| latency_json(&t.hist))
+                .unwrap_or(Value::Null),
+        ),
+        None => (Value::Null, Value::Null),
+    };
+    let cpu_per_event = (cpu.2 && cpu.1 > 0).then(|| round2(cpu.0 as f64 / 1e3 / cpu.1 as f64));
+    json!({
+        "tool": "flood",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": info.argv.join(" "),
+        "setup": info.setup,
+        "ports": info.ports,
+        "kernel": kernel_release(),
+        "latency_from": main.map(|m| m.plan.mode.name()),
+        "latency_us": lat,
+        "floor_latency_us": floor_lat,
+        "changes": sums.0,
+        "kernel_events": sums.1,
+        "redis_writes": sums.2,
+        "wrong_final_states": sums.3,
+        "daemon_cpu_us_per_event": cpu_per_event,
+        "daemon_rss_kb": rss,
+        "modes": modes,
+    })
+}
+
+fn verdict(ok: bool, what: String) -> String {
+    format!("  target {what}: {}", if ok { "met" } else { "MISSED" })
+}
+
+/// The human summary of one mode.
+pub fn summary(m: &ModeResult, ports: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let Some(d) = Totals::of(m, Side::Daemon) else {
+        return s;
+    };
+    let f = Totals::of(m, Side::Floor);
+    let _ = writeln!(
+        s,
+        "\n== {}: {} changes per writer, {} round(s), {ports} ports ==",
+        m.plan.mode.name(),
+        d.changes,
+        m.plan.rounds
+    );
+    let _ = writeln!(
+        s,
+        "{:<14}{:>10}{:>10}{:>10}{:>10}{:>10}   µs, kernel ack → STATE_DB write",
+        "", "p50", "p90", "p99", "p99.9", "max"
+    );
+    let row = |name: &str, h: &Histogram<u64>| {
+        let mut line = format!("{name:<14}");
+        for (_, v) in figures(h) {
+            line.push_str(&format!("{v:>10.1}"));
+        }
+        line
+    };
+    let _ = writeln!(s, "{}", row("portsyncd", &d.hist));
+    if let Some(f) = &f {
+        let _ = writeln!(s, "{}", row("floor", &f.hist));
+        let mut line = format!("{:<14}", "ratio");
+        for ((_, a), (_, b)) in figures(&d.hist).into_iter().zip(figures(&f.hist)) {
+            match ratio(a, b) {
+                Some(r) => line.push_str(&format!("{:>9.2}×", r)),
+                None => line.push_str(&format!("{:>10}", "-")),
+            }
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    let describe = |t: &Totals| -> String {
+        let mut line = format!(
+            "{} changes at {:.0}/s, {} kernel events ({} on ports), {} STATE_DB writes, \
+             {} lost, {} coalesced, {} wrong final states",
+            t.changes,
+            t.change_rate(),
+            t.counts.kernel_events,
+            t.counts.kernel_port_events,
+            t.counts.redis_writes,
+            t.lost,
+            t.coalesced,
+            t.wrong_final_states
+        );
+        if t.unsettled > 0 {
+            line.push_str(&format!(", {} unsettled", t.unsettled));
+        }
+        if t.counts.listener_overruns > 0 {
+            line.push_str(&format!(
+                " (our event counter overran {} times: counts are lower bounds)",
+                t.counts.listener_overruns
+            ));
+        }
+        line
+    };
+    let _ = writeln!(s, "portsyncd: {}", describe(&d));
+    let mut cost = String::new();
+    if let Some((exact, stat)) = d.cpu_per_event() {
+        cost.push_str(&format!(
+            "CPU {exact:.2} µs per kernel event ({stat:.2} by utime+stime)"
+        ));
+    }
+    if let Some(w) = d.wakeups_per_event() {
+        cost.push_str(&format!(", {w:.2} wake-ups per event"));
+    }
+    if let Some((rss, hwm)) = d.memory_kb {
+        cost.push_str(&format!(", RSS {rss} kB (peak {hwm} kB)"));
+    }
+    if let Some(drops) = d.netlink_drops {
+        cost.push_str(&format!(", netlink drops {drops}"));
+    }
+    if !cost.is_empty() {
+        let _ = writeln!(s, "           {cost}");
+    }
+    let _ = writeln!(
+        s,
+        "           settled {:.1} ms after the last ack (longest phase)",
+        d.settle_ns_max as f64 / 1e6
+    );
+    for w in d.wrong_ports.iter().take(10) {
+        let _ = writeln!(s, "  WRONG {w}");
+    }
+    if d.wrong_ports.len() > 10 {
+        let _ = writeln!(s, "  … and {} more", d.wrong_ports.len() - 10);
+    }
+    if let Some(f) = &f {
+        let _ = writeln!(s, "floor:     {}", describe(f));
+        if let Some((exact, stat)) = f.cpu_per_event() {
+            let _ = writeln!(
+                s,
+                "           CPU {exact:.2} µs per kernel event ({stat:.2} by utime+stime), \
+                 {:.2} wake-ups per event, {} overruns",
+                f.wakeups_per_event().unwrap_or(0.0),
+                f.floor_overruns
+            );
+        }
+    }
+    // Targets of issue 4, where this mode measures them.
+    let fig = |t: &Totals, q: f64| t.hist.value_at_quantile(q) as f64;
+    match (m.plan.mode, &f) {
+        (Mode::Latency, Some(f)) => {
+            for (name, q, target) in [
+                ("p50", 0.5, TARGET_P50_RATIO),
+                ("p99", 0.99, TARGET_P99_RATIO),
+            ] {
+                if let Some(r) = ratio(fig(&d, q), fig(f, q)) {
+                    let _ = writeln!(
+                        s,
+                        "{}",
+                        verdict(
+                            r <= target,
+                            format!("{name} ≤ {target}× floor {name}: {r:.2}×")
+                        )
+                    );
+                }
+            }
+        }
+        (Mode::Burst, _) => {
+            let _ = writeln!(
+                s,
+                "{}",
+                verdict(
+                    d.wrong_final_states == 0,
+                    format!("0 wrong final states: {}", d.wrong_final_states)
+                )
+            );
+            if let Some((exact, _)) = d.cpu_per_event() {
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    verdict(
+                        exact <= TARGET_CPU_US,
+                        format!("CPU ≤ {TARGET_CPU_US} µs per kernel event: {exact:.2}")
+                    )
+                );
+            }
+        }
+        _ => {}
+    }
+    s
+}
+
+/// `--raw`: one CSV line per change.
+pub fn raw_csv(results: &[ModeResult]) -> String {
+    use std::fmt::Write;
+    let mut s =
+        String::from("mode,round,writer,index,port,kind,admin,mtu,ack_ns,write_ns,latency_us\n");
+    for m in results {
+        let mut rounds = [0u32; 2];
+        for p in &m.phases {
+            rounds[p.side.index()] += 1;
+            let Some(raw) = &p.raw else { continue };
+            for (i, c) in raw.iter().enumerate() {
+                let latency = if c.done_ns == 0 {
+                    String::new()
+                } else {
+                    format!("{:.1}", c.done_ns.saturating_sub(c.ack_ns) as f64 / 1e3)
+                };
+                let _ = writeln!(
+                    s,
+                    "{},{},{},{i},{},{},{},{},{},{},{latency}",
+                    m.plan.mode.name(),
+                    rounds[p.side.index()],
+                    p.side.name(),
+                    c.change.port,
+                    match c.change.kind {
+                        crate::plan::Kind::Admin => "admin",
+                        crate::plan::Kind::Mtu => "mtu",
+                    },
+                    if c.change.admin { "up" } else { "down" },
+                    c.change.mtu,
+                    c.ack_ns,
+                    c.done_ns,
+                );
+            }
+        }
+    }
+    s
+}
