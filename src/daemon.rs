@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigSource, RELOADABLE};
 use crate::dbconfig::Databases;
+use crate::drain::{drain, request_dump, Drained};
 use crate::metrics::export::MetricsControl;
 use crate::metrics::{Recorder, SampleKind};
-use crate::netlink::ring::RecvRing;
-use crate::netlink::socket::NetlinkSocket;
-use crate::netlink::{receive, request, Received};
+use crate::netlink::reader::LinkReader;
 use crate::port::table::PortId;
 use crate::reactor::{Reactor, Readiness, Token};
 use crate::redis::conn::{ConnectStep, Connection, LinkState, Lost, RedisConn};
@@ -25,9 +24,9 @@ use crate::redis::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
 use crate::redis::reply::Reply;
 use crate::runtime::notify::Notifier;
 use crate::runtime::signals::{Signal, Signals};
-use crate::sync::{DumpEnd, LinkSync};
+use crate::sync::LinkSync;
 use crate::sys::{monotonic_ns, thread_cpu_ns};
-use crate::{log_debug, log_error, log_info, log_notice, log_warn};
+use crate::{log_debug, log_error, log_notice, log_warn};
 
 const NETLINK: Token = 0;
 const SIGNALS: Token = 1;
@@ -108,8 +107,7 @@ pub struct Daemon {
     signals: Signals,
     notifier: Notifier,
     recorder: Recorder,
-    netlink: NetlinkSocket,
-    ring: RecvRing,
+    reader: LinkReader,
     pub sync: LinkSync,
     dump_seq: u32,
     netlink_more: bool,
@@ -167,8 +165,7 @@ impl Daemon {
         signals: Signals,
         notifier: Notifier,
         recorder: Recorder,
-        netlink: NetlinkSocket,
-        ring: RecvRing,
+        reader: LinkReader,
         sync: LinkSync,
         dump_seq: u32,
     ) -> std::io::Result<Daemon> {
@@ -196,7 +193,7 @@ impl Daemon {
         );
         events.set_push_mode(true);
         let mut reactor = reactor;
-        reactor.register(netlink.as_raw_fd(), NETLINK)?;
+        reactor.register(reader.socket().as_raw_fd(), NETLINK)?;
         reactor.register(signals.as_raw_fd(), SIGNALS)?;
         let sep = dbs.appl.separator;
         let now = monotonic_ns();
@@ -240,8 +237,7 @@ impl Daemon {
             signals,
             notifier,
             recorder,
-            netlink,
-            ring,
+            reader,
             sync,
             dump_seq,
             netlink_more: true,
@@ -329,7 +325,7 @@ impl Daemon {
                 self.drain_netlink();
             }
             if self.sync.dump_wanted() {
-                self.send_dump();
+                request_dump(&self.reader, &mut self.sync, &mut self.dump_seq);
             }
             self.write_ports();
             self.write_appl();
@@ -424,57 +420,23 @@ impl Daemon {
 
     // ---- netlink -------------------------------------------------------
 
-    /// Read datagrams until `EAGAIN` or the per-turn cap, applying each.
+    /// Read and apply datagrams until the socket is empty or the per-turn
+    /// cap; a capped drain continues next turn, after this turn's write.
     fn drain_netlink(&mut self) {
         let counters = &*self.recorder.counters;
-        let own_pid = self.netlink.port_id();
-        for _ in 0..self.cfg.netlink.max_batch_datagrams {
-            match receive(&self.netlink, &mut self.ring, counters) {
-                Ok(Received::Datagram(bytes)) => {
-                    let rx = monotonic_ns();
-                    match self.sync.on_datagram(bytes, rx, own_pid) {
-                        Some(DumpEnd::Complete { vanished }) => {
-                            if vanished > 0 {
-                                log_notice!("resync: {vanished} ports vanished during the gap, deleting them");
-                            }
-                            log_info!("link dump {} complete", self.dump_seq);
-                        }
-                        Some(DumpEnd::Redo) => {
-                            log_info!("link dump {} inconsistent, redoing it", self.dump_seq)
-                        }
-                        None => {}
-                    }
-                }
-                Ok(Received::Empty) => {
-                    self.netlink_more = false;
-                    return;
-                }
-                Ok(Received::Overrun) => {
-                    log_warn!("netlink receive buffer overrun (ENOBUFS): events lost, resyncing with a dump");
-                    self.sync.on_overrun();
-                }
-                Err(e) => {
-                    log_error!("netlink recv: {e}");
-                    self.netlink_more = false;
-                    return;
-                }
-            }
-        }
-        // Cap reached: write this turn's batch, continue next turn.
-        self.netlink_more = true;
-    }
-
-    fn send_dump(&mut self) {
-        self.dump_seq = self.dump_seq.wrapping_add(1);
-        match self.netlink.send(&request::getlink_dump(self.dump_seq)) {
-            Ok(()) => {
-                self.sync.dump_started(self.dump_seq);
-                self.netlink_more = true;
-            }
+        let max = self.cfg.netlink.max_batch_datagrams;
+        match drain(
+            &mut self.reader,
+            &mut self.sync,
+            counters,
+            &mut self.dump_seq,
+            max,
+        ) {
+            Ok(Drained::Empty) => self.netlink_more = false,
+            Ok(Drained::Capped) => self.netlink_more = true,
             Err(e) => {
-                // EBUSY while the kernel still runs a dump: retry next turn.
-                log_debug!("RTM_GETLINK dump request: {e}");
-                self.sync.dump_failed();
+                log_error!("netlink recv: {e}");
+                self.netlink_more = false;
             }
         }
     }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dbconfig;
+pub mod drain;
 pub mod metrics;
 pub mod netlink;
 pub mod port;

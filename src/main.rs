@@ -146,7 +146,6 @@ fn run(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8> {
         reactor.name()
     );
 
-    let mut ring = ring;
     let mut sync = LinkSync::new(PortTable::with_capacity(256), recorder.counters.clone());
     let started = Startup {
         cfg: &cfg,
@@ -154,16 +153,15 @@ fn run(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8> {
         signals: &signals,
         notifier: &notifier,
         sync: &mut sync,
-        ring: &mut ring,
     }
-    .run()
+    .run(ring)
     .map_err(|e| fail("start-up", &e))?;
-    let (info, netlink, dump_seq) = match started {
+    let (info, reader, dump_seq) = match started {
         Started::Ready {
             info,
-            netlink,
+            reader,
             dump_seq,
-        } => (info, netlink, dump_seq),
+        } => (info, reader, dump_seq),
         Started::Stopped(sig) => {
             log_notice!("signal {sig} during start-up: exiting");
             notifier.stopping();
@@ -184,7 +182,7 @@ fn run(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8> {
         sync.ports.len()
     );
     let mut daemon = Daemon::new(
-        cfg, &dbs, reactor, signals, notifier, recorder, netlink, ring, sync, dump_seq,
+        cfg, &dbs, reactor, signals, notifier, recorder, reader, sync, dump_seq,
     )
     .map_err(|e| fail("event loop", &e))?;
     daemon.set_reload(source, metrics.control());

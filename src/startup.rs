@@ -21,18 +21,17 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::dbconfig::{Database, Databases};
+use crate::drain::{drain, request_dump, Drained};
+use crate::netlink::reader::LinkReader;
+use crate::netlink::request;
+use crate::netlink::ring::RecvRing;
 use crate::netlink::socket::{NetlinkError, NetlinkSocket, RcvBufOutcome};
-use crate::netlink::{receive, request, ring::RecvRing, Received};
 use crate::redis::client::{Client, ClientError};
 use crate::redis::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
 use crate::runtime::notify::Notifier;
 use crate::runtime::signals::{Signal, Signals};
-use crate::sync::{DumpEnd, LinkSync};
-use crate::sys::monotonic_ns;
+use crate::sync::LinkSync;
 use crate::{log_info, log_notice, log_warn};
-
-/// Sequence number of the first dump; the loop continues from here.
-pub const FIRST_DUMP_SEQ: u32 = 1;
 
 /// How long start-up waits for the initial dump to end before leaving the
 /// rest of it to the loop.
@@ -53,11 +52,11 @@ pub struct StartInfo {
 
 /// Start-up ended.
 pub enum Started {
-    /// Done: the loop takes over this socket; `dump_seq` is the last dump
-    /// sequence used.
+    /// Done: the loop takes over the event socket's reader; `dump_seq` is
+    /// the last dump sequence used.
     Ready {
-        info: StartInfo,
-        netlink: NetlinkSocket,
+        info: Box<StartInfo>,
+        reader: LinkReader,
         dump_seq: u32,
     },
     /// A stop signal arrived first.
@@ -100,20 +99,6 @@ enum Push {
     NoScript,
 }
 
-/// Ask the kernel for a dump of every link and expect it in `sync`.
-fn start_dump(netlink: &NetlinkSocket, sync: &mut LinkSync, seq: u32) -> Result<(), StartError> {
-    netlink
-        .send(&request::getlink_dump(seq))
-        .map_err(|source| {
-            StartError::Netlink(NetlinkError::Sys {
-                call: "send(RTM_GETLINK)",
-                source,
-            })
-        })?;
-    sync.dump_started(seq);
-    Ok(())
-}
-
 /// The start-up sequence and what it needs.
 pub struct Startup<'a> {
     pub cfg: &'a Config,
@@ -121,7 +106,6 @@ pub struct Startup<'a> {
     pub signals: &'a Signals,
     pub notifier: &'a Notifier,
     pub sync: &'a mut LinkSync,
-    pub ring: &'a mut RecvRing,
 }
 
 impl Startup<'_> {
@@ -199,16 +183,16 @@ impl Startup<'_> {
         }
     }
 
-    /// Run the whole sequence.
-    pub fn run(self) -> Result<Started, StartError> {
-        match self.run_inner() {
+    /// Run the whole sequence; `ring` becomes the event socket's.
+    pub fn run(self, ring: RecvRing) -> Result<Started, StartError> {
+        match self.run_inner(ring) {
             Ok(s) => Ok(s),
             Err(Interrupt::Stop(sig)) => Ok(Started::Stopped(sig)),
             Err(Interrupt::Fatal(e)) => Err(e),
         }
     }
 
-    fn run_inner(self) -> Result<Started, Interrupt> {
+    fn run_inner(self, ring: RecvRing) -> Result<Started, Interrupt> {
         let began = Instant::now();
         let dbs = self.dbs;
         let cfg_sep = dbs.config.separator as char;
@@ -300,6 +284,7 @@ impl Startup<'_> {
         // 3. Netlink: subscribe, then ask for a dump.
         let (netlink, rcvbuf) =
             NetlinkSocket::events(self.cfg.netlink.rcvbuf_bytes).map_err(StartError::Netlink)?;
+        let mut reader = LinkReader::new(netlink, ring);
         if !rcvbuf.forced {
             log_warn!(
                 "SO_RCVBUFFORCE refused (needs CAP_NET_ADMIN); SO_RCVBUF gave {} bytes for {} asked, capped by net.core.rmem_max (raise it, see sysctl/99-portsyncd.conf)",
@@ -313,8 +298,8 @@ impl Startup<'_> {
         if mark_old {
             self.sync.mark_old_interfaces_until_first_dump_ends();
         }
-        let mut dump_seq = FIRST_DUMP_SEQ;
-        start_dump(&netlink, self.sync, dump_seq)?;
+        let mut dump_seq = 0;
+        request_dump(&reader, self.sync, &mut dump_seq);
 
         // 4. CONFIG_DB PORT|* (KEYS order, as SONiC).
         self.notifier.status("starting: reading CONFIG_DB PORT");
@@ -441,36 +426,21 @@ impl Startup<'_> {
 
         // The initial dump (and whatever else arrived meanwhile).
         self.notifier.status("starting: reading the kernel's links");
-        let own_pid = netlink.port_id();
         let counters = self.sync.counters();
         let deadline = Instant::now() + INITIAL_DUMP_WAIT;
-        while self.sync.dump_running() && Instant::now() < deadline {
-            match receive(&netlink, &mut *self.ring, &counters) {
-                Ok(Received::Datagram(bytes)) => {
-                    if let Some(DumpEnd::Redo) =
-                        self.sync.on_datagram(bytes, monotonic_ns(), own_pid)
-                    {
-                        dump_seq += 1;
-                        start_dump(&netlink, self.sync, dump_seq)?;
-                    }
-                }
-                Ok(Received::Overrun) => self.sync.on_overrun(),
-                Ok(Received::Empty) => {
-                    use std::os::fd::AsRawFd;
-                    let _ = crate::redis::socket::wait_fd(
-                        netlink.as_raw_fd(),
-                        libc::POLLIN,
-                        Duration::from_millis(100),
-                    );
-                    self.check_signals()?;
-                }
-                Err(e) => {
-                    return Err(StartError::Netlink(NetlinkError::Sys {
+        while (self.sync.dump_running() || self.sync.dump_wanted()) && Instant::now() < deadline {
+            let drained = drain(&mut reader, self.sync, &counters, &mut dump_seq, usize::MAX)
+                .map_err(|source| {
+                    StartError::Netlink(NetlinkError::Sys {
                         call: "recv",
-                        source: e,
+                        source,
                     })
-                    .into())
-                }
+                })?;
+            if drained == Drained::Empty && self.sync.dump_running() {
+                use std::os::fd::AsRawFd;
+                let fd = reader.socket().as_raw_fd();
+                let _ = crate::redis::socket::wait_fd(fd, libc::POLLIN, Duration::from_millis(100));
+                self.check_signals()?;
             }
         }
         if self.sync.dump_running() {
@@ -503,8 +473,8 @@ impl Startup<'_> {
             elapsed: began.elapsed(),
         };
         Ok(Started::Ready {
-            info,
-            netlink,
+            info: Box::new(info),
+            reader,
             dump_seq,
         })
     }

@@ -102,6 +102,12 @@ impl LinkSync {
     /// The kernel reported `ENOBUFS`: messages were lost.
     pub fn on_overrun(&mut self) {
         self.counters.enobufs.inc();
+        self.on_lost_messages();
+    }
+
+    /// Messages were lost (an overrun, or datagrams cut short): resync
+    /// with a dump, and redo a dump that is running.
+    pub fn on_lost_messages(&mut self) {
         match &mut self.dump {
             Dump::Idle => {
                 if !self.dump_wanted {

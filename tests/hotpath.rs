@@ -207,3 +207,92 @@ fn refused_placement_under_strict_exits_2() {
     assert_eq!(d.wait_exit().code(), Some(2), "{}", d.log());
     assert!(d.log().contains("CAP_SYS_NICE"));
 }
+
+/// Run `f` on a thread that has entered namespace `ns` (sockets it opens
+/// live there).
+fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a valid namespace fd; it only moves this thread.
+        let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn a_datagram_cut_by_a_small_slot_is_counted_and_the_reader_then_peeks() {
+    use portsyncd::metrics::Counters;
+    use portsyncd::netlink::reader::{LinkReader, Read};
+    use portsyncd::netlink::ring::RecvRing;
+    use portsyncd::netlink::socket::NetlinkSocket;
+
+    let ns = Netns::new().unwrap();
+    let name = ns.name.clone();
+    in_netns(&ns, move || {
+        let (sock, _) = NetlinkSocket::events(1 << 20).unwrap();
+        // Batch mode with 512-byte slots: a veth RTM_NEWLINK (~1.5 KB) is cut.
+        let mut reader = LinkReader::with_slot(sock, RecvRing::new(64 << 10).unwrap(), 512);
+        assert!(!reader.peeking());
+        let ip = |args: &[&str]| {
+            let ok = std::process::Command::new("ip")
+                .arg("-n")
+                .arg(&name)
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        };
+        ip(&[
+            "link",
+            "add",
+            "Ethernet0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "p0",
+        ]);
+        let counters = Counters::default();
+        let read = reader.read(&counters).unwrap();
+        let Read::Datagrams {
+            count, truncated, ..
+        } = read
+        else {
+            panic!("{read:?}")
+        };
+        assert_eq!(count, 0, "every datagram was larger than a slot");
+        assert!(truncated >= 1);
+        assert_eq!(counters.truncations.get(), truncated as u64);
+        assert!(reader.peeking(), "after a cut the reader peeks for good");
+        // The next message is read whole.
+        ip(&["link", "set", "Ethernet0", "mtu", "1400"]);
+        loop {
+            match reader.read(&counters).unwrap() {
+                Read::Datagrams {
+                    count: 1,
+                    truncated: 0,
+                    ..
+                } => {
+                    let d = reader.datagram(0);
+                    let (h, p) = portsyncd::netlink::parse::messages(d)
+                        .next()
+                        .unwrap()
+                        .unwrap();
+                    if let Ok(portsyncd::netlink::parse::Event::Link(l)) =
+                        portsyncd::netlink::parse::parse_event(&h, p)
+                    {
+                        if l.name == b"Ethernet0" && l.mtu == Some(1400) {
+                            break;
+                        }
+                    }
+                }
+                Read::Datagrams { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+}

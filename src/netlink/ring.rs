@@ -1,10 +1,10 @@
 //! The receive ring: one anonymous mapping, populated and locked in memory, in
 //! which datagrams are received and parsed where they land.
 //!
-//! Each datagram is read into one contiguous region sized by the peeked
-//! length, so a message is never cut. When the tail of the ring is too short
-//! the ring wraps; a datagram larger than the whole ring goes to a heap
-//! overflow buffer and is counted (`oversize`).
+//! The reader takes contiguous regions from it: a batch of fixed-size slots,
+//! or one region sized by a peeked length. When the tail of the ring is too
+//! short the ring wraps. A datagram larger than the whole ring goes to a heap
+//! overflow buffer.
 
 use std::io;
 
@@ -60,30 +60,42 @@ impl RecvRing {
         self.map.len()
     }
 
-    /// A contiguous region for a datagram of `len` bytes, and whether it
-    /// did not fit the ring (the overflow buffer was used).
-    ///
-    /// The region stays valid until the next call; the caller receives into
-    /// it and parses it in place before asking for the next one.
-    pub fn slot(&mut self, len: usize) -> (&mut [u8], bool) {
+    /// Take `len` contiguous bytes (at most the capacity); their offset.
+    /// The region stays the caller's until the next call.
+    pub fn take(&mut self, len: usize) -> usize {
         let cap = self.map.len();
-        if len > cap {
-            if self.overflow.len() < len {
-                self.overflow.resize(len, 0);
-            }
-            return (&mut self.overflow[..len], true);
-        }
+        debug_assert!(len <= cap);
         if cap - self.head < len {
             self.head = 0;
         }
         let start = self.head;
-        // Keep the next datagram 8-byte aligned; parsing does not need it,
-        // but it keeps headers off cache-line splits.
-        self.head = (start + len + 7) & !7;
-        if self.head > cap {
-            self.head = cap;
+        // Keep regions 8-byte aligned; parsing does not need it, but it
+        // keeps headers off cache-line splits.
+        self.head = ((start + len + 7) & !7).min(cap);
+        start
+    }
+
+    /// The ring's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// The ring's bytes, to receive into.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+
+    /// The overflow buffer, at least `len` bytes (grown on demand).
+    pub fn overflow_mut(&mut self, len: usize) -> &mut [u8] {
+        if self.overflow.len() < len {
+            self.overflow.resize(len, 0);
         }
-        (&mut self.map[start..start + len], false)
+        &mut self.overflow[..len]
+    }
+
+    /// The overflow buffer's first `len` bytes.
+    pub fn overflow(&self, len: usize) -> &[u8] {
+        &self.overflow[..len.min(self.overflow.len())]
     }
 }
 
@@ -92,29 +104,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_contiguous_and_wrap() {
+    fn regions_are_contiguous_aligned_and_wrap() {
         let mut ring = RecvRing::new(4096).unwrap();
-        let (a, over) = ring.slot(1500);
-        assert!(!over);
-        assert_eq!(a.len(), 1500);
-        let a_ptr = a.as_ptr() as usize;
-        let (b, _) = ring.slot(1500);
-        let b_ptr = b.as_ptr() as usize;
-        assert_eq!(b_ptr - a_ptr, 1504);
-        // Only 4096 - 3008 = 1088 bytes left: the next 1500 wraps to the start.
-        let (c, over) = ring.slot(1500);
-        assert!(!over);
-        assert_eq!(c.as_ptr() as usize, a_ptr);
+        assert_eq!(ring.take(1500), 0);
+        assert_eq!(ring.take(1500), 1504);
+        // Only 4096 - 3008 = 1088 bytes left: the next 1500 wraps.
+        assert_eq!(ring.take(1500), 0);
+        assert_eq!(ring.take(4096 - 1504), 1504);
+        assert_eq!(ring.take(4096), 0);
     }
 
     #[test]
-    fn datagram_larger_than_ring_uses_overflow() {
+    fn overflow_grows_on_demand() {
         let mut ring = RecvRing::new(4096).unwrap();
-        let (big, over) = ring.slot(10_000);
-        assert!(over);
-        assert_eq!(big.len(), 10_000);
-        let (exact, over) = ring.slot(4096);
-        assert!(!over);
-        assert_eq!(exact.len(), 4096);
+        assert_eq!(ring.overflow_mut(10_000).len(), 10_000);
+        assert_eq!(ring.overflow(10_000).len(), 10_000);
+        assert_eq!(ring.overflow_mut(5).len(), 5);
     }
 }

@@ -334,6 +334,10 @@ impl<T> RedisConn<T> {
         mut on_reply: impl FnMut(Option<T>, &Reply<'_>),
     ) -> Result<(), Lost> {
         let Some(fd) = self.fd() else { return Ok(()) };
+        // A stream socket that filled less than the room we gave it was
+        // empty at that instant; a later arrival raises a new readiness
+        // event, so the extra read that would only say EAGAIN is skipped.
+        let mut drained = false;
         loop {
             // Decode what we have.
             loop {
@@ -373,9 +377,16 @@ impl<T> RedisConn<T> {
                 let bigger = (self.inbuf.len() * 2).min(MAX_IN_BYTES);
                 self.inbuf.resize(bigger, 0);
             }
+            if drained {
+                return Ok(());
+            }
+            let room = self.inbuf.len() - self.in_end;
             match socket::recv(fd, &mut self.inbuf[self.in_end..]) {
                 Ok(Transfer::Bytes(0)) => return Err(Lost::Closed),
-                Ok(Transfer::Bytes(n)) => self.in_end += n,
+                Ok(Transfer::Bytes(n)) => {
+                    self.in_end += n;
+                    drained = n < room;
+                }
                 Ok(Transfer::WouldBlock) => return Ok(()),
                 Err(e) => return Err(Lost::Io(e)),
             }
