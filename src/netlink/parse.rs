@@ -355,9 +355,10 @@ pub fn parse_event<'a>(header: &NlHeader, payload: &'a [u8]) -> Result<Event<'a>
         RTM_DELLINK => parse_link(LinkChange::Del, payload).map(Event::Link),
         NLMSG_DONE => Ok(Event::Done),
         NLMSG_ERROR => match u32_at(payload, 0) {
-            // The kernel sends the negative errno.
+            // The kernel sends the negative errno. Wrapping: `i32::MIN`
+            // (never sent by a kernel) must not panic in a debug build.
             Some(raw) => Ok(Event::Ack {
-                errno: -(raw as i32),
+                errno: (raw as i32).wrapping_neg(),
             }),
             None => Err(ParseError::ShortError {
                 payload: payload.len(),
