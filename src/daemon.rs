@@ -16,7 +16,7 @@ use crate::drain::{drain, request_dump, Drained};
 use crate::metrics::export::MetricsControl;
 use crate::metrics::{Recorder, SampleKind};
 use crate::netlink::reader::LinkReader;
-use crate::port::table::PortId;
+use crate::port::table::{PortId, PortTable};
 use crate::reactor::{Reactor, Readiness, Token};
 use crate::redis::conn::{ConnectStep, Connection, LinkState, Lost, RedisConn};
 use crate::redis::encode;
@@ -91,6 +91,63 @@ fn apply_loglevel(reply: &Reply<'_>, configured: crate::log::Level) {
         }
     };
     crate::log::change_level(level, "CONFIG_DB LOGGER|portsyncd");
+}
+
+/// One loop turn's STATE_DB encoding: take every write owed while the
+/// connection's buffer has room, `DEL` and/or `HSET` each with its tag,
+/// count them, record the batch size. `written_since` gets each port's
+/// oldest receive stamp, for the recv→write samples once the batch is sent.
+/// Returns the commands queued. (Public for the benches and the
+/// allocation test, which run it without sockets.)
+pub fn encode_port_writes(
+    ports: &mut PortTable,
+    conn: &mut RedisConn<StateTag>,
+    prefix: &[u8],
+    recorder: &Recorder,
+    written_since: &mut Vec<u64>,
+) -> u64 {
+    let c = &recorder.counters;
+    let mut commands = 0u64;
+    written_since.clear();
+    while let Some(w) = ports.peek_write() {
+        let key_len = prefix.len() + w.name.as_bytes().len();
+        let need = encode::del_key_max_len(key_len) + encode::hset_port_status_max_len(key_len);
+        if conn.room() < need {
+            break;
+        }
+        let w = ports.pop_write().unwrap_or(w);
+        if w.del {
+            let tag = StateTag::Del {
+                port: w.port,
+                since_ns: w.since_ns,
+            };
+            conn.push(tag, |out| encode::del_key(out, prefix, w.name.as_bytes()));
+            c.ports_deleted.inc();
+            commands += 1;
+        }
+        if let Some(status) = w.hset {
+            let tag = StateTag::Hset {
+                port: w.port,
+                since_ns: w.since_ns,
+            };
+            conn.push(tag, |out| {
+                encode::hset_port_status(out, prefix, w.name.as_bytes(), &status)
+            });
+            c.ports_written.inc();
+            commands += 1;
+        }
+        if written_since.len() < written_since.capacity() {
+            written_since.push(w.since_ns);
+        } else {
+            // More ports in one batch than sample slots: counted, not lost silently.
+            c.samples_dropped.inc();
+        }
+    }
+    if commands > 0 {
+        c.batches.inc();
+        recorder.record(SampleKind::BatchSize, commands);
+    }
+    commands
 }
 
 /// How the loop ended.
@@ -638,18 +695,19 @@ impl Daemon {
         }
         match token {
             STATE_CONN => {
-                self.state.drop_connection(now);
+                self.state.drop_connection(now, drop);
             }
             APPL_CONN => {
-                for tag in self.appl.drop_connection(now) {
+                let ports = &mut self.sync.ports;
+                self.appl.drop_connection(now, |tag| {
                     if let ApplTag::Exists(port) = tag {
                         // Unanswered: ask again once back.
-                        self.sync.ports.set_membership(port, false);
+                        ports.set_membership(port, false);
                     }
-                }
+                });
             }
             _ => {
-                self.events.drop_connection(now);
+                self.events.drop_connection(now, drop);
             }
         }
     }
@@ -833,53 +891,14 @@ impl Daemon {
 
     /// Encode every port owed into the STATE_DB buffer, as room allows.
     fn write_ports(&mut self) {
-        if !self.state.is_up() {
-            return;
-        }
-        let prefix_len = self.state_prefix.len();
-        let c = &self.recorder.counters;
-        let mut commands = 0u64;
-        self.written_since.clear();
-        while let Some(w) = self.sync.ports.peek_write() {
-            let key_len = prefix_len + w.name.as_bytes().len();
-            let need = encode::del_key_max_len(key_len) + encode::hset_port_status_max_len(key_len);
-            if self.state.room() < need {
-                break;
-            }
-            let w = self.sync.ports.pop_write().unwrap_or(w);
-            let prefix = &self.state_prefix;
-            if w.del {
-                self.state.push(
-                    StateTag::Del {
-                        port: w.port,
-                        since_ns: w.since_ns,
-                    },
-                    |out| encode::del_key(out, prefix, w.name.as_bytes()),
-                );
-                c.ports_deleted.inc();
-                commands += 1;
-            }
-            if let Some(status) = w.hset {
-                self.state.push(
-                    StateTag::Hset {
-                        port: w.port,
-                        since_ns: w.since_ns,
-                    },
-                    |out| encode::hset_port_status(out, prefix, w.name.as_bytes(), &status),
-                );
-                c.ports_written.inc();
-                commands += 1;
-            }
-            if self.written_since.len() < self.written_since.capacity() {
-                self.written_since.push(w.since_ns);
-            } else {
-                // More ports in one batch than sample slots: counted, not lost silently.
-                c.samples_dropped.inc();
-            }
-        }
-        if commands > 0 {
-            c.batches.inc();
-            self.recorder.record(SampleKind::BatchSize, commands);
+        if self.state.is_up() {
+            encode_port_writes(
+                &mut self.sync.ports,
+                &mut self.state,
+                &self.state_prefix,
+                &self.recorder,
+                &mut self.written_since,
+            );
         }
     }
 

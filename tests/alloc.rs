@@ -13,7 +13,6 @@
 //! Redis log reader of the testbed, and the thread generating link changes)
 //! do not disturb the count.
 
-use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -181,13 +180,7 @@ fn loop_turns_against_real_redis_allocate_nothing_per_message() {
             for &(s, e) in chunk {
                 sync.on_datagram(&burst.bytes[s..e], rx, support::OWN_PID);
             }
-            support::write_ports(
-                &mut sync.ports,
-                conn,
-                None::<&mut VecDeque<Tag>>,
-                &recorder,
-                &mut written_since,
-            );
+            support::write_ports(&mut sync.ports, conn, &recorder, &mut written_since);
             let (r, e) = send_and_settle(conn);
             replies += r;
             errors += e;
@@ -297,13 +290,7 @@ fn kernel_to_redis_allocates_nothing_per_message() {
         // SAFETY: `pfd` is one valid pollfd for the duration of the call.
         unsafe { libc::poll(&mut pfd, 1, 100) };
         portsyncd::drain::drain(reader, sync, &counters, &mut dump_seq, 1024).expect("drain");
-        support::write_ports(
-            &mut sync.ports,
-            &mut conn,
-            None::<&mut VecDeque<Tag>>,
-            &recorder,
-            &mut written_since,
-        );
+        support::write_ports(&mut sync.ports, &mut conn, &recorder, &mut written_since);
         let (_, errors) = send_and_settle(&mut conn);
         assert_eq!(errors, 0);
         while samples.try_recv().is_ok() {}

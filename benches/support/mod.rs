@@ -9,14 +9,12 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use portsyncd::dbconfig::Instance;
-use portsyncd::metrics::{Counters, Recorder, SampleKind};
-use portsyncd::port::table::{PortId, PortTable};
+use portsyncd::metrics::{Counters, Recorder};
+use portsyncd::port::table::PortTable;
 use portsyncd::redis::conn::RedisConn;
-use portsyncd::redis::encode;
 use portsyncd::sync::LinkSync;
 
 // Relative to this file, so any crate that includes it finds the captures.
@@ -172,12 +170,8 @@ pub fn configured_sync() -> LinkSync {
     LinkSync::new(table, Arc::new(Counters::default()))
 }
 
-/// What a STATE_DB command in flight is (the daemon's `StateTag`).
-#[derive(Debug, Clone, Copy)]
-pub enum Tag {
-    Hset { port: PortId, since_ns: u64 },
-    Del { port: PortId, since_ns: u64 },
-}
+/// The daemon's STATE_DB command tag.
+pub use portsyncd::daemon::StateTag as Tag;
 
 /// The STATE_DB key prefix (`PORT_TABLE` + STATE_DB's separator).
 pub const STATE_PREFIX: &[u8] = b"PORT_TABLE|";
@@ -194,85 +188,23 @@ pub fn nowhere() -> Instance {
     }
 }
 
-/// One loop turn's STATE_DB encoding, as `Daemon::write_ports` does it:
-/// take every write owed while the buffer has room, `DEL` and/or `HSET`
-/// each into the connection's buffer with its tag, count, record the batch
-/// size. Returns the commands queued.
-///
-/// `tags`: where the tags go when `conn` is in push mode (see [`Turn`]).
+/// One loop turn's STATE_DB encoding: the daemon's own
+/// [`encode_port_writes`](portsyncd::daemon::encode_port_writes).
 pub fn write_ports(
     ports: &mut PortTable,
     conn: &mut RedisConn<Tag>,
-    mut tags: Option<&mut VecDeque<Tag>>,
     recorder: &Recorder,
     written_since: &mut Vec<u64>,
 ) -> u64 {
-    let prefix_len = STATE_PREFIX.len();
-    let c = &recorder.counters;
-    let mut commands = 0u64;
-    written_since.clear();
-    while let Some(w) = ports.peek_write() {
-        let key_len = prefix_len + w.name.as_bytes().len();
-        let need = encode::del_key_max_len(key_len) + encode::hset_port_status_max_len(key_len);
-        if conn.room() < need {
-            break;
-        }
-        let w = ports.pop_write().unwrap_or(w);
-        if w.del {
-            let tag = Tag::Del {
-                port: w.port,
-                since_ns: w.since_ns,
-            };
-            conn.push(tag, |out| {
-                encode::del_key(out, STATE_PREFIX, w.name.as_bytes())
-            });
-            if let Some(t) = tags.as_deref_mut() {
-                t.push_back(tag);
-            }
-            c.ports_deleted.inc();
-            commands += 1;
-        }
-        if let Some(status) = w.hset {
-            let tag = Tag::Hset {
-                port: w.port,
-                since_ns: w.since_ns,
-            };
-            conn.push(tag, |out| {
-                encode::hset_port_status(out, STATE_PREFIX, w.name.as_bytes(), &status)
-            });
-            if let Some(t) = tags.as_deref_mut() {
-                t.push_back(tag);
-            }
-            c.ports_written.inc();
-            commands += 1;
-        }
-        if written_since.len() < written_since.capacity() {
-            written_since.push(w.since_ns);
-        } else {
-            c.samples_dropped.inc();
-        }
-    }
-    if commands > 0 {
-        c.batches.inc();
-        recorder.record(SampleKind::BatchSize, commands);
-    }
-    commands
+    portsyncd::daemon::encode_port_writes(ports, conn, STATE_PREFIX, recorder, written_since)
 }
 
-/// Everything one socket-free loop turn touches.
-///
-/// The connection runs in push mode so that [`drop_connection`] is a clean
-/// reset of its buffer: in tagged mode `drop_connection` hands the tag
-/// FIFO's buffer away and the next turn would grow a new one, which the
-/// daemon never does in steady state (replies pop the FIFO in place). The
-/// tags still cost what they cost in the daemon: they go to `tags`, a FIFO
-/// of the daemon's size, emptied each turn as the replies would.
-///
-/// [`drop_connection`]: RedisConn::drop_connection
+/// Everything one socket-free loop turn touches. Between turns,
+/// [`drop_connection`](RedisConn::drop_connection) empties the buffer and
+/// the tag queue as `send` and the replies would, keeping their capacity.
 pub struct Turn {
     pub sync: LinkSync,
     pub conn: RedisConn<Tag>,
-    pub tags: VecDeque<Tag>,
     pub recorder: Recorder,
     pub samples: crossbeam_channel::Receiver<portsyncd::metrics::Sample>,
     pub written_since: Vec<u64>,
@@ -286,13 +218,11 @@ pub const OWN_PID: u32 = 4242;
 
 impl Turn {
     pub fn new() -> Turn {
-        let mut conn = RedisConn::new("STATE_DB", nowhere(), WRITE_BUFFER_BYTES, 100, 1000);
-        conn.set_push_mode(true);
+        let conn = RedisConn::new("STATE_DB", nowhere(), WRITE_BUFFER_BYTES, 100, 1000);
         let (recorder, samples) = Recorder::new();
         Turn {
             sync: configured_sync(),
             conn,
-            tags: VecDeque::with_capacity(4096),
             recorder,
             samples,
             written_since: Vec::with_capacity(1024),
@@ -320,7 +250,6 @@ impl Turn {
         write_ports(
             &mut self.sync.ports,
             &mut self.conn,
-            Some(&mut self.tags),
             &self.recorder,
             &mut self.written_since,
         )
@@ -329,8 +258,7 @@ impl Turn {
     /// What `send` + the replies would do: empty the buffer and the FIFO,
     /// and let the metrics thread take the samples.
     pub fn reset(&mut self) {
-        self.conn.drop_connection(0);
-        self.tags.clear();
+        self.conn.drop_connection(0, drop);
         while self.samples.try_recv().is_ok() {}
     }
 }

@@ -266,16 +266,17 @@ impl<T> RedisConn<T> {
     }
 
     /// Drop the connection: close the socket (the caller deregisters it
-    /// first), forget buffers and tags, and schedule a retry. Returns the
-    /// tags of the commands that got no reply.
-    pub fn drop_connection(&mut self, now_ns: u64) -> VecDeque<T> {
+    /// first), forget buffers, and schedule a retry. `unanswered` gets the
+    /// tag of every command that got no reply; the tag queue keeps its
+    /// capacity, so the next connection does not grow it again.
+    pub fn drop_connection(&mut self, now_ns: u64, unanswered: impl FnMut(T)) {
         self.fd = None;
         self.out.clear();
         self.sent = 0;
         self.in_start = 0;
         self.in_end = 0;
         self.schedule_retry(now_ns);
-        std::mem::take(&mut self.pending)
+        self.pending.drain(..).for_each(unanswered);
     }
 
     /// Queue one command: `encode` appends its RESP bytes, `tag` waits for

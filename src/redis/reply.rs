@@ -87,9 +87,90 @@ fn convert<'a>(buf: &'a [u8], frame: &RangeFrame) -> Reply<'a> {
     }
 }
 
+/// Arrays nested deeper than this are a protocol error. Redis never sends
+/// portsyncd anything nested more than twice; the bound exists because
+/// redis-protocol's decoder recurses once per level with no limit of its
+/// own, so a hostile or broken peer could overflow the stack.
+pub const MAX_NESTING: usize = 512;
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|i| from + i)
+}
+
+fn parse_len(digits: &[u8]) -> Option<i64> {
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Walk the first reply's structure without recursion and refuse one
+/// nested deeper than [`MAX_NESTING`]. Anything else (incomplete, or
+/// malformed) is left for the decoder to report.
+fn check_nesting(buf: &[u8]) -> Result<(), ProtocolError> {
+    if buf.first() != Some(&b'*') {
+        return Ok(());
+    }
+    let mut remaining = [0i64; MAX_NESTING];
+    let mut depth = 0;
+    let mut pos = 0;
+    loop {
+        let Some(&kind) = buf.get(pos) else {
+            return Ok(());
+        };
+        let Some(eol) = find_crlf(buf, pos + 1) else {
+            return Ok(());
+        };
+        let line = &buf[pos + 1..eol];
+        pos = eol + 2;
+        match kind {
+            b'*' => {
+                let Some(n) = parse_len(line) else {
+                    return Ok(());
+                };
+                if n > 0 {
+                    if depth == MAX_NESTING {
+                        return Err(ProtocolError(format!(
+                            "reply nested deeper than {MAX_NESTING} arrays"
+                        )));
+                    }
+                    remaining[depth] = n;
+                    depth += 1;
+                    continue;
+                }
+            }
+            b'$' => {
+                let Some(n) = parse_len(line) else {
+                    return Ok(());
+                };
+                if n >= 0 {
+                    pos = pos.saturating_add(n as usize).saturating_add(2);
+                    if pos > buf.len() {
+                        return Ok(());
+                    }
+                }
+            }
+            b'+' | b'-' | b':' => {}
+            _ => return Ok(()),
+        }
+        // One element complete: close every array it completes.
+        loop {
+            if depth == 0 {
+                return Ok(());
+            }
+            remaining[depth - 1] -= 1;
+            if remaining[depth - 1] > 0 {
+                break;
+            }
+            depth -= 1;
+        }
+    }
+}
+
 /// Decode the first complete reply in `buf`: the reply and the bytes it took,
 /// `Ok(None)` when more bytes are needed.
 pub fn decode(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, ProtocolError> {
+    check_nesting(buf)?;
     match decode_range(buf) {
         Ok(Some((frame, used))) => Ok(Some((convert(buf, &frame), used))),
         Ok(None) => Ok(None),
@@ -138,6 +219,23 @@ mod tests {
             r.pairs(),
             vec![(&b"lanes"[..], &b"0"[..]), (&b"mtu"[..], &b"9100"[..])]
         );
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_the_recursive_decoder_runs() {
+        let nested = |depth: usize| {
+            let mut b = b"*1\r\n".repeat(depth);
+            b.extend_from_slice(b":1\r\n");
+            b
+        };
+        let ok = nested(MAX_NESTING);
+        assert_eq!(decode(&ok).unwrap().map(|(_, n)| n), Some(ok.len()));
+        assert!(decode(&nested(MAX_NESTING + 1)).is_err());
+        // Incomplete and deep: refused as soon as the depth is seen.
+        assert!(decode(&b"*1\r\n".repeat(100_000)).is_err());
+        // Siblings are not depth.
+        let wide = b"*3\r\n*1\r\n:1\r\n*0\r\n$2\r\nab\r\n";
+        assert_eq!(decode(wide).unwrap().map(|(_, n)| n), Some(wide.len()));
     }
 
     #[test]
