@@ -264,3 +264,20 @@ fn non_port_names_do_not_enter_the_table() {
     );
     assert_eq!(t.len(), 0);
 }
+
+#[test]
+fn word_hasher_tells_switch_port_names_apart() {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let build = BuildHasherDefault::<WordHasher>::default();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..4096 {
+        for prefix in ["Ethernet", "PortChannel", "Ethernet-BP"] {
+            let name = PortName::new(format!("{prefix}{i}").as_bytes()).unwrap();
+            assert!(seen.insert(build.hash_one(name)), "{name} collides");
+            assert_eq!(
+                build.hash_one(name),
+                build.hash_one(PortName::new(name.as_bytes()).unwrap())
+            );
+        }
+    }
+}
