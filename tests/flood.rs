@@ -92,3 +92,84 @@ fn a_bad_flag_value_is_named_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/portsyncd"));
 }
+
+#[test]
+fn init_times_port_init_done_after_the_last_netdev() {
+    let dir = TempDir::new().unwrap();
+    let json = dir.path().join("init.json");
+    let out = flood()
+        .args(["init", "--ports", "4", "--runs", "2", "--no-progress"])
+        .arg("--daemon")
+        .arg(env!("CARGO_BIN_EXE_portsyncd"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "flood init exited {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["ports"], 4);
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for r in runs {
+        // PortInitDone cannot come before the request creating the last
+        // port was sent; it must come within the settle timeout.
+        let sent = r["last_sent_to_init_done_ms"].as_f64().unwrap();
+        assert!(sent > 0.0 && sent < 30_000.0, "{r:#}");
+        assert_eq!(r["listener_overruns"], 0, "{r:#}");
+    }
+    assert!(doc["median_ms"].as_f64().is_some(), "{doc:#}");
+    assert!(stdout.contains("PortInitDone"), "{stdout}");
+}
+
+#[test]
+fn overflow_recovers_and_rate_samples_rss() {
+    let dir = TempDir::new().unwrap();
+    let json = dir.path().join("flood.json");
+    let out = flood()
+        .args([
+            "run",
+            "--ports",
+            "4",
+            "--mode",
+            "rate,overflow",
+            "--no-floor",
+        ])
+        .args(["--rate", "500", "--duration", "1", "--rounds", "1"])
+        .args(["--count", "1000", "--no-progress", "--settle-timeout", "10"])
+        .args(["--daemon-set", "netlink.rcvbuf_bytes=65536"])
+        .arg("--daemon")
+        .arg(env!("CARGO_BIN_EXE_portsyncd"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "flood exited {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ov = &doc["modes"]["overflow"];
+    assert_eq!(ov["wrong_final_states"], 0, "{ov:#}");
+    let round = &ov["round_results"][0];
+    // 1,000 changes are ~1,700 messages; a 64 KiB buffer holds ~56.
+    assert!(round["kernel_drops"].as_u64().unwrap() > 0, "{round:#}");
+    assert!(round["recovery_ms"].as_f64().unwrap() > 0.0, "{round:#}");
+    assert!(
+        doc["daemon_totals"]["enobufs"].as_u64().unwrap() >= 1,
+        "{doc:#}"
+    );
+    let rss = &doc["modes"]["rate"]["daemon_rss"];
+    assert!(rss["end_kb"].as_u64().unwrap() > 0, "{rss:#}");
+    assert!(rss["samples"].as_array().unwrap().len() >= 2, "{rss:#}");
+}

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use portsyncd::config::Sched;
+
 /// The `--help` text.
 pub const HELP: &str = "\
 flood — real-kernel link-change generator and end-to-end meter for portsyncd
@@ -27,6 +29,7 @@ and RSS are reported.
 USAGE:
     flood run [OPTIONS]       private redis-server, namespace, ports, daemon
     flood attach [OPTIONS]    an existing setup (this flaps its ports!)
+    flood init [OPTIONS]      start-up: last netdev appearing → PortInitDone
     flood --help
 
 MODES (--mode, comma-separated, run in order, e.g. latency,burst):
@@ -34,7 +37,16 @@ MODES (--mode, comma-separated, run in order, e.g. latency,burst):
               and the port has settled (oper status included), pause
               --gap-us, next
     burst     changes sent back to back as fast as the kernel acks them
-    rate      --rate changes/s for --duration seconds
+    rate      --rate changes/s for --duration seconds; the daemon's RSS
+              is sampled every second (start, after 10 s of warm-up, end,
+              max)
+    overflow  daemon only (the floor has no resync): SIGSTOP the daemon,
+              send a burst (wait until the kernel's oper states have
+              settled), check that the kernel dropped messages on the
+              daemon's socket, SIGCONT, and time how long STATE_DB takes to
+              match the kernel again for every port. Use a small buffer,
+              e.g. --daemon-set netlink.rcvbuf_bytes=65536; a round with no
+              kernel drop is reported as such
   Changes go round-robin over the ports; on each port they alternate an
   MTU change (a new value each time, 1501..9100) and an admin toggle, so
   every state a port passes through is distinct and each STATE_DB write
@@ -44,21 +56,31 @@ MODES (--mode, comma-separated, run in order, e.g. latency,burst):
   changes overtaken before they were written count as coalesced.
 
 COMMON OPTIONS:
-    --mode M[,M...]       latency | burst | rate (default latency)
+    --mode M[,M...]       latency | burst | rate | overflow (default
+                          latency)
     --count N[,N...]      changes per writer (daemon, and floor) for
-                          latency and burst: one value for all, or one per
-                          latency/burst mode in --mode order (rate mode has
+                          latency, burst and overflow: one value for all, or
+                          one per such mode in --mode order (rate mode has
                           no count); split over the rounds
-                          (default latency 2000, burst 10000)
+                          (default latency 2000, burst 10000,
+                          overflow 20000)
     --rate R              changes/s in rate mode (default 1000)
     --duration S          seconds per writer in rate mode (default 10)
     --rounds K            daemon and floor phases per mode, alternating
-                          (default latency 5, burst 1, rate 2)
+                          (default latency 5, burst 1, rate 2,
+                          overflow 5)
     --gap-us US           pause after each settled change in latency mode
                           (default 200)
     --no-floor            skip the floor (no ratios)
     --floor-db N          database the floor writes, on STATE_DB's Redis
                           (default 15)
+    --floor-cpu N         pin the floor process to CPU N (to match
+                          --daemon-set runtime.cpu=N)
+    --floor-sched P       the floor's policy: other | fifo:PRIO | rr:PRIO
+                          (to match --daemon-set runtime.sched=P)
+    --syscalls            count each writer's system calls per phase with
+                          perf stat -e raw_syscalls:sys_enter -p PID (both
+                          writers; adds a little cost to every syscall)
     --settle-timeout S    how long a phase may take to reach the kernel's
                           final state in STATE_DB (default 30)
     --json FILE           write the results as JSON
@@ -78,6 +100,21 @@ RUN OPTIONS:
                           (e.g. runtime.cpu=1)
     --daemon-log FILE     keep the daemon's log there
 
+INIT OPTIONS (flood init; also --ports (default 256), --daemon,
+--daemon-set, --daemon-log, --settle-timeout, --json, --progress):
+    --runs K              fresh start-ups measured (default 5)
+    --create-gap-us US    pause between creating two ports (default 0:
+                          back to back)
+  Each run: a private redis-server with CONFIG_DB PORT for every port, the
+  daemon, orchagent's step, then flood creates the netdevs itself (per
+  port one acked RTM_NEWLINK creating the veth, one setting its peer up).
+  A thread of flood with its own
+  netlink socket in the namespace stamps each port's first RTM_NEWLINK as
+  it reads it, and PortInitDone when the keyspace notification of
+  APPL_DB _PORT_TABLE:PortInitDone reaches it. Reported per run and as the
+  median: last port seen → PortInitDone (the figure of issue 3), and the
+  request creating the last port sent → PortInitDone (an upper bound).
+
 ATTACH OPTIONS:
     --netns NAME          the daemon's network namespace (default: current)
     --redis ADDR          STATE_DB's Redis: unix:PATH, PATH.sock or HOST:PORT
@@ -85,17 +122,28 @@ ATTACH OPTIONS:
     --database-config F   or SONiC's database_config.json (default
                           /var/run/redis/sonic-db/database_config.json)
     --port-names A,B,...  ports to flap (or --ports N: Ethernet0...)
-    --pid PID             the daemon's pid, for CPU and RSS figures
+    --pid PID             the daemon's pid, for CPU and RSS figures (and
+                          needed by overflow mode and --syscalls)
   attach restores each port's admin state and MTU at the end.
 
 JSON (--json): top level holds latency_us and floor_latency_us
 {p50,p90,p99,p999,max,mean,count} (from the latency mode when it ran, else
-the first mode), changes, kernel_events, redis_writes, wrong_final_states
+the first mode other than overflow), changes, kernel_events, redis_writes, wrong_final_states
 (sums over modes), daemon_cpu_us_per_event (over every daemon phase),
-daemon_rss_kb (largest), and \"modes\" with every figure per mode.
+daemon_rss_kb (largest), daemon_totals (the counters of the daemon's
+\"totals:\" log line at exit, flood run only), and \"modes\" with every
+figure per mode: rate and burst add daemon_rss {start_kb, warm_kb, end_kb,
+max_kb, growth_kb, samples [[s, kB]...]}; overflow adds round_results (per
+round: kernel_drops, recovery_ms (the smaller of last_write_ms and
+verified_ms), last_write_ms, verified_ms, writes, late_writes, stopped_ms,
+recovery_cpu_ms) and recovery_ms_median; --syscalls adds syscalls_per_event
+for both writers.
+flood init writes {ports, runs: [{last_seen_to_init_done_ms,
+last_sent_to_init_done_ms, create_ms, ...}], median_ms, median_sent_ms}.
 
 EXIT STATUS:
-    0 done, every final state right; 1 failure; 2 bad command line;
+    0 done, every final state right (init: every run saw PortInitDone);
+    1 failure; 2 bad command line;
     3 done, but some port ended wrong in STATE_DB; 130 interrupted
 ";
 
@@ -105,6 +153,7 @@ pub enum Mode {
     Latency,
     Burst,
     Rate,
+    Overflow,
 }
 
 impl Mode {
@@ -113,6 +162,7 @@ impl Mode {
             Mode::Latency => "latency",
             Mode::Burst => "burst",
             Mode::Rate => "rate",
+            Mode::Overflow => "overflow",
         }
     }
 
@@ -121,8 +171,9 @@ impl Mode {
             "latency" => Ok(Mode::Latency),
             "burst" => Ok(Mode::Burst),
             "rate" => Ok(Mode::Rate),
+            "overflow" => Ok(Mode::Overflow),
             other => Err(UsageError(format!(
-                "--mode: unknown mode {other:?} (expected latency, burst or rate)"
+                "--mode: unknown mode {other:?} (expected latency, burst, rate or overflow)"
             ))),
         }
     }
@@ -132,6 +183,7 @@ impl Mode {
             Mode::Latency => 2000,
             Mode::Burst => 10_000,
             Mode::Rate => 0,
+            Mode::Overflow => 20_000,
         }
     }
 
@@ -140,6 +192,7 @@ impl Mode {
             Mode::Latency => 5,
             Mode::Burst => 1,
             Mode::Rate => 2,
+            Mode::Overflow => 5,
         }
     }
 }
@@ -172,16 +225,44 @@ pub struct ModePlan {
     pub rounds: u32,
 }
 
-/// Everything `flood run` / `flood attach` was asked.
+/// The subcommand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sub {
+    Run,
+    Attach,
+    Init,
+}
+
+impl Sub {
+    fn name(self) -> &'static str {
+        match self {
+            Sub::Run => "run",
+            Sub::Attach => "attach",
+            Sub::Init => "init",
+        }
+    }
+}
+
+/// Everything `flood run` / `flood attach` / `flood init` was asked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
-    pub attach: bool,
+    pub sub: Sub,
     pub modes: Vec<ModePlan>,
     pub rate: f64,
     pub duration: Duration,
     pub gap: Duration,
     pub floor: bool,
     pub floor_db: u32,
+    /// Pin the floor process to this CPU.
+    pub floor_cpu: Option<usize>,
+    /// The floor process's scheduling policy.
+    pub floor_sched: Option<Sched>,
+    /// Count each writer's syscalls per phase (perf stat).
+    pub syscalls: bool,
+    /// `init`: start-ups measured.
+    pub runs: u32,
+    /// `init`: pause between creating two ports.
+    pub create_gap: Duration,
     pub settle_timeout: Duration,
     pub json: Option<PathBuf>,
     pub plot: Option<PathBuf>,
@@ -236,32 +317,39 @@ pub fn port_names(n: u64) -> Vec<String> {
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageError> {
     let argv: Vec<String> = args.into_iter().collect();
     let mut it = argv.iter().cloned();
-    let attach = match it.next().as_deref() {
+    let sub = match it.next().as_deref() {
         None => {
             return Err(UsageError(
-                "missing subcommand: flood run or flood attach".into(),
+                "missing subcommand: flood run, flood attach or flood init".into(),
             ))
         }
         Some("-h" | "--help" | "help") => return Ok(Command::Help),
-        Some("run") => false,
-        Some("attach") => true,
+        Some("run") => Sub::Run,
+        Some("attach") => Sub::Attach,
+        Some("init") => Sub::Init,
         Some(other) => {
             return Err(UsageError(format!(
-                "unknown subcommand {other:?} (expected run or attach)"
+                "unknown subcommand {other:?} (expected run, attach or init)"
             )))
         }
     };
+    let attach = sub == Sub::Attach;
     let mut modes = vec![Mode::Latency];
     let mut counts: Option<Vec<u64>> = None;
     let mut rounds: Option<u32> = None;
     let mut o = Options {
-        attach,
+        sub,
         modes: Vec::new(),
         rate: 1000.0,
         duration: Duration::from_secs(10),
         gap: Duration::from_micros(200),
         floor: true,
         floor_db: 15,
+        floor_cpu: None,
+        floor_sched: None,
+        syscalls: false,
+        runs: 5,
+        create_gap: Duration::ZERO,
         settle_timeout: Duration::from_secs(30),
         json: None,
         plot: None,
@@ -287,6 +375,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
+        // Run options that start a daemon are init options too.
         let run_only = |flag: &str| -> Result<(), UsageError> {
             if attach {
                 Err(UsageError(format!(
@@ -296,6 +385,36 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
                 Ok(())
             }
         };
+        let init_only = |flag: &str| -> Result<(), UsageError> {
+            if sub == Sub::Init {
+                Ok(())
+            } else {
+                Err(UsageError(format!(
+                    "{flag} is an option of flood init, not {}",
+                    sub.name()
+                )))
+            }
+        };
+        const INIT_FLAGS: [&str; 11] = [
+            "-h",
+            "--help",
+            "--ports",
+            "--runs",
+            "--create-gap-us",
+            "--daemon",
+            "--daemon-set",
+            "--daemon-log",
+            "--settle-timeout",
+            "--json",
+            "--progress",
+        ];
+        if sub == Sub::Init
+            && flag.starts_with('-')
+            && !INIT_FLAGS.contains(&flag.as_str())
+            && flag != "--no-progress"
+        {
+            return Err(UsageError(format!("{flag} is not an option of flood init")));
+        }
         let attach_only = |flag: &str| -> Result<(), UsageError> {
             if attach {
                 Ok(())
@@ -353,6 +472,27 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             "--gap-us" => o.gap = Duration::from_micros(number("--gap-us", &value()?)?),
             "--no-floor" => o.floor = false,
             "--floor-db" => o.floor_db = number("--floor-db", &value()?)?,
+            "--floor-cpu" => o.floor_cpu = Some(number("--floor-cpu", &value()?)?),
+            "--floor-sched" => {
+                let v = value()?;
+                o.floor_sched = Some(
+                    Sched::try_from(v).map_err(|e| UsageError(format!("--floor-sched: {e}")))?,
+                );
+            }
+            "--syscalls" => o.syscalls = true,
+            "--runs" => {
+                init_only("--runs")?;
+                let v = value()?;
+                let k: u32 = number("--runs", &v)?;
+                if k == 0 {
+                    return Err(UsageError(format!("--runs: {v:?} must be at least 1")));
+                }
+                o.runs = k;
+            }
+            "--create-gap-us" => {
+                init_only("--create-gap-us")?;
+                o.create_gap = Duration::from_micros(number("--create-gap-us", &value()?)?);
+            }
             "--settle-timeout" => {
                 o.settle_timeout =
                     Duration::from_secs_f64(positive_f64("--settle-timeout", &value()?)?)
@@ -459,8 +599,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
                 "flood attach needs the ports: --port-names or --ports".into(),
             ))
         }
+        (None, None) if sub == Sub::Init => port_names(256),
         (None, None) => port_names(32),
     };
+    if sub == Sub::Init {
+        // One fresh daemon per run; no changes, so no floor and no modes.
+        o.floor = false;
+        return Ok(Command::Measure(Box::new(o)));
+    }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = o.ports.iter().find(|p| !seen.insert(p.as_str())) {
         return Err(UsageError(format!("port {dup:?} is named twice")));
@@ -469,8 +615,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
     if let Some(list) = &counts {
         if list.len() != 1 && list.len() != counted {
             return Err(UsageError(format!(
-                "--count has {} values for {counted} latency/burst modes: give one, or one per \
-                 latency/burst mode (rate mode sends --rate changes/s for --duration seconds)",
+                "--count has {} values for {counted} latency/burst/overflow modes: give one, or \
+                 one per such mode (rate mode sends --rate changes/s for --duration seconds)",
                 list.len(),
             )));
         }
@@ -508,6 +654,11 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             count,
             rounds,
         });
+    }
+    if attach && o.pid.is_none() && modes.contains(&Mode::Overflow) {
+        return Err(UsageError(
+            "overflow mode stops and resumes the daemon: flood attach needs its --pid".into(),
+        ));
     }
     Ok(Command::Measure(Box::new(o)))
 }
@@ -561,5 +712,31 @@ mod tests {
             .0;
         assert!(e.contains("rounds"), "{e}");
         assert!(parse_str("jump").is_err());
+        let e = parse_str("init --mode burst").unwrap_err().0;
+        assert!(e.contains("--mode") && e.contains("init"), "{e}");
+        let e = parse_str("run --runs 3").unwrap_err().0;
+        assert!(e.contains("--runs"), "{e}");
+        let e = parse_str("run --floor-sched fifo:0").unwrap_err().0;
+        assert!(e.contains("--floor-sched"), "{e}");
+        let e = parse_str("attach --ports 2 --mode overflow").unwrap_err().0;
+        assert!(e.contains("--pid"), "{e}");
+    }
+
+    #[test]
+    fn init_and_overflow_defaults() {
+        let o = parse_str("init").unwrap();
+        assert_eq!(o.sub, Sub::Init);
+        assert_eq!((o.ports.len(), o.runs), (256, 5));
+        assert!(!o.floor && o.modes.is_empty());
+        let o = parse_str("init --ports 8 --runs 2 --create-gap-us 100").unwrap();
+        assert_eq!((o.ports.len(), o.runs), (8, 2));
+        assert_eq!(o.create_gap, Duration::from_micros(100));
+        let o = parse_str("run --mode latency,overflow --count 10,300").unwrap();
+        assert_eq!(o.modes[1].mode, Mode::Overflow);
+        assert_eq!((o.modes[1].count, o.modes[1].rounds), (300, 5));
+        let o = parse_str("run --floor-cpu 1 --floor-sched fifo:10 --syscalls").unwrap();
+        assert_eq!(o.floor_cpu, Some(1));
+        assert_eq!(o.floor_sched, Some(Sched::Fifo(10)));
+        assert!(o.syscalls);
     }
 }

@@ -16,6 +16,7 @@ use portsyncd::testbed::state_fields;
 use crate::cli::{Mode, Options};
 use crate::floor::Floor;
 use crate::kernel::{KernelLink, Requests};
+use crate::perf::SyscallCount;
 use crate::plan::{Change, Kind, Phase, PortCursor};
 use crate::procfs::{self, Cpu};
 use crate::progress::Progress;
@@ -30,6 +31,16 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// After an overrun the floor may never get a port right (it does not
 /// resync): once it has been idle this long, its final state is final.
 const FLOOR_QUIET: Duration = Duration::from_secs(1);
+/// How often the daemon's RSS is sampled while changes are sent.
+const RSS_EVERY: Duration = Duration::from_secs(1);
+/// Overflow mode: how long SIGSTOP may take to stop every thread.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Overflow mode: how long the kernel may take to settle the ports' oper
+/// states (link-watch) after the burst, before the daemon is resumed.
+const KERNEL_SETTLE: Duration = Duration::from_secs(5);
+/// Overflow mode: after STATE_DB first matches the kernel, it must still
+/// match this much later (no stale write after the recovery).
+pub const RECOVERY_QUIET: Duration = Duration::from_millis(200);
 
 /// A port whose STATE_DB entry does not match the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +105,92 @@ pub struct PhaseResult {
     pub floor_overruns: u64,
     /// Every change with its ack and write times (with `--raw`).
     pub raw: Option<Vec<RawChange>>,
+    /// The daemon's RSS: (monotonic ns, kB), from the phase's start to
+    /// its end (every [`RSS_EVERY`] while changes are sent).
+    pub rss_samples: Vec<(u64, u64)>,
+    /// System calls of the writer during the phase (`--syscalls`).
+    pub syscalls: Option<u64>,
+    /// Overflow mode: the round's recovery.
+    pub overflow: Option<Overflow>,
+}
+
+/// One overflow round: the daemon stopped through a burst, then resumed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overflow {
+    /// Messages the kernel dropped on the daemon's netlink sockets while it
+    /// was stopped (`/proc/PID/net/netlink`); 0 means no overflow happened.
+    pub kernel_drops: u64,
+    /// SIGCONT → STATE_DB right for every port, at most: the smaller of
+    /// `last_write_ns` and `verified_ns`, both upper bounds (when STATE_DB
+    /// then matched the kernel, and still did [`RECOVERY_QUIET`] later).
+    pub recovery_ns: Option<u64>,
+    /// SIGCONT → the notification of the daemon's last STATE_DB write
+    /// (stamped when flood's watcher read it, so possibly late).
+    pub last_write_ns: Option<u64>,
+    /// SIGCONT → the end of the first comparison that found every port
+    /// right (comparisons run after each write is read back).
+    pub verified_ns: Option<u64>,
+    /// STATE_DB writes from SIGCONT to the end of the quiet check.
+    pub writes: u64,
+    /// Of those, notified after the comparison had found every port right.
+    pub late_writes: u64,
+    /// SIGSTOP → SIGCONT.
+    pub stopped_ns: u64,
+    /// The daemon's CPU time from SIGCONT to the end of the quiet check.
+    pub recovery_cpu_ns: Option<u64>,
+    /// STATE_DB was right, then wrong again within the quiet check.
+    pub flapped: bool,
+}
+
+/// The daemon, stopped with SIGSTOP; resumed on drop if nobody did.
+struct Suspended {
+    pid: i32,
+    resumed: bool,
+}
+
+impl Suspended {
+    /// SIGSTOP `pid` and wait until every thread of it is stopped.
+    fn stop(pid: i32) -> Result<Suspended, Error> {
+        // SAFETY: kill(2) on the daemon's pid, which flood started or was given.
+        if unsafe { libc::kill(pid, libc::SIGSTOP) } != 0 {
+            return Err(Error::failed(format!(
+                "SIGSTOP to the daemon ({pid}): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let s = Suspended {
+            pid,
+            resumed: false,
+        };
+        let deadline = monotonic_ns() + STOP_TIMEOUT.as_nanos() as u64;
+        while !procfs::all_stopped(pid) {
+            if monotonic_ns() >= deadline {
+                return Err(Error::failed(format!(
+                    "the daemon ({pid}) did not stop within {STOP_TIMEOUT:?} of SIGSTOP"
+                )));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(s)
+    }
+
+    /// SIGCONT; the time just before it was sent.
+    fn resume(&mut self) -> u64 {
+        let at = monotonic_ns();
+        // SAFETY: kill(2) on the daemon's pid.
+        unsafe { libc::kill(self.pid, libc::SIGCONT) };
+        self.resumed = true;
+        at
+    }
+}
+
+impl Drop for Suspended {
+    fn drop(&mut self) {
+        if !self.resumed {
+            // SAFETY: kill(2) on the daemon's pid.
+            unsafe { libc::kill(self.pid, libc::SIGCONT) };
+        }
+    }
 }
 
 /// One change as `--raw` reports it.
@@ -128,6 +225,11 @@ pub struct Driver<'a> {
     /// The ports' states before the run (attach restores them).
     initial: Vec<KernelLink>,
     pub progress: Progress,
+    /// The daemon's RSS samples of the phase running.
+    rss_samples: Vec<(u64, u64)>,
+    /// When recording (overflow mode): the notification time of every
+    /// daemon write read back.
+    daemon_writes: Option<Vec<u64>>,
 }
 
 impl<'a> Driver<'a> {
@@ -151,6 +253,8 @@ impl<'a> Driver<'a> {
             last_seen: [vec![None; n], vec![None; n]],
             initial: Vec::new(),
             progress: Progress::new(opts.progress),
+            rss_samples: Vec::new(),
+            daemon_writes: None,
             bench,
         };
         for side in d.sides() {
@@ -204,6 +308,32 @@ impl<'a> Driver<'a> {
     fn note_seen(&mut self, s: Seen) {
         if let Some(slot) = self.last_seen[s.side.index()].get_mut(s.port as usize) {
             *slot = Some((s.admin, s.oper, s.mtu));
+        }
+        if let (Side::Daemon, Some(log)) = (s.side, self.daemon_writes.as_mut()) {
+            log.push(s.at_ns);
+        }
+    }
+
+    /// Sample the daemon's RSS (daemon phases, when its pid is known).
+    fn sample_rss(&mut self, side: Side) -> Option<u64> {
+        if side != Side::Daemon {
+            return None;
+        }
+        let (rss, _) = procfs::memory_kb(self.bench.daemon_pid?)?;
+        self.rss_samples.push((monotonic_ns(), rss));
+        Some(rss)
+    }
+
+    fn pid_of(&self, side: Side) -> Result<i32, Error> {
+        match side {
+            Side::Daemon => self.bench.daemon_pid.ok_or_else(|| {
+                Error::Usage("--syscalls needs the daemon's pid (flood attach --pid)".into())
+            }),
+            Side::Floor => self
+                .floor
+                .as_ref()
+                .map(|f| f.pid())
+                .ok_or_else(|| Error::failed("no floor process")),
         }
     }
 
@@ -410,13 +540,22 @@ impl<'a> Driver<'a> {
             .as_ref()
             .map(|f| f.shared().overruns.load(Ordering::Relaxed))
             .unwrap_or(0);
+        let perf = match self.opts.syscalls {
+            true => Some(SyscallCount::start(self.pid_of(side)?)?),
+            false => None,
+        };
         let drops0 = self.daemon_drops(side);
         let cpu0 = self.cpu(side);
+        self.rss_samples.clear();
+        self.sample_rss(side);
         let t0 = monotonic_ns();
         let unsettled = match mode {
             Mode::Latency => self.drive_latency(side, &phase, label)?,
             Mode::Burst => self.drive_burst(side, &phase, label, None)?,
             Mode::Rate => self.drive_burst(side, &phase, label, Some(self.opts.rate))?,
+            Mode::Overflow => {
+                return Err(Error::failed("overflow rounds run through overflow_phase"))
+            }
         };
         let t_last = monotonic_ns();
         let wrong = self.settle(side, self.opts.settle_timeout, floor_overruns0)?;
@@ -426,6 +565,8 @@ impl<'a> Driver<'a> {
             clear: Some(side),
             live_kernel: false,
         })?;
+        let syscalls = perf.map(SyscallCount::finish).transpose()?;
+        self.sample_rss(side);
         let cpu = match (cpu0, self.cpu(side)) {
             (Some(a), Some(b)) => Some(b.since(a)),
             _ => None,
@@ -496,6 +637,155 @@ impl<'a> Driver<'a> {
                 .map(|f| f.shared().overruns.load(Ordering::Relaxed) - floor_overruns0)
                 .unwrap_or(0),
             raw,
+            rss_samples: std::mem::take(&mut self.rss_samples),
+            syscalls,
+            overflow: None,
+        })
+    }
+
+    /// Wait until the kernel has settled every port's oper state after a
+    /// burst (veth ports: RUNNING follows UP through link-watch, up to ~1 s
+    /// later), so that what the daemon must catch up with is final.
+    fn wait_kernel_settled(&mut self, side: Side) -> Result<(), Error> {
+        if side == Side::Daemon && !self.bench.veth_ports {
+            return Ok(());
+        }
+        let deadline = monotonic_ns() + KERNEL_SETTLE.as_nanos() as u64;
+        let req = self.requests[side.index()]
+            .as_mut()
+            .ok_or_else(|| Error::failed("no request socket"))?;
+        loop {
+            let links = req.dump()?;
+            let settled = self
+                .bench
+                .ports
+                .iter()
+                .all(|p| links.get(p).is_none_or(|l| l.oper == l.admin));
+            if settled || monotonic_ns() >= deadline {
+                return Ok(());
+            }
+            if !self.stop.sleep(Duration::from_millis(2)) {
+                return Err(self.stopped());
+            }
+        }
+    }
+
+    /// One overflow round (daemon only): SIGSTOP the daemon, send `n`
+    /// changes back to back, let the kernel settle, check that it dropped
+    /// messages on the daemon's socket, SIGCONT, and time how long
+    /// STATE_DB takes to match the kernel for every port.
+    pub fn overflow_phase(&mut self, n: usize, label: &str) -> Result<PhaseResult, Error> {
+        let side = Side::Daemon;
+        let s = side.index();
+        let pid = self.bench.daemon_pid.ok_or_else(|| {
+            Error::Usage("overflow mode needs the daemon's pid (flood attach --pid)".into())
+        })?;
+        let phase = Arc::new(Phase::new(n, &mut self.cursors[s]));
+        let before = self.barrier(Barrier {
+            install: None,
+            clear: None,
+            live_kernel: true,
+        })?;
+        let drops0 = self.daemon_drops(side);
+        let cpu0 = self.cpu(side);
+        self.rss_samples.clear();
+        self.sample_rss(side);
+        let mut suspended = Suspended::stop(pid)?;
+        let t_stop = monotonic_ns();
+        self.drive_burst(side, &phase, label, None)?;
+        let t_last = monotonic_ns();
+        self.wait_kernel_settled(side)?;
+        let netlink_drops = match (drops0, self.daemon_drops(side)) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        self.drain_seen();
+        self.daemon_writes = Some(Vec::new());
+        let cpu_cont = self.cpu(side);
+        let t_cont = suspended.resume();
+        let mut wrong = self.settle(side, self.opts.settle_timeout, 0)?;
+        let t_ok = monotonic_ns();
+        let mut flapped = false;
+        if wrong.is_empty() {
+            if !self.stop.sleep(RECOVERY_QUIET) {
+                return Err(self.stopped());
+            }
+            self.drain_seen();
+            if !self.compare(side)?.is_empty() {
+                flapped = true;
+                wrong = self.settle(side, self.opts.settle_timeout, 0)?;
+            }
+        }
+        let t_settled = monotonic_ns();
+        let after = self.barrier(Barrier {
+            install: None,
+            clear: None,
+            live_kernel: false,
+        })?;
+        self.drain_seen();
+        let stamps = self.daemon_writes.take().unwrap_or_default();
+        let cpu_end = self.cpu(side);
+        self.sample_rss(side);
+        self.bench.check_daemon()?;
+        self.check_threads()?;
+        let right = wrong.is_empty() && !flapped;
+        let last_write_ns = stamps
+            .iter()
+            .copied()
+            .max()
+            .filter(|_| right)
+            .map(|w| w.saturating_sub(t_cont));
+        let verified_ns = right.then(|| t_ok - t_cont);
+        let overflow = Overflow {
+            kernel_drops: netlink_drops.unwrap_or(0),
+            recovery_ns: match (last_write_ns, verified_ns) {
+                (Some(w), Some(v)) => Some(w.min(v)),
+                (w, v) => w.or(v),
+            },
+            last_write_ns,
+            verified_ns,
+            writes: stamps.len() as u64,
+            late_writes: stamps.iter().filter(|&&t| t > t_ok).count() as u64,
+            stopped_ns: t_cont - t_stop,
+            recovery_cpu_ns: match (cpu_cont, cpu_end) {
+                (Some(a), Some(b)) => Some(b.since(a).exact_ns()),
+                _ => None,
+            },
+            flapped,
+        };
+        let (b, a) = (before[s], after[s]);
+        Ok(PhaseResult {
+            side,
+            changes: n as u64,
+            hist: histogram(),
+            lost: 0,
+            early: 0,
+            coalesced: 0,
+            matched_writes: 0,
+            other_writes: 0,
+            overtaken_reads: 0,
+            unsettled: 0,
+            counts: Counts {
+                kernel_events: a.kernel_events - b.kernel_events,
+                kernel_port_events: a.kernel_port_events - b.kernel_port_events,
+                listener_overruns: a.listener_overruns - b.listener_overruns,
+                redis_writes: a.redis_writes - b.redis_writes,
+                redis_deletes: a.redis_deletes - b.redis_deletes,
+            },
+            wrong,
+            drive_ns: t_last - t_stop,
+            settle_ns: t_settled - t_cont,
+            cpu: match (cpu0, cpu_end) {
+                (Some(a), Some(b)) => Some(b.since(a)),
+                _ => None,
+            },
+            memory_kb: self.bench.daemon_pid.and_then(procfs::memory_kb),
+            netlink_drops,
+            floor_overruns: 0,
+            raw: None,
+            rss_samples: std::mem::take(&mut self.rss_samples),
+            syscalls: None,
+            overflow: Some(overflow),
         })
     }
 
@@ -550,6 +840,8 @@ impl<'a> Driver<'a> {
         let n = phase.changes.len();
         let t0 = monotonic_ns();
         let period_ns = rate.map(|r| 1e9 / r);
+        let mut next_rss = t0 + RSS_EVERY.as_nanos() as u64;
+        let mut rss = self.rss_samples.last().map(|s| s.1);
         for i in 0..n {
             if let Some(p) = period_ns {
                 let due = t0 + (i as f64 * p) as u64;
@@ -564,8 +856,15 @@ impl<'a> Driver<'a> {
                     return Err(self.stopped());
                 }
                 self.drain_seen();
-                self.progress
-                    .show(|| format!("{label}: {}/{n} changes", i + 1));
+                let now = monotonic_ns();
+                if now >= next_rss {
+                    next_rss = now + RSS_EVERY.as_nanos() as u64;
+                    rss = self.sample_rss(side).or(rss);
+                }
+                self.progress.show(|| match rss {
+                    Some(kb) => format!("{label}: {}/{n} changes, daemon RSS {kb} kB", i + 1),
+                    None => format!("{label}: {}/{n} changes", i + 1),
+                });
             }
         }
         Ok(0)

@@ -10,7 +10,9 @@
 mod cli;
 mod drive;
 mod floor;
+mod init;
 mod kernel;
+mod perf;
 mod plan;
 mod plot;
 mod procfs;
@@ -81,7 +83,11 @@ fn try_main() -> u8 {
             return EXIT_USAGE;
         }
     };
-    match measure(&opts) {
+    let result = match opts.sub {
+        cli::Sub::Init => init::measure(&opts),
+        _ => measure(&opts),
+    };
+    match result {
         Ok(0) => 0,
         Ok(wrong) => {
             eprintln!("flood: {wrong} port(s) ended with a wrong STATE_DB entry");
@@ -151,7 +157,7 @@ fn measure(o: &Options) -> Result<u64, Error> {
     }
     // First, before any thread exists: every thread inherits the mask.
     let stop = signal::install().map_err(|e| Error::failed(format!("signal handling: {e}")))?;
-    let mut bench = if o.attach {
+    let mut bench = if o.sub == cli::Sub::Attach {
         Bench::attach(o)?
     } else {
         Bench::run(o, &stop)?
@@ -175,12 +181,11 @@ fn measure(o: &Options) -> Result<u64, Error> {
     }
     let watcher = Watcher::start(&bench.ports, &sides, &stop)?;
     let floor = match &bench.floor_netns {
-        Some(ns) => Some(floor::Floor::start(
-            ns,
-            &bench.address,
-            bench.floor_db,
-            bench.separator,
-        )?),
+        Some(ns) => {
+            let f = floor::Floor::start(ns, &bench.address, bench.floor_db, bench.separator)?;
+            f.place(o.floor_cpu, o.floor_sched)?;
+            Some(f)
+        }
         None => None,
     };
     bench.create_ports(&stop)?;
@@ -190,16 +195,21 @@ fn measure(o: &Options) -> Result<u64, Error> {
 
     let mut driver = Driver::new(o, &mut bench, &stop, watcher, floor)?;
     let results = run_modes(o, &mut driver);
-    let restored = if o.attach { driver.restore() } else { Ok(()) };
+    let restored = if o.sub == cli::Sub::Attach {
+        driver.restore()
+    } else {
+        Ok(())
+    };
     driver.progress.clear();
     let finished = driver.finish();
     let results = results?;
     restored?;
     finished?;
+    let totals = bench.stop_daemon();
 
     let mut wrong = 0;
     for m in &results {
-        print!("{}", report::summary(m, n_ports));
+        print!("{}", report::summary(m, n_ports, &totals));
         if let Some(t) = report::Totals::of(m, Side::Daemon) {
             wrong += t.wrong_final_states;
         }
@@ -211,6 +221,7 @@ fn measure(o: &Options) -> Result<u64, Error> {
                 argv: &o.argv,
                 setup: &description,
                 ports: n_ports,
+                daemon_totals: &totals,
             },
         );
         let text = serde_json::to_string_pretty(&doc)
@@ -248,6 +259,24 @@ fn run_modes(o: &Options, d: &mut Driver<'_>) -> Result<Vec<ModeResult>, Error> 
         let rounds = plan.rounds as u64;
         for round in 0..rounds {
             let n = plan.count / rounds + u64::from(round < plan.count % rounds);
+            if plan.mode == cli::Mode::Overflow {
+                // The daemon only: the floor has no resync to measure.
+                let label = format!("overflow round {}/{rounds}", round + 1);
+                let r = d.overflow_phase(n as usize, &label)?;
+                if let Some(ov) = &r.overflow {
+                    d.progress.note(&format!(
+                        "{label}: {} changes, {} kernel drops, recovered in {}, {} wrong final states",
+                        r.changes,
+                        ov.kernel_drops,
+                        ov.recovery_ns
+                            .map(|ns| format!("{:.2} ms", ns as f64 / 1e6))
+                            .unwrap_or_else(|| "-".into()),
+                        r.wrong.len()
+                    ));
+                }
+                phases.push(r);
+                continue;
+            }
             let mut order = d.sides();
             if round % 2 == 1 {
                 order.reverse();

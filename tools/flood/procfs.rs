@@ -79,6 +79,31 @@ pub fn process_cpu(pid: i32) -> Option<Cpu> {
     })
 }
 
+/// The state letter of a `stat` line (field 3, after the command name).
+fn stat_state(line: &str) -> Option<char> {
+    line[line.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// Whether every thread of `pid` is stopped (state `T`, as after SIGSTOP).
+pub fn all_stopped(pid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in dir.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        if stat_state(&stat) != Some('T') {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 /// `VmRSS` and `VmHWM` of `pid`, in kB.
 pub fn memory_kb(pid: i32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -134,6 +159,7 @@ mod tests {
     fn stat_fields_after_a_tricky_name() {
         let line = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5 0 0";
         assert_eq!(stat_ticks(line), Some(10));
+        assert_eq!(stat_state(line), Some('S'));
     }
 
     #[test]
@@ -142,5 +168,6 @@ mod tests {
         assert!(process_cpu(pid).is_some());
         assert!(memory_kb(pid).is_some_and(|(rss, _)| rss > 0));
         assert_eq!(netlink_drops(pid), Some(0));
+        assert!(!all_stopped(pid));
     }
 }

@@ -13,6 +13,12 @@ const TARGET_P50_RATIO: f64 = 1.3;
 const TARGET_P99_RATIO: f64 = 2.0;
 /// CPU target in bursts, µs per kernel event.
 const TARGET_CPU_US: f64 = 5.0;
+/// Overflow target (issue 5): STATE_DB right this soon after SIGCONT.
+const TARGET_RECOVERY_MS: f64 = 100.0;
+/// Soak target (issue 8): RSS growth after warm-up, kB.
+const TARGET_RSS_GROWTH_KB: i64 = 1024;
+/// RSS samples in the first seconds of a mode are warm-up.
+const RSS_WARMUP_NS: u64 = 10_000_000_000;
 
 /// Every phase of one mode.
 pub struct ModeResult {
@@ -42,6 +48,8 @@ pub struct Totals {
     pub memory_kb: Option<(u64, u64)>,
     pub netlink_drops: Option<u64>,
     pub floor_overruns: u64,
+    /// System calls (`--syscalls`), over every phase.
+    pub syscalls: Option<u64>,
 }
 
 fn add_opt<T>(a: Option<T>, b: Option<T>, f: impl Fn(T, T) -> T) -> Option<T> {
@@ -76,6 +84,7 @@ impl Totals {
                 memory_kb: None,
                 netlink_drops: Some(0),
                 floor_overruns: 0,
+                syscalls: Some(0),
             });
             tt.phases += 1;
             tt.changes += p.changes;
@@ -106,8 +115,15 @@ impl Totals {
             tt.memory_kb = p.memory_kb.or(tt.memory_kb);
             tt.netlink_drops = add_opt(tt.netlink_drops, p.netlink_drops, |a, b| a + b);
             tt.floor_overruns += p.floor_overruns;
+            tt.syscalls = add_opt(tt.syscalls, p.syscalls, |a, b| a + b);
         }
         t
+    }
+
+    /// System calls per kernel event (`--syscalls`).
+    pub fn syscalls_per_event(&self) -> Option<f64> {
+        let n = self.counts.kernel_events;
+        (n > 0).then(|| self.syscalls.map(|c| c as f64 / n as f64))?
     }
 
     /// Changes per second while sending.
@@ -139,6 +155,86 @@ impl Totals {
             cpu.stat_ns as f64 / 1e3 / n as f64,
         ))
     }
+}
+
+/// The daemon's RSS over one mode's daemon phases.
+pub struct RssSummary {
+    pub start_kb: u64,
+    /// The first sample after [`RSS_WARMUP_NS`] (the start when the mode
+    /// is too short to have a warm-up).
+    pub warm_kb: u64,
+    pub end_kb: u64,
+    pub max_kb: u64,
+    /// End minus warm.
+    pub growth_kb: i64,
+    /// (seconds since the first sample, kB).
+    pub samples: Vec<(f64, u64)>,
+}
+
+impl RssSummary {
+    pub fn of(m: &ModeResult) -> Option<RssSummary> {
+        let all: Vec<(u64, u64)> = m
+            .phases
+            .iter()
+            .filter(|p| p.side == Side::Daemon)
+            .flat_map(|p| p.rss_samples.iter().copied())
+            .collect();
+        let &(t0, start_kb) = all.first()?;
+        let &(t_end, end_kb) = all.last()?;
+        let warm_kb = if t_end >= t0 + 2 * RSS_WARMUP_NS {
+            all.iter()
+                .find(|s| s.0 >= t0 + RSS_WARMUP_NS)
+                .map_or(start_kb, |s| s.1)
+        } else {
+            start_kb
+        };
+        Some(RssSummary {
+            start_kb,
+            warm_kb,
+            end_kb,
+            max_kb: all.iter().map(|s| s.1).max().unwrap_or(0),
+            growth_kb: end_kb as i64 - warm_kb as i64,
+            samples: all
+                .iter()
+                .map(|&(t, kb)| (((t - t0) as f64 / 1e8).round() / 10.0, kb))
+                .collect(),
+        })
+    }
+}
+
+/// The median of `v` (mean of the middle two for an even count).
+pub fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1e4).round() / 100.0
+}
+
+/// Recovery times (ms) of the overflow rounds that overflowed.
+fn recoveries(m: &ModeResult) -> (Vec<f64>, Vec<f64>) {
+    let mut rec = Vec::new();
+    let mut ver = Vec::new();
+    for p in &m.phases {
+        if let Some(o) = p.overflow.filter(|o| o.kernel_drops > 0) {
+            if let Some(r) = o.recovery_ns {
+                rec.push(ms(r));
+            }
+            if let Some(v) = o.verified_ns {
+                ver.push(ms(v));
+            }
+        }
+    }
+    (rec, ver)
 }
 
 /// The percentiles reported, as (name, quantile).
@@ -177,10 +273,72 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+fn overflow_json(m: &ModeResult, d: &Totals) -> Value {
+    let rounds: Vec<Value> = m
+        .phases
+        .iter()
+        .filter_map(|p| {
+            let o = p.overflow?;
+            Some(json!({
+                "changes": p.changes,
+                "kernel_events": p.counts.kernel_events,
+                "kernel_drops": o.kernel_drops,
+                "stopped_ms": ms(o.stopped_ns),
+                "recovery_ms": o.recovery_ns.map(ms),
+                "last_write_ms": o.last_write_ns.map(ms),
+                "verified_ms": o.verified_ns.map(ms),
+                "writes": o.writes,
+                "late_writes": o.late_writes,
+                "recovery_cpu_ms": o.recovery_cpu_ns.map(ms),
+                "flapped": o.flapped,
+                "wrong_final_states": p.wrong.len(),
+            }))
+        })
+        .collect();
+    let (mut rec, mut ver) = recoveries(m);
+    json!({
+        "rounds": m.plan.rounds,
+        "changes": d.changes,
+        "kernel_events": d.counts.kernel_events,
+        "redis_writes": d.counts.redis_writes,
+        "wrong_final_states": d.wrong_final_states,
+        "wrong_ports": d.wrong_ports,
+        "rounds_overflowed": m
+            .phases
+            .iter()
+            .filter(|p| p.overflow.is_some_and(|o| o.kernel_drops > 0))
+            .count(),
+        "recovery_ms_median": median(&mut rec),
+        "recovery_ms_max": rec.iter().copied().reduce(f64::max),
+        "verified_ms_median": median(&mut ver),
+        "daemon_netlink_drops": d.netlink_drops,
+        "listener_overruns": d.counts.listener_overruns,
+        "daemon_rss_kb": d.memory_kb.map(|m| m.0),
+        "round_results": rounds,
+    })
+}
+
+fn rss_json(m: &ModeResult) -> Value {
+    match RssSummary::of(m) {
+        Some(r) => json!({
+            "start_kb": r.start_kb,
+            "warm_kb": r.warm_kb,
+            "end_kb": r.end_kb,
+            "max_kb": r.max_kb,
+            "growth_kb": r.growth_kb,
+            "samples": r.samples.iter().map(|&(t, kb)| json!([t, kb])).collect::<Vec<_>>(),
+        }),
+        None => Value::Null,
+    }
+}
+
 fn mode_json(m: &ModeResult) -> Value {
     let Some(d) = Totals::of(m, Side::Daemon) else {
         return Value::Null;
     };
+    if m.plan.mode == Mode::Overflow {
+        return overflow_json(m, &d);
+    }
     let f = Totals::of(m, Side::Floor);
     let (cpu_exact, cpu_stat) = match d.cpu_per_event() {
         Some((a, b)) => (json!(round2(a)), json!(round2(b))),
@@ -213,6 +371,8 @@ fn mode_json(m: &ModeResult) -> Value {
             "wakeups_per_event": f.wakeups_per_event().map(round2),
             "change_rate_per_s": f.change_rate().round(),
             "settle_ms_max": round2(f.settle_ns_max as f64 / 1e6),
+            "syscalls": f.syscalls,
+            "syscalls_per_event": f.syscalls_per_event().map(round2),
         })
     });
     json!({
@@ -244,6 +404,9 @@ fn mode_json(m: &ModeResult) -> Value {
         "daemon_rss_peak_kb": d.memory_kb.map(|m| m.1),
         "daemon_netlink_drops": d.netlink_drops,
         "listener_overruns": d.counts.listener_overruns,
+        "daemon_syscalls": d.syscalls,
+        "daemon_syscalls_per_event": d.syscalls_per_event().map(round2),
+        "daemon_rss": if m.plan.mode == Mode::Latency { Value::Null } else { rss_json(m) },
         "floor": floor,
     })
 }
@@ -253,6 +416,8 @@ pub struct RunInfo<'a> {
     pub argv: &'a [String],
     pub setup: &'a str,
     pub ports: usize,
+    /// The daemon's `totals:` counters at exit (`run`).
+    pub daemon_totals: &'a [(String, u64)],
 }
 
 fn kernel_release() -> String {
@@ -266,12 +431,21 @@ pub fn json_document(results: &[ModeResult], info: &RunInfo<'_>) -> Value {
     let main = results
         .iter()
         .find(|m| m.plan.mode == Mode::Latency)
-        .or(results.first());
+        .or(results.iter().find(|m| m.plan.mode != Mode::Overflow));
     let mut sums = (0u64, 0u64, 0u64, 0u64);
     let mut cpu = (0u64, 0u64, true);
     let mut rss: Option<u64> = None;
     let mut modes = Map::new();
     for m in results {
+        if m.plan.mode == Mode::Overflow {
+            // Stopped on purpose: its figures are its own, not the sums',
+            // except a wrong final state, which is wrong whatever the mode.
+            if let Some(d) = Totals::of(m, Side::Daemon) {
+                sums.3 += d.wrong_final_states;
+            }
+            modes.insert(m.plan.mode.name().into(), mode_json(m));
+            continue;
+        }
         if let Some(d) = Totals::of(m, Side::Daemon) {
             sums.0 += d.changes;
             sums.1 += d.counts.kernel_events;
@@ -316,6 +490,16 @@ pub fn json_document(results: &[ModeResult], info: &RunInfo<'_>) -> Value {
         "wrong_final_states": sums.3,
         "daemon_cpu_us_per_event": cpu_per_event,
         "daemon_rss_kb": rss,
+        "daemon_totals": if info.daemon_totals.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(
+                info.daemon_totals
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect(),
+            )
+        },
         "modes": modes,
     })
 }
@@ -324,13 +508,142 @@ fn verdict(ok: bool, what: String) -> String {
     format!("  target {what}: {}", if ok { "met" } else { "MISSED" })
 }
 
-/// The human summary of one mode.
-pub fn summary(m: &ModeResult, ports: usize) -> String {
+fn totals_line(totals: &[(String, u64)], keys: &[&str]) -> Option<String> {
+    let parts: Vec<String> = keys
+        .iter()
+        .filter_map(|k| totals.iter().find(|(n, _)| n == k))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// The human summary of the overflow mode.
+fn overflow_summary(m: &ModeResult, d: &Totals, ports: usize, totals: &[(String, u64)]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n== overflow: {} changes, {} round(s), {ports} ports, daemon only ==",
+        d.changes, m.plan.rounds
+    );
+    let _ = writeln!(
+        s,
+        "{:<7}{:>9}{:>9}{:>12}{:>13}{:>15}{:>13}{:>8}{:>6}{:>8}{:>7}",
+        "round",
+        "events",
+        "drops",
+        "stopped ms",
+        "recovery ms",
+        "last write ms",
+        "verified ms",
+        "writes",
+        "late",
+        "CPU ms",
+        "wrong"
+    );
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |ns| format!("{:.2}", ms(ns)));
+    for (i, p) in m.phases.iter().enumerate() {
+        let Some(o) = p.overflow else { continue };
+        let _ = writeln!(
+            s,
+            "{:<7}{:>9}{:>9}{:>12.1}{:>13}{:>15}{:>13}{:>8}{:>6}{:>8}{:>7}{}",
+            i + 1,
+            p.counts.kernel_events,
+            o.kernel_drops,
+            ms(o.stopped_ns),
+            opt(o.recovery_ns),
+            opt(o.last_write_ns),
+            opt(o.verified_ns),
+            o.writes,
+            o.late_writes,
+            opt(o.recovery_cpu_ns),
+            p.wrong.len(),
+            if o.flapped { "  (flapped)" } else { "" }
+        );
+    }
+    let (mut rec, mut ver) = recoveries(m);
+    let overflowed = m
+        .phases
+        .iter()
+        .filter(|p| p.overflow.is_some_and(|o| o.kernel_drops > 0))
+        .count();
+    let _ = writeln!(
+        s,
+        "recovery: SIGCONT → STATE_DB right for every port, at most: the smaller of last \
+         write (SIGCONT → the notification of the daemon's last STATE_DB write, as flood's \
+         watcher read it) and verified (SIGCONT → the end of the first comparison of every \
+         port that found it right). STATE_DB still matched {} ms later. late: writes \
+         notified after that comparison.",
+        crate::drive::RECOVERY_QUIET.as_millis()
+    );
+    if overflowed < m.phases.len() {
+        let _ = writeln!(
+            s,
+            "  {} of {} rounds had no kernel drop: no overflow to recover from (use a smaller \
+             --daemon-set netlink.rcvbuf_bytes or a larger --count)",
+            m.phases.len() - overflowed,
+            m.phases.len()
+        );
+    }
+    let max = rec.iter().copied().reduce(f64::max);
+    if let Some(med) = median(&mut rec) {
+        let _ = writeln!(
+            s,
+            "median recovery {med:.2} ms (verified alone {:.2} ms), longest {:.2} ms, over {} \
+             rounds that overflowed",
+            median(&mut ver).unwrap_or(0.0),
+            max.unwrap_or(0.0),
+            rec.len()
+        );
+    }
+    if let Some(line) = totals_line(
+        totals,
+        &[
+            "enobufs",
+            "resyncs",
+            "dump_restarts",
+            "truncations",
+            "vanished",
+        ],
+    ) {
+        let _ = writeln!(s, "daemon totals at exit (whole run): {line}");
+    }
+    for w in d.wrong_ports.iter().take(10) {
+        let _ = writeln!(s, "  WRONG {w}");
+    }
+    if overflowed > 0 {
+        let all_recovered = rec.len() == overflowed && d.wrong_final_states == 0;
+        let worst = max.unwrap_or(f64::INFINITY);
+        let _ = writeln!(
+            s,
+            "{}",
+            verdict(
+                all_recovered && worst <= TARGET_RECOVERY_MS,
+                format!(
+                    "final state right ≤ {TARGET_RECOVERY_MS} ms after resuming, every round: \
+                     longest {}",
+                    if all_recovered {
+                        format!("{worst:.2} ms")
+                    } else {
+                        "never (some round stayed wrong)".into()
+                    }
+                )
+            )
+        );
+    }
+    s
+}
+
+/// The human summary of one mode; `totals`: the daemon's exit counters.
+pub fn summary(m: &ModeResult, ports: usize, totals: &[(String, u64)]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let Some(d) = Totals::of(m, Side::Daemon) else {
         return s;
     };
+    if m.plan.mode == Mode::Overflow {
+        return overflow_summary(m, &d, ports, totals);
+    }
     let f = Totals::of(m, Side::Floor);
     let _ = writeln!(
         s,
@@ -403,6 +716,9 @@ pub fn summary(m: &ModeResult, ports: usize) -> String {
     if let Some(drops) = d.netlink_drops {
         cost.push_str(&format!(", netlink drops {drops}"));
     }
+    if let Some(sc) = d.syscalls_per_event() {
+        cost.push_str(&format!(", {sc:.2} syscalls per event"));
+    }
     if !cost.is_empty() {
         let _ = writeln!(s, "           {cost}");
     }
@@ -423,10 +739,40 @@ pub fn summary(m: &ModeResult, ports: usize) -> String {
             let _ = writeln!(
                 s,
                 "           CPU {exact:.2} µs per kernel event ({stat:.2} by utime+stime), \
-                 {:.2} wake-ups per event, {} overruns",
+                 {:.2} wake-ups per event, {} overruns{}",
                 f.wakeups_per_event().unwrap_or(0.0),
-                f.floor_overruns
+                f.floor_overruns,
+                f.syscalls_per_event()
+                    .map(|v| format!(", {v:.2} syscalls per event"))
+                    .unwrap_or_default()
             );
+        }
+    }
+    if m.plan.mode != Mode::Latency {
+        if let Some(r) = RssSummary::of(m) {
+            let _ = writeln!(
+                s,
+                "daemon RSS: start {} kB, after warm-up {} kB, end {} kB, max {} kB; \
+                 growth after warm-up {:+} kB",
+                r.start_kb, r.warm_kb, r.end_kb, r.max_kb, r.growth_kb
+            );
+            if m.plan.mode == Mode::Rate {
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    verdict(
+                        r.growth_kb <= TARGET_RSS_GROWTH_KB && d.wrong_final_states == 0,
+                        format!(
+                            "(issue 8, for a 10-minute run at half the kernel's rate) RSS growth \
+                             ≤ {TARGET_RSS_GROWTH_KB} kB and 0 wrong final states: {:+} kB, {} \
+                             wrong, over {:.0} s",
+                            r.growth_kb,
+                            d.wrong_final_states,
+                            d.drive_ns as f64 / 1e9
+                        )
+                    )
+                );
+            }
         }
     }
     // Targets of issue 4, where this mode measures them.

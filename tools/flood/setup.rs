@@ -199,17 +199,52 @@ impl DaemonProcess {
     }
 }
 
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
+impl DaemonProcess {
+    /// SIGTERM (SIGKILL after a grace period), and reap it.
+    fn terminate(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             // SAFETY: kill(2) on our own child, which has not been reaped.
-            unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+            // SIGCONT first: a daemon left stopped (SIGSTOP) cannot act on
+            // SIGTERM.
+            unsafe {
+                libc::kill(self.pid(), libc::SIGCONT);
+                libc::kill(self.pid(), libc::SIGTERM);
+            }
             let exited = poll_in(&[self.pidfd.as_raw_fd()], EXIT_GRACE)[0];
             if !exited {
                 let _ = self.child.kill();
             }
             let _ = self.child.wait();
         }
+    }
+
+    /// Stop the daemon in order and return the counters of the `totals:`
+    /// line it logs at exit (empty if it logged none).
+    pub fn stop(&mut self) -> Vec<(String, u64)> {
+        self.terminate();
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        log.lines()
+            .rev()
+            .find_map(|l| l.split_once("totals: ").map(|(_, t)| parse_totals(t)))
+            .unwrap_or_default()
+    }
+}
+
+/// `datagrams 5 newlink 3 …` → [("datagrams", 5), ("newlink", 3), …].
+fn parse_totals(text: &str) -> Vec<(String, u64)> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .chunks(2)
+        .filter_map(|kv| match kv {
+            [k, v] => v.parse().ok().map(|v| (k.to_string(), v)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        self.terminate();
         if let Some(keep) = &self.keep_log {
             if let Err(e) = std::fs::copy(&self.log_path, keep) {
                 eprintln!(
@@ -505,6 +540,22 @@ impl Bench {
         Ok(bench)
     }
 
+    /// `run`: stop the daemon in order; the counters of its `totals:` line.
+    pub fn stop_daemon(&mut self) -> Vec<(String, u64)> {
+        match self.daemon.as_mut() {
+            Some(d) => d.stop(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The end of the daemon's log (`run`), for error messages.
+    pub fn daemon_log_tail(&self) -> String {
+        self.daemon
+            .as_ref()
+            .map(|d| d.log_tail())
+            .unwrap_or_default()
+    }
+
     /// An error (with its log) if the daemon we started has died.
     pub fn check_daemon(&mut self) -> Result<(), Error> {
         match self.daemon.as_mut() {
@@ -594,5 +645,12 @@ mod tests {
         );
         assert!(parse_address("localhost").is_err());
         assert!(parse_address("h:x").is_err());
+    }
+
+    #[test]
+    fn totals_line() {
+        let t = parse_totals("datagrams 12 newlink 10 enobufs 2 resyncs 2");
+        assert_eq!(t[2], ("enobufs".to_string(), 2));
+        assert_eq!(t.len(), 4);
     }
 }

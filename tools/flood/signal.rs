@@ -88,7 +88,10 @@ impl Stop {
 
 /// Block SIGINT and SIGTERM in this thread (so in every thread spawned
 /// later) and start the thread that reads them. Call it before spawning
-/// any thread. Children get an empty signal mask back from `Command`.
+/// any thread. Children inherit the mask (`Command` does not reset it, as
+/// seen in `/proc/PID/status` `SigBlk`): the daemon blocks both for its own
+/// signalfd anyway, the floor and redis-server are ended with SIGKILL, and
+/// perf, which must act on SIGINT, empties its mask before exec.
 pub fn install() -> io::Result<Stop> {
     let stop = Stop::new()?;
     // SAFETY: sigset_t is plain data; sigemptyset initialises it.
