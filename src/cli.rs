@@ -76,6 +76,8 @@ KEYS (default):
                         the inherited policy, e.g. systemd's (unset)
     mlock_all           mlockall current and future memory (false)
     strict              exit 2 when cpu/sched/mlock is refused (false)
+    coalesce_us         in a burst, sleep this long between loop turns so each
+                        takes a bigger batch; 0 turns it off (200)
     busy_poll           never sleep in the reactor; starves other work on the
                         core, see README (false)
   [metrics]

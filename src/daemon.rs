@@ -40,6 +40,9 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 const RETRY_LATER: [&[u8]; 3] = [b"LOADING", b"BUSY", b"TRYAGAIN"];
 /// Delay before writing again after a retry-later error.
 const RETRY_LATER_MS: u64 = 100;
+/// Netlink turns in a row, each closer than `coalesce_us` to the one before,
+/// that make a burst.
+const BURST_TURNS: u32 = 3;
 /// Housekeeping period: gauges, status line.
 const TICK_NS: u64 = 1_000_000_000;
 
@@ -189,6 +192,10 @@ pub struct Daemon {
     next_tick_ns: u64,
     next_watchdog_ns: u64,
     stopping: Option<(i32, u64)>,
+    /// When the last turn that read netlink datagrams ended, and how many
+    /// such turns in a row came closer together than `coalesce_us`.
+    last_netlink_turn_ns: u64,
+    close_turns: u32,
     /// CONFIG_DB number and `LOGGER|portsyncd`, SONiC's log level switch.
     config_db: u32,
     logger_key: Vec<u8>,
@@ -276,6 +283,8 @@ impl Daemon {
             next_tick_ns: now,
             next_watchdog_ns: now,
             stopping: None,
+            last_netlink_turn_ns: 0,
+            close_turns: 0,
             config_db: dbs.config.id,
             logger_key,
             logger_channel,
@@ -374,6 +383,7 @@ impl Daemon {
             self.ready.clear();
             let mut ready = std::mem::take(&mut self.ready);
             self.reactor.wait(timeout, &mut ready)?;
+            let datagrams_before = self.recorder.counters.datagrams.get();
             for ev in &ready {
                 self.dispatch(*ev);
             }
@@ -387,6 +397,9 @@ impl Daemon {
             self.write_ports();
             self.write_appl();
             self.flush_all();
+            if self.recorder.counters.datagrams.get() != datagrams_before {
+                self.coalesce();
+            }
             if self.state_selected && self.script_loaded {
                 if let Some(status) = self.ready_status.take() {
                     self.notifier.ready(&status);
@@ -408,6 +421,25 @@ impl Daemon {
                     return Ok(Exit::Stopped(sig));
                 }
             }
+        }
+    }
+
+    /// A turn read netlink datagrams. When several such turns in a row came
+    /// closer together than `coalesce_us`, events arrive in a burst: sleep
+    /// that long so the next turn takes a bigger batch (a wake-up costs more
+    /// than several messages). One change at a time (a port's message, its
+    /// peer's, the operstate change later) never looks like a burst.
+    fn coalesce(&mut self) {
+        let now = monotonic_ns();
+        let window = self.cfg.runtime.coalesce_us * 1_000;
+        if window > 0 && now.saturating_sub(self.last_netlink_turn_ns) < window {
+            self.close_turns = self.close_turns.saturating_add(1);
+        } else {
+            self.close_turns = 0;
+        }
+        self.last_netlink_turn_ns = now;
+        if self.close_turns >= BURST_TURNS && self.stopping.is_none() {
+            std::thread::sleep(Duration::from_nanos(window));
         }
     }
 
