@@ -29,7 +29,7 @@ fn a_short_run_ends_with_every_port_right_and_reports_every_key() {
     let out = flood()
         .args(["run", "--ports", "4", "--mode", "latency,burst"])
         .args(["--count", "40,400", "--rounds", "2", "--gap-us", "0"])
-        .args(["--no-progress", "--settle-timeout", "10"])
+        .args(["--no-progress", "--settle-timeout", "10", "--show-state"])
         .arg("--daemon")
         .arg(env!("CARGO_BIN_EXE_portsyncd"))
         .arg("--json")
@@ -74,6 +74,12 @@ fn a_short_run_ends_with_every_port_right_and_reports_every_key() {
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.starts_with("<svg") && plot.matches("<polyline").count() == 4);
     assert!(stdout.contains("ratio"), "{stdout}");
+    // --show-state: what landed in STATE_DB, port by port.
+    assert!(
+        stdout.contains("4 of 4 ports agree with the kernel"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Ethernet12     ok"), "{stdout}");
 }
 
 #[test]

@@ -72,6 +72,8 @@ COMMON OPTIONS:
     --gap-us US           pause after each settled change in latency mode
                           (default 200)
     --no-floor            skip the floor (no ratios)
+    --show-state          at the end, print what landed in STATE_DB for
+                          every port next to the kernel's state
     --floor-db N          database the floor writes, on STATE_DB's Redis
                           (default 15)
     --floor-cpu N         pin the floor process to CPU N (to match
@@ -269,6 +271,8 @@ pub struct Options {
     pub raw: Option<PathBuf>,
     /// `Some(true)`: always; `Some(false)`: never; `None`: when stderr is a tty.
     pub progress: Option<bool>,
+    /// Print the daemon's final STATE_DB port entries beside the kernel's.
+    pub show_state: bool,
     pub ports: Vec<String>,
     pub daemon: Option<PathBuf>,
     pub daemon_sets: Vec<String>,
@@ -355,6 +359,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
         plot: None,
         raw: None,
         progress: None,
+        show_state: false,
         ports: Vec::new(),
         daemon: None,
         daemon_sets: Vec::new(),
@@ -502,6 +507,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             "--raw" => o.raw = Some(PathBuf::from(value()?)),
             "--progress" => o.progress = Some(true),
             "--no-progress" => o.progress = Some(false),
+            "--show-state" => o.show_state = true,
             "--ports" => {
                 let v = value()?;
                 let n: u64 = number("--ports", &v)?;

@@ -145,6 +145,26 @@ impl Drop for StopOnDrop {
 }
 
 /// The whole run; the number of wrong final states of the daemon.
+/// `--show-state`: the daemon's STATE_DB port entries and the kernel's links.
+fn final_state(bench: &Bench) -> Result<String, Error> {
+    let mut redis = portsyncd::redis::client::Client::connect_db(
+        &bench.address,
+        bench.state_db,
+        std::time::Duration::from_secs(5),
+    )
+    .map_err(|e| Error::failed(format!("reading STATE_DB: {e}")))?;
+    let sep = bench.separator as char;
+    let mut state = std::collections::HashMap::new();
+    for p in &bench.ports {
+        let v = redis
+            .cmd(&["HGETALL", &format!("PORT_TABLE{sep}{p}")])
+            .map_err(|e| Error::failed(format!("reading STATE_DB: {e}")))?;
+        state.insert(p.clone(), v.pairs());
+    }
+    let kernel = kernel::Requests::open(bench.dut_netns.as_deref())?.dump()?;
+    Ok(report::state_table(&bench.ports, &state, &kernel))
+}
+
 fn measure(o: &Options) -> Result<u64, Error> {
     check_output("--json", o.json.as_deref())?;
     check_output("--plot", o.plot.as_deref())?;
@@ -205,6 +225,11 @@ fn measure(o: &Options) -> Result<u64, Error> {
     let results = results?;
     restored?;
     finished?;
+    let state = if o.show_state {
+        Some(final_state(&bench)?)
+    } else {
+        None
+    };
     let totals = bench.stop_daemon();
 
     let mut wrong = 0;
@@ -213,6 +238,9 @@ fn measure(o: &Options) -> Result<u64, Error> {
         if let Some(t) = report::Totals::of(m, Side::Daemon) {
             wrong += t.wrong_final_states;
         }
+    }
+    if let Some(state) = state {
+        print!("{state}");
     }
     if let Some(path) = &o.json {
         let doc = report::json_document(

@@ -857,3 +857,56 @@ pub fn raw_csv(results: &[ModeResult]) -> String {
     }
     s
 }
+
+/// What landed in STATE_DB for each port, beside the kernel's state:
+/// `--show-state`. `state` holds each port's `PORT_TABLE|<port>` fields.
+pub fn state_table(
+    ports: &[String],
+    state: &std::collections::HashMap<String, Vec<(String, String)>>,
+    kernel: &std::collections::HashMap<String, crate::kernel::KernelLink>,
+) -> String {
+    use std::fmt::Write as _;
+    let updown = |b: bool| if b { "up" } else { "down" };
+    let mut s = String::from(
+        "\n== STATE_DB PORT_TABLE after the run, beside the kernel ==\n\
+         port           state  oper  admin  mtu    | kernel: oper  admin  mtu\n",
+    );
+    let mut agree = 0;
+    for p in ports {
+        let fields = state.get(p).map(Vec::as_slice).unwrap_or(&[]);
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(f, _)| f == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("-")
+        };
+        let k = kernel.get(p);
+        let same = match k {
+            Some(k) => {
+                get("state") == "ok"
+                    && get("netdev_oper_status") == updown(k.oper)
+                    && get("admin_status") == updown(k.admin)
+                    && get("mtu") == k.mtu.to_string()
+            }
+            None => fields.is_empty(),
+        };
+        agree += usize::from(same);
+        let kernel_part = match k {
+            Some(k) => format!("{:<5} {:<6} {}", updown(k.oper), updown(k.admin), k.mtu),
+            None => "(no netdev)".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "{p:<14} {:<6} {:<5} {:<6} {:<6} | {:>8}{kernel_part}{}",
+            get("state"),
+            get("netdev_oper_status"),
+            get("admin_status"),
+            get("mtu"),
+            "",
+            if same { "" } else { "   <- differs" }
+        );
+    }
+    let _ = writeln!(s, "{agree} of {} ports agree with the kernel", ports.len());
+    s
+}
