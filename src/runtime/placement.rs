@@ -29,23 +29,21 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// Pin the calling thread to `cpu`.
+/// Pin the calling thread to `cpu`; `key` names the request in errors.
 pub fn pin_current_thread(key: &'static str, cpu: usize) -> Result<(), Refused> {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET initialise it.
+    pin(0, key, cpu)
+}
+
+/// Pin thread or process `pid` (0: the calling thread) to `cpu`.
+pub fn pin(pid: libc::pid_t, key: &'static str, cpu: usize) -> Result<(), Refused> {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid cpu_set_t and `cpu` was range-checked by the
-    // config against the online CPUs (CPU_SET ignores out-of-range bits).
-    unsafe {
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-    }
-    // SAFETY: pid 0 is the calling thread; `set` is valid for its size.
-    cvt(
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) }
-            as isize,
-    )
-    .map(drop)
-    .map_err(|source| Refused {
+    // SAFETY: `set` is a valid cpu_set_t; CPU_SET ignores a CPU beyond its
+    // size, and the kernel then refuses the empty set (EINVAL).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is valid for the size passed.
+    let r = unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    cvt(r as isize).map(drop).map_err(|source| Refused {
         key,
         asked: cpu.to_string(),
         needs: "a CPU inside the process's cpuset (see CPUAffinity= / taskset)",
@@ -53,8 +51,14 @@ pub fn pin_current_thread(key: &'static str, cpu: usize) -> Result<(), Refused> 
     })
 }
 
-/// Set the calling thread's scheduling policy.
+/// Set the calling thread's scheduling policy (`runtime.sched`).
 pub fn set_scheduler(sched: Sched) -> Result<(), Refused> {
+    set_scheduler_of(0, "runtime.sched", sched)
+}
+
+/// Set the scheduling policy of thread or process `pid` (0: the calling
+/// thread); `key` names the request in errors.
+pub fn set_scheduler_of(pid: libc::pid_t, key: &'static str, sched: Sched) -> Result<(), Refused> {
     let (policy, prio) = match sched {
         Sched::Other => (libc::SCHED_OTHER, 0),
         Sched::Fifo(p) => (libc::SCHED_FIFO, i32::from(p)),
@@ -63,15 +67,14 @@ pub fn set_scheduler(sched: Sched) -> Result<(), Refused> {
     let param = libc::sched_param {
         sched_priority: prio,
     };
-    // SAFETY: pid 0 is the calling thread; `param` is valid.
-    cvt(unsafe { libc::sched_setscheduler(0, policy, &param) } as isize)
-        .map(drop)
-        .map_err(|source| Refused {
-            key: "runtime.sched",
-            asked: String::from(sched),
-            needs: "CAP_SYS_NICE (or RLIMIT_RTPRIO; CPUSchedulingPolicy= under systemd)",
-            source,
-        })
+    // SAFETY: `param` is a valid sched_param for the call.
+    let r = unsafe { libc::sched_setscheduler(pid, policy, &param) };
+    cvt(r as isize).map(drop).map_err(|source| Refused {
+        key,
+        asked: String::from(sched),
+        needs: "CAP_SYS_NICE (or RLIMIT_RTPRIO; CPUSchedulingPolicy= under systemd)",
+        source,
+    })
 }
 
 /// Whether the process holds `CAP_IPC_LOCK` in its effective set.

@@ -165,41 +165,14 @@ impl Floor {
     /// `runtime.cpu` and `runtime.sched` do for its loop thread (the floor
     /// has one thread), so that both writers are placed alike.
     pub fn place(&self, cpu: Option<usize>, sched: Option<Sched>) -> Result<(), Error> {
+        use portsyncd::runtime::placement;
         let pid = self.pid();
         if let Some(cpu) = cpu {
-            // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            // SAFETY: CPU_SET on a valid set; it ignores a CPU beyond the
-            // set's size, and the kernel refuses an empty set (EINVAL).
-            unsafe { libc::CPU_SET(cpu, &mut set) };
-            // SAFETY: `set` is a valid cpu_set_t of the size passed.
-            let r = unsafe {
-                libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set)
-            };
-            if r != 0 {
-                return Err(Error::Usage(format!(
-                    "--floor-cpu {cpu}: {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
+            placement::pin(pid, "--floor-cpu", cpu).map_err(|e| Error::Usage(e.to_string()))?;
         }
         if let Some(sched) = sched {
-            let (policy, prio) = match sched {
-                Sched::Other => (libc::SCHED_OTHER, 0),
-                Sched::Fifo(p) => (libc::SCHED_FIFO, i32::from(p)),
-                Sched::RoundRobin(p) => (libc::SCHED_RR, i32::from(p)),
-            };
-            let param = libc::sched_param {
-                sched_priority: prio,
-            };
-            // SAFETY: `param` is a valid sched_param for the call.
-            if unsafe { libc::sched_setscheduler(pid, policy, &param) } != 0 {
-                return Err(Error::failed(format!(
-                    "--floor-sched {}: {}",
-                    String::from(sched),
-                    std::io::Error::last_os_error()
-                )));
-            }
+            placement::set_scheduler_of(pid, "--floor-sched", sched)
+                .map_err(|e| Error::failed(e.to_string()))?;
         }
         Ok(())
     }

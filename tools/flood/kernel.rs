@@ -91,6 +91,20 @@ impl Requests {
 
     /// Set `ifindex` administratively up or down; returns when acked, with
     /// the time of the kernel's ack (see [`Requests::acked`]).
+    /// Wait until the socket has something, at most until `deadline`.
+    fn wait_readable(&self, deadline: Instant, what: &str) -> Result<(), Error> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ready = wait_fd(self.sock.as_raw_fd(), libc::POLLIN, left)
+            .map_err(|e| Error::failed(format!("{}: poll: {e}", self.netns)))?;
+        if !ready {
+            return Err(Error::failed(format!(
+                "{}: no {what} within {NETLINK_TIMEOUT:?}",
+                self.netns
+            )));
+        }
+        Ok(())
+    }
+
     pub fn set_admin(&mut self, ifindex: i32, up: bool, name: &str) -> Result<u64, Error> {
         let seq = self.next_seq();
         let what = format!("admin {} {name}", if up { "up" } else { "down" });
@@ -166,12 +180,7 @@ impl Requests {
                 Recv::Data(n) => n.min(self.buf.len()),
                 Recv::Overrun => continue,
                 Recv::WouldBlock => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let ready = wait_fd(self.sock.as_raw_fd(), libc::POLLIN, left)
-                        .map_err(|e| fail(format!("poll: {e}")))?;
-                    if !ready {
-                        return Err(fail(format!("no ack within {NETLINK_TIMEOUT:?}")));
-                    }
+                    self.wait_readable(deadline, "ack")?;
                     continue;
                 }
             };
@@ -223,12 +232,7 @@ impl Requests {
                 Recv::Data(n) => n,
                 Recv::Overrun => continue,
                 Recv::WouldBlock => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let ready = wait_fd(self.sock.as_raw_fd(), libc::POLLIN, left)
-                        .map_err(|e| fail(format!("poll: {e}")))?;
-                    if !ready {
-                        return Err(fail(format!("no reply within {NETLINK_TIMEOUT:?}")));
-                    }
+                    self.wait_readable(deadline, "reply")?;
                     continue;
                 }
             };

@@ -77,6 +77,19 @@ pub struct Counts {
     pub redis_deletes: u64,
 }
 
+impl Counts {
+    /// What was counted since `before`.
+    pub fn since(&self, before: &Counts) -> Counts {
+        Counts {
+            kernel_events: self.kernel_events - before.kernel_events,
+            kernel_port_events: self.kernel_port_events - before.kernel_port_events,
+            listener_overruns: self.listener_overruns - before.listener_overruns,
+            redis_writes: self.redis_writes - before.redis_writes,
+            redis_deletes: self.redis_deletes - before.redis_deletes,
+        }
+    }
+}
+
 /// One STATE_DB write as read back right after its notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
