@@ -75,7 +75,8 @@ KEYS (default):
     sched               \"other\" | \"fifo:PRIO\" | \"rr:PRIO\"; unset keeps
                         the inherited policy, e.g. systemd's (unset)
     mlock_all           mlockall current and future memory (false)
-    strict              exit 2 when cpu/sched/mlock is refused (false)
+    strict              exit 2 when cpu/sched/mlock (or metrics listen/cpu) is
+                        refused, instead of a warning (false)
     coalesce_us         in a burst, sleep this long between loop turns so each
                         takes a bigger batch; 0 turns it off (200)
     busy_poll           never sleep in the reactor; starves other work on the

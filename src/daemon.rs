@@ -384,6 +384,7 @@ impl Daemon {
             let mut ready = std::mem::take(&mut self.ready);
             self.reactor.wait(timeout, &mut ready)?;
             let datagrams_before = self.recorder.counters.datagrams.get();
+            self.recorder.counters.loop_turns.inc();
             for ev in &ready {
                 self.dispatch(*ev);
             }

@@ -49,6 +49,9 @@ const DRAIN_BUSY: Duration = Duration::from_millis(10);
 /// Bytes read and thrown away after a response before closing anyway.
 const DRAIN_AFTER_RESPONSE: usize = 64 << 10;
 
+/// `/healthz` answers 503 once the loop's turn counter has not moved this
+/// long (the loop turns at least once a second).
+pub const LOOP_STALL: Duration = Duration::from_secs(5);
 const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 const FIRST_CONN: usize = 2;
@@ -100,6 +103,17 @@ impl MetricsThread {
         counters: Arc<Counters>,
         rx: Receiver<Sample>,
     ) -> io::Result<MetricsThread> {
+        MetricsThread::spawn_with_stall(cfg, counters, rx, LOOP_STALL)
+    }
+
+    /// [`spawn`](Self::spawn) with another loop-stall threshold for
+    /// `/healthz` (the tests use a short one).
+    pub fn spawn_with_stall(
+        cfg: &MetricsConfig,
+        counters: Arc<Counters>,
+        rx: Receiver<Sample>,
+        stall: Duration,
+    ) -> io::Result<MetricsThread> {
         let hist_err = |e| io::Error::other(format!("creating a histogram: {e:?}"));
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -139,6 +153,9 @@ impl MetricsThread {
             log: LogClock::new(now),
             text: String::new(),
             drained_last: 0,
+            turns_seen: 0,
+            turns_moved_at: now,
+            stall,
         };
         let cpu = cfg.cpu;
         let (placed_tx, placed_rx) = std::sync::mpsc::sync_channel(1);
@@ -369,6 +386,11 @@ struct Worker {
     /// Scratch for rendering.
     text: String,
     drained_last: usize,
+    /// The loop's turn counter as last seen, and when it last moved.
+    turns_seen: u64,
+    turns_moved_at: Instant,
+    /// How long the counter may stand still before `/healthz` says 503.
+    stall: Duration,
 }
 
 impl Worker {
@@ -548,8 +570,15 @@ impl Worker {
                 Status::Ok
             }
             Answer::Route(Route::Healthz) => {
-                http::write_response(out, Status::Ok, http::PLAIN_TEXT, b"ok\n");
-                Status::Ok
+                // The loop turns at least once a second; a counter that has
+                // not moved for LOOP_STALL means it is stuck.
+                self.watch_loop(Instant::now());
+                if self.turns_moved_at.elapsed() < self.stall {
+                    http::write_response(out, Status::Ok, http::PLAIN_TEXT, b"ok\n");
+                    Status::Ok
+                } else {
+                    Status::Unavailable
+                }
             }
             Answer::Route(Route::NotFound) => Status::NotFound,
             Answer::Route(Route::MethodNotAllowed) => Status::MethodNotAllowed,
@@ -596,7 +625,18 @@ impl Worker {
         }
     }
 
+    /// Note whether the loop's turn counter moved (called at least every
+    /// `DRAIN_IDLE`).
+    fn watch_loop(&mut self, now: Instant) {
+        let turns = self.counters.loop_turns.get();
+        if turns != self.turns_seen {
+            self.turns_seen = turns;
+            self.turns_moved_at = now;
+        }
+    }
+
     fn follow_control(&mut self, now: Instant) {
+        self.watch_loop(now);
         let want = self.control.log_interval();
         if want != self.log.interval_s {
             self.log.set_interval(want, now);
@@ -713,6 +753,38 @@ mod tests {
         assert_eq!(value(&text, "portsyncd_samples_dropped_total"), "0");
         let body_len = text.split("\r\n\r\n").nth(1).unwrap().len();
         assert!(text.contains(&format!("Content-Length: {body_len}\r\n")));
+        t.stop();
+    }
+
+    #[test]
+    fn healthz_says_503_once_the_loop_stops_turning() {
+        let (rec, rx) = Recorder::new();
+        let cfg = MetricsConfig {
+            listen: Listen(Some(SocketAddr::from(([127, 0, 0, 1], 0)))),
+            cpu: None,
+            log_interval_s: 0,
+        };
+        let stall = Duration::from_millis(300);
+        let t = MetricsThread::spawn_with_stall(&cfg, rec.counters.clone(), rx, stall).unwrap();
+        let addr = t.local_addr().unwrap();
+        // A loop that turns: healthy, however long it runs.
+        let started = Instant::now();
+        while started.elapsed() < stall * 3 {
+            rec.counters.loop_turns.inc();
+            let text = get(addr, b"GET /healthz HTTP/1.1\r\n\r\n");
+            assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        }
+        // A loop that stopped: 503 once the threshold has passed (the
+        // worker looks at the counter at least every DRAIN_IDLE).
+        let stopped = Instant::now();
+        let text = loop {
+            let text = get(addr, b"GET /healthz HTTP/1.1\r\n\r\n");
+            if !text.starts_with("HTTP/1.1 200 OK\r\n") || stopped.elapsed() > stall * 10 {
+                break text;
+            }
+        };
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(stopped.elapsed() >= stall, "503 before the threshold");
         t.stop();
     }
 

@@ -99,6 +99,9 @@ pub struct Counters {
     pub ports_deleted: Counter,
     /// Batches written (one per loop turn with changes).
     pub batches: Counter,
+    /// Loop turns: at least one a second (the housekeeping tick), so a
+    /// value that stops moving means a stuck loop (`/healthz` says 503).
+    pub loop_turns: Counter,
     pub redis_reconnects: Counter,
     pub redis_error_replies: Counter,
     /// Latency samples dropped because the metrics thread fell behind.

@@ -220,6 +220,12 @@ pub fn render(out: &mut String, s: &Snapshot<'_>) {
     );
     counter(
         out,
+        "portsyncd_loop_turns_total",
+        "Event loop turns (at least one a second while the loop runs).",
+        c.loop_turns.get(),
+    );
+    counter(
+        out,
         "portsyncd_redis_reconnects_total",
         "Redis connections re-established after a loss.",
         c.redis_reconnects.get(),

@@ -52,6 +52,7 @@ const EXPORTED: &[(&str, &str)] = &[
     ("ports_written", "portsyncd_ports_written_total"),
     ("ports_deleted", "portsyncd_ports_deleted_total"),
     ("batches", "portsyncd_batches_total"),
+    ("loop_turns", "portsyncd_loop_turns_total"),
     ("redis_reconnects", "portsyncd_redis_reconnects_total"),
     ("redis_error_replies", "portsyncd_redis_error_replies_total"),
     ("samples_dropped", "portsyncd_samples_dropped_total"),
@@ -104,6 +105,7 @@ fn numbered() -> Counters {
     c.ports_written.add(v("ports_written"));
     c.ports_deleted.add(v("ports_deleted"));
     c.batches.add(v("batches"));
+    c.loop_turns.add(v("loop_turns"));
     c.redis_reconnects.add(v("redis_reconnects"));
     c.redis_error_replies.add(v("redis_error_replies"));
     c.samples_dropped.add(v("samples_dropped"));
@@ -205,7 +207,7 @@ fn samples(text: &str) -> BTreeMap<String, String> {
 #[test]
 fn every_counter_and_gauge_is_exported_with_its_value() {
     let fields = counter_fields();
-    assert_eq!(fields.len(), 30, "{fields:?}");
+    assert_eq!(fields.len(), 31, "{fields:?}");
     for f in &fields {
         assert!(
             EXPORTED.iter().any(|(name, _)| name == f),
