@@ -4,16 +4,17 @@
 //!
 //! - **batch** (the ring holds at least two slots): one `recvmmsg` reads up
 //!   to [`BATCH`] datagrams straight into [`SLOT_BYTES`] slots of the ring.
-//!   No datagram the kernel builds for a link socket reaches a slot: a
-//!   multicast link message is one message (1.5 KB for a veth), dump
-//!   replies are capped at 32 KiB (netlink's `max_recvmsg_len`) unless one
-//!   link message is larger, and the kernel keeps a link message under
-//!   64 KiB (it refuses more alternative names once the list would not
-//!   fit: 496 names of 108 bytes made a 57 KB message here, the largest we
-//!   could build). A batch shorter than asked means the
-//!   queue was empty at that instant, so no extra read is needed to see
-//!   `EAGAIN`. This costs one syscall per batch, where peeking every size
-//!   first cost two per datagram (40 % of the daemon's CPU in a burst).
+//!   A slot is twice the largest datagram the kernel can send a link
+//!   socket: a multicast link message is one message (1.5 KB for a veth),
+//!   a dump datagram is at most 32 KiB (netlink's `max_recvmsg_len`) or one
+//!   message, and one link message stays under 64 KiB, because attribute
+//!   lengths are 16-bit and the one list a user can grow without bound
+//!   (alternative names) is refused before it overflows its attribute (496
+//!   names of 108 bytes made a 57 KB message here, the most it allowed).
+//!   A batch shorter than asked means the queue was empty at that instant,
+//!   so no extra read is needed to see `EAGAIN`. This costs one syscall per
+//!   batch, where peeking every size first cost two per datagram (40 % of
+//!   the daemon's CPU in a burst).
 //! - **peek** (small rings, and for good after a cut): peek each datagram's
 //!   size (`MSG_PEEK | MSG_TRUNC`), read it whole into a region that size,
 //!   or into the overflow buffer when it is larger than the ring.
@@ -33,7 +34,7 @@ use crate::sys::retry_eintr;
 use crate::{log_debug, log_warn};
 
 /// Bytes given to each datagram in batch mode.
-pub const SLOT_BYTES: usize = 64 << 10;
+pub const SLOT_BYTES: usize = 128 << 10;
 /// Datagrams read per `recvmmsg`, at most.
 pub const BATCH: usize = 32;
 
