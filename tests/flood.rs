@@ -21,32 +21,38 @@ fn flood() -> Command {
     Command::new(env!("CARGO_BIN_EXE_flood"))
 }
 
+/// Run flood, require success, and return its stdout and its JSON document.
+fn run_ok(cmd: &mut Command, json: &std::path::Path) -> (String, serde_json::Value) {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "flood exited {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (stdout, doc)
+}
+
 #[test]
 fn a_short_run_ends_with_every_port_right_and_reports_every_key() {
     let dir = TempDir::new().unwrap();
     let json = dir.path().join("flood.json");
     let svg = dir.path().join("flood.svg");
-    let out = flood()
-        .args(["run", "--ports", "4", "--mode", "latency,burst"])
-        .args(["--count", "40,400", "--rounds", "2", "--gap-us", "0"])
-        .args(["--no-progress", "--settle-timeout", "10", "--show-state"])
-        .arg("--daemon")
-        .arg(env!("CARGO_BIN_EXE_portsyncd"))
-        .arg("--json")
-        .arg(&json)
-        .arg("--plot")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "flood exited {}\n{stdout}\n{stderr}",
-        out.status
+    let (stdout, doc) = run_ok(
+        flood()
+            .args(["run", "--ports", "4", "--mode", "latency,burst"])
+            .args(["--count", "40,400", "--rounds", "2", "--gap-us", "0"])
+            .args(["--no-progress", "--settle-timeout", "10", "--show-state"])
+            .arg("--daemon")
+            .arg(env!("CARGO_BIN_EXE_portsyncd"))
+            .arg("--json")
+            .arg(&json)
+            .arg("--plot")
+            .arg(&svg),
+        &json,
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for key in KEYS {
         assert!(
             doc.get(key).is_some_and(|v| !v.is_null()),
@@ -103,23 +109,15 @@ fn a_bad_flag_value_is_named_and_exits_2() {
 fn init_times_port_init_done_after_the_last_netdev() {
     let dir = TempDir::new().unwrap();
     let json = dir.path().join("init.json");
-    let out = flood()
-        .args(["init", "--ports", "4", "--runs", "2", "--no-progress"])
-        .arg("--daemon")
-        .arg(env!("CARGO_BIN_EXE_portsyncd"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "flood init exited {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, doc) = run_ok(
+        flood()
+            .args(["init", "--ports", "4", "--runs", "2", "--no-progress"])
+            .arg("--daemon")
+            .arg(env!("CARGO_BIN_EXE_portsyncd"))
+            .arg("--json")
+            .arg(&json),
+        &json,
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(doc["ports"], 4);
     let runs = doc["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
@@ -138,33 +136,25 @@ fn init_times_port_init_done_after_the_last_netdev() {
 fn overflow_recovers_and_rate_samples_rss() {
     let dir = TempDir::new().unwrap();
     let json = dir.path().join("flood.json");
-    let out = flood()
-        .args([
-            "run",
-            "--ports",
-            "4",
-            "--mode",
-            "rate,overflow",
-            "--no-floor",
-        ])
-        .args(["--rate", "500", "--duration", "1", "--rounds", "1"])
-        .args(["--count", "1000", "--no-progress", "--settle-timeout", "10"])
-        .args(["--daemon-set", "netlink.rcvbuf_bytes=65536"])
-        .arg("--daemon")
-        .arg(env!("CARGO_BIN_EXE_portsyncd"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "flood exited {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let (_, doc) = run_ok(
+        flood()
+            .args([
+                "run",
+                "--ports",
+                "4",
+                "--mode",
+                "rate,overflow",
+                "--no-floor",
+            ])
+            .args(["--rate", "500", "--duration", "1", "--rounds", "1"])
+            .args(["--count", "1000", "--no-progress", "--settle-timeout", "10"])
+            .args(["--daemon-set", "netlink.rcvbuf_bytes=65536"])
+            .arg("--daemon")
+            .arg(env!("CARGO_BIN_EXE_portsyncd"))
+            .arg("--json")
+            .arg(&json),
+        &json,
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let ov = &doc["modes"]["overflow"];
     assert_eq!(ov["wrong_final_states"], 0, "{ov:#}");
     let round = &ov["round_results"][0];
