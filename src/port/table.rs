@@ -331,12 +331,7 @@ impl PortTable {
                 }
                 match port.membership {
                     Membership::Present => {
-                        port.pending_hset = true;
-                        if port.awaiting_init {
-                            port.awaiting_init = false;
-                            self.awaiting_init -= 1;
-                        }
-                        self.queue(id, rx_ns);
+                        self.owe_hset(id, rx_ns);
                         Applied::Written
                     }
                     Membership::Unknown => {
@@ -354,6 +349,18 @@ impl PortTable {
                 }
             }
         }
+    }
+
+    /// A port known in `PORT_TABLE` with a netdev owes its state: the HSET
+    /// is queued and the port no longer holds `PortInitDone` back.
+    fn owe_hset(&mut self, id: PortId, rx_ns: u64) {
+        let port = &mut self.ports[id as usize];
+        port.pending_hset = true;
+        if port.awaiting_init {
+            port.awaiting_init = false;
+            self.awaiting_init -= 1;
+        }
+        self.queue(id, rx_ns);
     }
 
     fn queue(&mut self, id: PortId, rx_ns: u64) {
@@ -406,13 +413,8 @@ impl PortTable {
         let was = port.membership;
         port.membership = Membership::Present;
         if was != Membership::Present && port.netdev.is_some() {
-            port.pending_hset = true;
-            if port.awaiting_init {
-                port.awaiting_init = false;
-                self.awaiting_init -= 1;
-            }
             let since = port.pending_since_ns;
-            self.queue(id, since);
+            self.owe_hset(id, since);
         }
     }
 
@@ -434,20 +436,8 @@ impl PortTable {
     /// an HSET for each port with a netdev known in `PORT_TABLE`, a DEL for
     /// each port whose netdev went away.
     pub fn rewrite_all(&mut self, now_ns: u64) {
-        for i in 0..self.ports.len() {
-            let port = &mut self.ports[i];
-            let owes = if port.deleted {
-                port.pending_del = true;
-                true
-            } else if port.netdev.is_some() && port.membership == Membership::Present {
-                port.pending_hset = true;
-                true
-            } else {
-                false
-            };
-            if owes {
-                self.queue(i as PortId, now_ns);
-            }
+        for id in 0..self.ports.len() {
+            self.rewrite(id as PortId, now_ns);
         }
     }
 
