@@ -168,7 +168,7 @@ pub struct Daemon {
     notifier: Notifier,
     recorder: Recorder,
     reader: LinkReader,
-    pub sync: LinkSync,
+    sync: LinkSync,
     dump_seq: u32,
     netlink_more: bool,
     state: RedisConn<StateTag>,
