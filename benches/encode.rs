@@ -6,10 +6,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use portsyncd::port::rules::LinkStatus;
-use portsyncd::redis::encode;
 use redis_protocol::resp2::encode::{encode as encode_owned, encode_borrowed};
 use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame, Resp2Frame};
+use syncd::engine::redis::encode;
+use syncd::port::rules::LinkStatus;
 
 mod support;
 

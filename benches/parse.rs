@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use portsyncd::netlink::parse::{messages, parse_event, Event};
+use syncd::engine::netlink::parse::{messages, parse_event, Event};
 
 mod support;
 

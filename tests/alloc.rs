@@ -18,15 +18,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portsyncd::dbconfig::Instance;
-use portsyncd::metrics::{Counters, Recorder};
-use portsyncd::netlink::reader::LinkReader;
-use portsyncd::netlink::ring::RecvRing;
-use portsyncd::netlink::socket::NetlinkSocket;
-use portsyncd::port::table::PortTable;
-use portsyncd::redis::conn::{ConnectStep, RedisConn};
-use portsyncd::sync::LinkSync;
-use portsyncd::testbed::{Netns, RedisServer};
+use syncd::engine::metrics::{Counters, Recorder};
+use syncd::engine::netlink::reader::LinkReader;
+use syncd::engine::netlink::ring::RecvRing;
+use syncd::engine::netlink::socket::NetlinkSocket;
+use syncd::engine::redis::conn::{ConnectStep, RedisConn};
+use syncd::engine::sonic::dbconfig::Instance;
+use syncd::port::follow::LinkSync;
+use syncd::port::table::PortTable;
+use testbed::{Netns, RedisServer};
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -61,7 +61,7 @@ fn the_counter_sees_allocations() {
 /// ifindex, name and MTU rewritten, round-robin over 32 ports.
 #[test]
 fn the_burst_is_real_captures_rewritten() {
-    use portsyncd::netlink::parse::{messages, parse_event, Event};
+    use syncd::engine::netlink::parse::{messages, parse_event, Event};
     let burst = support::burst();
     assert_eq!(burst.len(), support::BURST_MESSAGES);
     for (i, d) in burst.iter().enumerate() {
@@ -176,7 +176,7 @@ fn loop_turns_against_real_redis_allocate_nothing_per_message() {
     let (mut replies, mut errors) = (0u64, 0u64);
     let mut round = |sync: &mut LinkSync, conn: &mut RedisConn<Tag>| {
         for chunk in burst.spans.chunks(32) {
-            let rx = portsyncd::sys::monotonic_ns();
+            let rx = syncd::engine::sys::monotonic_ns();
             for &(s, e) in chunk {
                 sync.on_datagram(&burst.bytes[s..e], rx, support::OWN_PID);
             }
@@ -205,7 +205,7 @@ fn loop_turns_against_real_redis_allocate_nothing_per_message() {
     );
     // The last state of the burst reached Redis.
     let last = redis.hgetall(0, "PORT_TABLE|Ethernet124").expect("HGETALL");
-    assert_eq!(last, portsyncd::testbed::state_fields("down", "down", 1500));
+    assert_eq!(last, testbed::state_fields("down", "down", 1500));
 }
 
 /// Ports of the all-real test (veths whose peers are up).
@@ -289,7 +289,8 @@ fn kernel_to_redis_allocates_nothing_per_message() {
         };
         // SAFETY: `pfd` is one valid pollfd for the duration of the call.
         unsafe { libc::poll(&mut pfd, 1, 100) };
-        portsyncd::drain::drain(reader, sync, &counters, &mut dump_seq, 1024).expect("drain");
+        syncd::engine::netlink::drain::drain(reader, sync, &counters, &mut dump_seq, 1024)
+            .expect("drain");
         support::write_ports(&mut sync.ports, &mut conn, &recorder, &mut written_since);
         let (_, errors) = send_and_settle(&mut conn);
         assert_eq!(errors, 0);

@@ -104,7 +104,7 @@ fn proc_field(path: &str, field: &str) -> String {
 fn loop_thread_is_pinned_real_time_and_locked_the_metrics_thread_is_not() {
     let ns = Netns::new().unwrap();
     let redis = RedisServer::start().unwrap();
-    let cpu = (portsyncd::config::available_cpus() - 1).to_string();
+    let cpu = (syncd::engine::runtime::config::available_cpus() - 1).to_string();
     let opts = DaemonOptions {
         sets: vec![
             "metrics.listen=".into(),
@@ -225,10 +225,10 @@ fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'stati
 
 #[test]
 fn a_datagram_cut_by_a_small_slot_is_counted_and_the_reader_then_peeks() {
-    use portsyncd::metrics::Counters;
-    use portsyncd::netlink::reader::{LinkReader, Read};
-    use portsyncd::netlink::ring::RecvRing;
-    use portsyncd::netlink::socket::NetlinkSocket;
+    use syncd::engine::metrics::Counters;
+    use syncd::engine::netlink::reader::{LinkReader, Read};
+    use syncd::engine::netlink::ring::RecvRing;
+    use syncd::engine::netlink::socket::NetlinkSocket;
 
     let ns = Netns::new().unwrap();
     let name = ns.name.clone();
@@ -278,12 +278,12 @@ fn a_datagram_cut_by_a_small_slot_is_counted_and_the_reader_then_peeks() {
                     ..
                 } => {
                     let d = reader.datagram(0);
-                    let (h, p) = portsyncd::netlink::parse::messages(d)
+                    let (h, p) = syncd::engine::netlink::parse::messages(d)
                         .next()
                         .unwrap()
                         .unwrap();
-                    if let Ok(portsyncd::netlink::parse::Event::Link(l)) =
-                        portsyncd::netlink::parse::parse_event(&h, p)
+                    if let Ok(syncd::engine::netlink::parse::Event::Link(l)) =
+                        syncd::engine::netlink::parse::parse_event(&h, p)
                     {
                         if l.name == b"Ethernet0" && l.mtu == Some(1400) {
                             break;

@@ -12,9 +12,9 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use portsyncd::config::{Listen, MetricsConfig};
-use portsyncd::metrics::export::{MetricsThread, CONNECTION_DEADLINE, MAX_CONNECTIONS};
-use portsyncd::metrics::{Recorder, SampleKind, SAMPLE_CHANNEL_CAPACITY};
+use syncd::engine::metrics::export::{MetricsThread, CONNECTION_DEADLINE, MAX_CONNECTIONS};
+use syncd::engine::metrics::{Recorder, SampleKind, SAMPLE_CHANNEL_CAPACITY};
+use syncd::engine::runtime::config::{Listen, MetricsConfig};
 use util::metrics::{
     connect_in, http_raw, in_netns, listening_tcp_ports, read_response, scrape, wait_log,
     CommandMonitor, LinkCounts, LinkMonitor, Scrape, StateWrites,
@@ -546,7 +546,7 @@ fn threads(pid: i32) -> Vec<(String, String, u32)> {
 
 #[test]
 fn the_metrics_thread_runs_apart_from_the_loop() {
-    let cpus = portsyncd::config::available_cpus();
+    let cpus = syncd::engine::runtime::config::available_cpus();
     if cpus < 2 {
         eprintln!("skipped: needs 2 CPUs, this machine has {cpus}");
         return;

@@ -279,7 +279,7 @@ fn as_the_unit_runs_it(unit: &str) -> (Vec<String>, Vec<(String, String)>) {
 fn as_its_unit_runs_it_the_daemon_works_unprivileged_and_only_the_loop_is_real_time() {
     let unit = unit_text();
     let cpu: usize = value(&unit, "CPUAffinity").parse().unwrap();
-    if cpu >= portsyncd::config::available_cpus() {
+    if cpu >= syncd::engine::runtime::config::available_cpus() {
         eprintln!("skipped: the unit's CPUAffinity={cpu} is not online here");
         return;
     }
@@ -494,7 +494,7 @@ fn every_system_call_of_a_real_run_passes_the_units_filter() {
     ns.add_port("Ethernet96").unwrap();
     let trace = TempDir::new().unwrap();
     let summary = trace.path().join("strace.txt");
-    let cpu = (portsyncd::config::available_cpus() - 1).to_string();
+    let cpu = (syncd::engine::runtime::config::available_cpus() - 1).to_string();
     let opts = DaemonOptions {
         // Every path the unit's daemon takes: real-time, pinned, locked,
         // metrics served over HTTP.
@@ -711,7 +711,7 @@ fn unreachable_redis_at_start_shows_in_status_and_sigterm_still_exits_0() {
 
 /// Every key of the configuration as `(section, key)`, optional ones too.
 fn config_keys() -> BTreeSet<(String, String)> {
-    let mut c = portsyncd::config::Config::default();
+    let mut c = syncd::engine::runtime::config::Config::default();
     // Unset options do not render; give them a value to list them.
     c.runtime.cpu = Some(0);
     c.metrics.cpu = Some(0);
@@ -869,8 +869,8 @@ fn example_uncommented() -> String {
 #[test]
 fn the_example_config_shows_every_key_with_its_default() {
     let uncommented = example_uncommented();
-    let cfg = portsyncd::config::Config::from_parts(None, &uncommented, &[]).unwrap();
-    assert_eq!(cfg, portsyncd::config::Config::default());
+    let cfg = syncd::engine::runtime::config::Config::from_parts(None, &uncommented, &[]).unwrap();
+    assert_eq!(cfg, syncd::engine::runtime::config::Config::default());
     // Every key is there, the unset ones as an example in prose.
     let example = read(repo().join("config/portsyncd.conf.example"));
     let mut section = String::new();
@@ -1016,7 +1016,7 @@ fn sysctl_check_exits_2_on_a_profile_it_cannot_use() {
 #[test]
 fn the_shipped_sysctl_profile_names_only_keys_this_kernel_has() {
     let profile = repo().join("sysctl/99-portsyncd.conf");
-    let settings = portsyncd::sysctl_check::load(&profile).unwrap();
+    let settings = syncd::engine::runtime::sysctl_check::load(&profile).unwrap();
     assert!(settings.iter().any(|s| s.key == "net.core.rmem_max"));
     // Whatever this machine is tuned to, every key is there to compare.
     let (code, out, err) = sysctl_check(&profile);
@@ -1035,7 +1035,7 @@ fn the_shipped_sysctl_profile_names_only_keys_this_kernel_has() {
         .value
         .parse()
         .unwrap();
-    assert!(rmem >= portsyncd::config::NetlinkConfig::default().rcvbuf_bytes);
+    assert!(rmem >= syncd::engine::runtime::config::NetlinkConfig::default().rcvbuf_bytes);
 }
 
 // ---------------------------------------------------------------------

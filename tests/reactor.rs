@@ -8,7 +8,7 @@ use util::{Daemon, DaemonOptions, Netns, RedisServer};
 
 fn io_uring_available() -> bool {
     // The same check the daemon makes.
-    portsyncd::reactor::uring::UringReactor::new().is_ok()
+    syncd::engine::reactor::uring::UringReactor::new().is_ok()
 }
 
 fn run_with(reactor: &str, deny_io_uring: bool) -> String {

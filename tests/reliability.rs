@@ -42,7 +42,7 @@ fn connections_killed_mid_burst() {
     let killer = std::thread::spawn({
         let addr = redis.address();
         move || {
-            let mut c = portsyncd::redis::client::Client::connect(&addr, util::WAIT).unwrap();
+            let mut c = syncd::engine::redis::client::Client::connect(&addr, util::WAIT).unwrap();
             for _ in 0..20 {
                 c.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
                     .unwrap();

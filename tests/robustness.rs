@@ -365,7 +365,7 @@ fn real_captures_pass_the_checks() {
 /// overflow, a panic wherever overflow checks are on (debug builds, fuzzing).
 #[test]
 fn nlmsg_error_with_errno_i32_min_does_not_overflow() {
-    use portsyncd::netlink::parse::{messages, parse_event, Event};
+    use syncd::engine::netlink::parse::{messages, parse_event, Event};
     let mut d = NETLINK[1].to_vec(); // -ENODEV
     d[16..20].copy_from_slice(&0x8000_0000u32.to_ne_bytes());
     let (header, payload) = messages(&d).next().unwrap().unwrap();
@@ -523,7 +523,7 @@ fn deeply_nested_reply_is_an_error_not_a_stack_overflow() {
         let b = nested_reply(depth.parse().unwrap());
         let r = std::thread::Builder::new()
             .stack_size(2 << 20)
-            .spawn(move || portsyncd::redis::reply::decode(&b).map(|o| o.map(|(_, n)| n)))
+            .spawn(move || syncd::engine::redis::reply::decode(&b).map(|o| o.map(|(_, n)| n)))
             .unwrap()
             .join()
             .unwrap();
@@ -553,7 +553,9 @@ fn moderately_nested_replies_decode() {
     // What Redis really sends is shallow; a few hundred levels must work.
     let b = nested_reply(200);
     assert_eq!(
-        portsyncd::redis::reply::decode(&b).unwrap().map(|(_, n)| n),
+        syncd::engine::redis::reply::decode(&b)
+            .unwrap()
+            .map(|(_, n)| n),
         Some(b.len())
     );
     assert_eq!(checks::resp(&b), seen::FRAME);

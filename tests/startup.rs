@@ -7,7 +7,7 @@ mod util;
 
 use std::time::Instant;
 
-use portsyncd::redis::client::Client;
+use syncd::engine::redis::client::Client;
 use util::{state_fields, Daemon, DaemonOptions, Netns, RedisServer, WAIT};
 
 const FOUR: [&str; 4] = ["Ethernet0", "Ethernet4", "Ethernet8", "Ethernet12"];

@@ -11,11 +11,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
 
-use portsyncd::dbconfig::Instance;
-use portsyncd::metrics::{Counters, Recorder};
-use portsyncd::port::table::PortTable;
-use portsyncd::redis::conn::RedisConn;
-use portsyncd::sync::LinkSync;
+use syncd::engine::metrics::{Counters, Recorder};
+use syncd::engine::redis::conn::RedisConn;
+use syncd::engine::sonic::dbconfig::Instance;
+use syncd::port::follow::LinkSync;
+use syncd::port::table::PortTable;
 
 // Relative to this file, so any crate that includes it finds the captures.
 macro_rules! fixture {
@@ -171,7 +171,7 @@ pub fn configured_sync() -> LinkSync {
 }
 
 /// The daemon's STATE_DB command tag.
-pub use portsyncd::daemon::StateTag as Tag;
+pub use syncd::port::daemon::StateTag as Tag;
 
 /// The STATE_DB key prefix (`PORT_TABLE` + STATE_DB's separator).
 pub const STATE_PREFIX: &[u8] = b"PORT_TABLE|";
@@ -189,14 +189,14 @@ pub fn nowhere() -> Instance {
 }
 
 /// One loop turn's STATE_DB encoding: the daemon's own
-/// [`encode_port_writes`](portsyncd::daemon::encode_port_writes).
+/// [`encode_port_writes`](syncd::port::daemon::encode_port_writes).
 pub fn write_ports(
     ports: &mut PortTable,
     conn: &mut RedisConn<Tag>,
     recorder: &Recorder,
     written_since: &mut Vec<u64>,
 ) -> u64 {
-    portsyncd::daemon::encode_port_writes(ports, conn, STATE_PREFIX, recorder, written_since)
+    syncd::port::daemon::encode_port_writes(ports, conn, STATE_PREFIX, recorder, written_since)
 }
 
 /// Everything one socket-free loop turn touches. Between turns,
@@ -206,12 +206,12 @@ pub struct Turn {
     pub sync: LinkSync,
     pub conn: RedisConn<Tag>,
     pub recorder: Recorder,
-    pub samples: crossbeam_channel::Receiver<portsyncd::metrics::Sample>,
+    pub samples: crossbeam_channel::Receiver<syncd::engine::metrics::Sample>,
     pub written_since: Vec<u64>,
 }
 
 /// Datagrams per `recvmmsg` in the daemon (`netlink::reader::BATCH`).
-pub const RECV_BATCH: usize = portsyncd::netlink::reader::BATCH;
+pub const RECV_BATCH: usize = syncd::engine::netlink::reader::BATCH;
 
 /// Own port id of the event socket in the benches (multicast events carry pid 0).
 pub const OWN_PID: u32 = 4242;
@@ -236,7 +236,7 @@ impl Turn {
         let mut rx = 0;
         for (i, d) in datagrams.enumerate() {
             if i % RECV_BATCH == 0 {
-                rx = portsyncd::sys::monotonic_ns();
+                rx = syncd::engine::sys::monotonic_ns();
             }
             self.sync.on_datagram(d, rx, OWN_PID);
         }

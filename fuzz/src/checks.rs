@@ -16,13 +16,13 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use portsyncd::metrics::Counters;
-use portsyncd::netlink::parse::{messages, parse_event, Event, NLMSG_HDRLEN};
-use portsyncd::port::rules::is_port_name;
-use portsyncd::port::table::{PortTable, MAX_PORTS};
-use portsyncd::redis::encode;
-use portsyncd::redis::reply::{decode, Reply};
-use portsyncd::sync::LinkSync;
+use syncd::engine::metrics::Counters;
+use syncd::engine::netlink::parse::{messages, parse_event, Event, NLMSG_HDRLEN};
+use syncd::engine::redis::encode;
+use syncd::engine::redis::reply::{decode, Reply};
+use syncd::port::follow::LinkSync;
+use syncd::port::rules::is_port_name;
+use syncd::port::table::{PortTable, MAX_PORTS};
 
 /// Port id and sequence number of the captured dump (`dump_1`, `dump_2`).
 pub const DUMP_PID: u32 = 7187;

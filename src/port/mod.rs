@@ -1,4 +1,13 @@
-//! Ports: SONiC's rules and the table of what each port owes Redis.
+//! portsyncd: the kernel's links → STATE_DB `PORT_TABLE`, with SONiC's
+//! start-up handshake on APPL_DB.
+//!
+//! `rules` (pure SONiC rules) → `table` (what each port owes Redis) ←
+//! `follow` (netlink messages and dumps into the table); `startup` runs
+//! SONiC's start-up contract; `daemon` is the loop that writes the table.
 
+pub mod cli;
+pub mod daemon;
+pub mod follow;
 pub mod rules;
+pub mod startup;
 pub mod table;

@@ -1,7 +1,7 @@
 //! SONiC's per-link rules (sonic-swss `portsyncd/linksync.cpp`), as a pure
 //! function of a parsed link message and what we know about the port.
 
-use crate::netlink::parse::{LinkChange, LinkMessage};
+use crate::engine::netlink::parse::{LinkChange, LinkMessage};
 
 /// The name prefixes portsyncd handles.
 pub const PORT_PREFIXES: [&[u8]; 2] = [b"Ethernet", b"PortChannel"];
@@ -106,7 +106,7 @@ pub fn decide(msg: &LinkMessage<'_>, old_interface: bool, membership: Membership
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::parse::{IFF_RUNNING, IFF_UP};
+    use crate::engine::netlink::parse::{IFF_RUNNING, IFF_UP};
 
     fn link(change: LinkChange, name: &'static [u8], flags: u32) -> LinkMessage<'static> {
         LinkMessage {

@@ -10,7 +10,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use super::rules::{decide, is_port_name, Decision, LinkStatus, Membership, Skip};
-use crate::netlink::parse::LinkMessage;
+use crate::engine::netlink::parse::LinkMessage;
 
 /// Interface names are at most 15 bytes (`IFNAMSIZ` - 1).
 pub const IFNAME_MAX: usize = 15;

@@ -10,8 +10,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use portsyncd::redis::client::{Client, Value};
-use portsyncd::testbed::{Netns, RedisServer, WAIT};
+use syncd::engine::redis::client::{Client, Value};
+use testbed::{Netns, RedisServer, WAIT};
 
 /// Run `f` on a thread that joined namespace `ns` (`setns(2)` affects only
 /// the calling thread). Sockets it creates stay in that namespace wherever

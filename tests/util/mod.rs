@@ -1,4 +1,4 @@
-//! Test-only helpers on top of `portsyncd::testbed`: the real `portsyncd`
+//! Test-only helpers on top of `testbed`: the real `portsyncd`
 //! binary with a notify socket, torn down on drop.
 #![allow(dead_code)]
 
@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Instant;
 
-use portsyncd::redis::client::Value;
-pub use portsyncd::testbed::*;
+use syncd::engine::redis::client::Value;
+pub use testbed::*;
 
 /// Metrics test helpers: HTTP inside a namespace, independent counts.
 pub mod metrics;

@@ -1,7 +1,7 @@
 //! The port table as a pure state machine: messages in, writes out.
 
 use super::*;
-use crate::netlink::parse::{LinkChange, IFF_RUNNING, IFF_UP};
+use crate::engine::netlink::parse::{LinkChange, IFF_RUNNING, IFF_UP};
 
 fn link(
     change: LinkChange,

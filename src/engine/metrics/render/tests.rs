@@ -1,0 +1,401 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::engine::metrics::series::LATENCY_BOUNDS_NS;
+
+/// Each field of `Counters` and the series it is exported as.
+const EXPORTED: &[(&str, &str)] = &[
+    (
+        "msgs_newlink",
+        "portsyncd_netlink_messages_total{type=\"newlink\"}",
+    ),
+    (
+        "msgs_dellink",
+        "portsyncd_netlink_messages_total{type=\"dellink\"}",
+    ),
+    (
+        "msgs_done",
+        "portsyncd_netlink_messages_total{type=\"done\"}",
+    ),
+    (
+        "msgs_error",
+        "portsyncd_netlink_messages_total{type=\"error\"}",
+    ),
+    (
+        "msgs_other",
+        "portsyncd_netlink_messages_total{type=\"other\"}",
+    ),
+    ("datagrams", "portsyncd_netlink_datagrams_total"),
+    ("malformed", "portsyncd_netlink_malformed_total"),
+    ("enobufs", "portsyncd_netlink_enobufs_total"),
+    ("truncations", "portsyncd_netlink_truncations_total"),
+    ("resyncs", "portsyncd_netlink_resyncs_total"),
+    ("dump_restarts", "portsyncd_netlink_dump_restarts_total"),
+    ("ports_vanished", "portsyncd_ports_vanished_total"),
+    (
+        "skipped_not_port",
+        "portsyncd_messages_skipped_total{reason=\"not_port\"}",
+    ),
+    (
+        "skipped_team",
+        "portsyncd_messages_skipped_total{reason=\"team\"}",
+    ),
+    (
+        "skipped_del_with_master",
+        "portsyncd_messages_skipped_total{reason=\"del_with_master\"}",
+    ),
+    (
+        "skipped_old_interface",
+        "portsyncd_messages_skipped_total{reason=\"old_interface\"}",
+    ),
+    ("refused_names", "portsyncd_port_names_refused_total"),
+    ("ports_written", "portsyncd_ports_written_total"),
+    ("ports_deleted", "portsyncd_ports_deleted_total"),
+    ("batches", "portsyncd_batches_total"),
+    ("loop_turns", "portsyncd_loop_turns_total"),
+    ("redis_reconnects", "portsyncd_redis_reconnects_total"),
+    ("redis_error_replies", "portsyncd_redis_error_replies_total"),
+    ("samples_dropped", "portsyncd_samples_dropped_total"),
+    ("known_ports", "portsyncd_known_ports"),
+    ("pending_ports", "portsyncd_pending_ports"),
+    ("dirty_ports", "portsyncd_dirty_ports"),
+    ("rcvbuf_bytes", "portsyncd_netlink_rcvbuf_bytes"),
+    ("redis_up", "portsyncd_redis_up"),
+    // Special forms, checked by their own tests below.
+    ("reactor", "portsyncd_reactor{reactor=\"io_uring\"}"),
+    ("loop_cpu_ns", "portsyncd_loop_cpu_seconds_total"),
+];
+
+/// The field names of `Counters`, from its `Debug` output.
+fn counter_fields() -> Vec<String> {
+    let text = format!("{:?}", Counters::default());
+    let inner = text
+        .trim_start_matches("Counters {")
+        .trim_end_matches('}')
+        .to_string();
+    inner
+        .split("), ")
+        .map(|f| f.trim().split(':').next().unwrap().trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
+/// Set every counter and gauge to a distinct value: field i gets 1000 + i.
+fn numbered() -> Counters {
+    let c = Counters::default();
+    let fields = counter_fields();
+    let v = |name: &str| 1000 + fields.iter().position(|f| f == name).unwrap() as u64;
+    c.msgs_newlink.add(v("msgs_newlink"));
+    c.msgs_dellink.add(v("msgs_dellink"));
+    c.msgs_done.add(v("msgs_done"));
+    c.msgs_error.add(v("msgs_error"));
+    c.msgs_other.add(v("msgs_other"));
+    c.datagrams.add(v("datagrams"));
+    c.malformed.add(v("malformed"));
+    c.enobufs.add(v("enobufs"));
+    c.truncations.add(v("truncations"));
+    c.resyncs.add(v("resyncs"));
+    c.dump_restarts.add(v("dump_restarts"));
+    c.ports_vanished.add(v("ports_vanished"));
+    c.skipped_not_port.add(v("skipped_not_port"));
+    c.skipped_team.add(v("skipped_team"));
+    c.skipped_del_with_master.add(v("skipped_del_with_master"));
+    c.skipped_old_interface.add(v("skipped_old_interface"));
+    c.refused_names.add(v("refused_names"));
+    c.ports_written.add(v("ports_written"));
+    c.ports_deleted.add(v("ports_deleted"));
+    c.batches.add(v("batches"));
+    c.loop_turns.add(v("loop_turns"));
+    c.redis_reconnects.add(v("redis_reconnects"));
+    c.redis_error_replies.add(v("redis_error_replies"));
+    c.samples_dropped.add(v("samples_dropped"));
+    c.known_ports.set(v("known_ports"));
+    c.pending_ports.set(v("pending_ports"));
+    c.dirty_ports.set(v("dirty_ports"));
+    c.rcvbuf_bytes.set(v("rcvbuf_bytes"));
+    c.reactor.set(1);
+    c.loop_cpu_ns.set(2_000_000_123);
+    c.redis_up.set(v("redis_up"));
+    c
+}
+
+struct Fixture {
+    counters: Counters,
+    write: Series,
+    reply: Series,
+    batch: Series,
+    http: HttpStats,
+}
+
+impl Fixture {
+    fn new(counters: Counters) -> Fixture {
+        Fixture {
+            counters,
+            write: Series::latency(false).unwrap(),
+            reply: Series::latency(true).unwrap(),
+            batch: Series::batch_size().unwrap(),
+            http: HttpStats::default(),
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from("stale text that must go");
+        render(
+            &mut out,
+            &Snapshot {
+                counters: &self.counters,
+                recv_to_write: &self.write,
+                recv_to_reply: &self.reply,
+                batch_size: &self.batch,
+                http: &self.http,
+            },
+        );
+        out
+    }
+}
+
+/// Every sample line as series → value; panics on a line that is not
+/// well-formed exposition text.
+fn samples(text: &str) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            let name = it.next().unwrap();
+            let kind = it.next().unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(typed.insert(name.to_string()), "TYPE twice for {name}");
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let name = series.split('{').next().unwrap();
+        assert!(name.starts_with("portsyncd_"), "{line}");
+        assert!(
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{line}"
+        );
+        let family = [
+            name,
+            name.trim_end_matches("_bucket"),
+            name.trim_end_matches("_sum"),
+            name.trim_end_matches("_count"),
+        ];
+        assert!(
+            family.iter().any(|f| typed.contains(*f)),
+            "no TYPE before {line}"
+        );
+        assert!(
+            value == "+Inf" || value.parse::<f64>().is_ok(),
+            "bad value in {line}"
+        );
+        assert!(
+            map.insert(series.to_string(), value.to_string()).is_none(),
+            "series twice: {series}"
+        );
+    }
+    map
+}
+
+#[test]
+fn every_counter_and_gauge_is_exported_with_its_value() {
+    let fields = counter_fields();
+    assert_eq!(fields.len(), 31, "{fields:?}");
+    for f in &fields {
+        assert!(
+            EXPORTED.iter().any(|(name, _)| name == f),
+            "Counters::{f} is not exported (add it to render() and to EXPORTED)"
+        );
+    }
+    let fx = Fixture::new(numbered());
+    let text = fx.render();
+    assert!(!text.contains("stale"));
+    let m = samples(&text);
+    for (i, f) in fields.iter().enumerate() {
+        let (_, series) = EXPORTED.iter().find(|(name, _)| name == f).unwrap();
+        let want = match f.as_str() {
+            "reactor" => "1".to_string(),
+            "loop_cpu_ns" => "2.000000123".to_string(),
+            _ => (1000 + i).to_string(),
+        };
+        assert_eq!(m.get(*series), Some(&want), "{f} as {series}");
+    }
+}
+
+#[test]
+fn counters_end_in_total_and_gauges_do_not() {
+    let text = Fixture::new(Counters::default()).render();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            match kind {
+                "counter" => assert!(name.ends_with("_total"), "{line}"),
+                _ => assert!(!name.ends_with("_total"), "{line}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_reactor_in_use_is_the_one_set_to_1() {
+    let fx = Fixture::new(Counters::default());
+    let m = samples(&fx.render());
+    assert_eq!(m["portsyncd_reactor{reactor=\"epoll\"}"], "1");
+    assert_eq!(m["portsyncd_reactor{reactor=\"io_uring\"}"], "0");
+}
+
+#[test]
+fn histograms_have_exact_buckets_sum_count_and_quantiles_in_seconds() {
+    let mut fx = Fixture::new(Counters::default());
+    // 10 samples of 20 µs, 1 of 3 ms.
+    for _ in 0..10 {
+        fx.reply.record(20_000);
+    }
+    fx.reply.record(3_000_000);
+    fx.batch.record(1);
+    fx.batch.record(3);
+    fx.batch.record(100_000);
+    let m = samples(&fx.render());
+    let h = "portsyncd_recv_to_reply_seconds";
+    assert_eq!(m[&format!("{h}_count")], "11");
+    let sum: f64 = m[&format!("{h}_sum")].parse().unwrap();
+    assert!((sum - 0.0032).abs() < 1e-12, "{sum}");
+    assert_eq!(m[&format!("{h}_bucket{{le=\"0.00001\"}}")], "0");
+    assert_eq!(m[&format!("{h}_bucket{{le=\"0.000025\"}}")], "10");
+    assert_eq!(m[&format!("{h}_bucket{{le=\"0.0025\"}}")], "10");
+    assert_eq!(m[&format!("{h}_bucket{{le=\"0.005\"}}")], "11");
+    assert_eq!(m[&format!("{h}_bucket{{le=\"10\"}}")], "11");
+    assert_eq!(m[&format!("{h}_bucket{{le=\"+Inf\"}}")], "11");
+    let buckets: Vec<&String> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{h}_bucket")))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(buckets.len(), LATENCY_BOUNDS_NS.len() + 1);
+
+    let q = |l: &str| -> f64 {
+        m[&format!("{h}_quantile{{quantile=\"{l}\"}}")]
+            .parse()
+            .unwrap()
+    };
+    let near = |got: f64, want: f64| (got - want).abs() <= want * 1e-3;
+    assert!(near(q("0.5"), 20e-6), "{}", q("0.5"));
+    // 11 samples: the 0.99 quantile is the largest.
+    assert!(near(q("0.99"), 3e-3), "{}", q("0.99"));
+    assert!(near(q("0.999"), 3e-3), "{}", q("0.999"));
+    let max: f64 = m[&format!("{h}_max")].parse().unwrap();
+    assert!(near(max, 3e-3) && max >= q("0.999"), "{max}");
+
+    // Nothing recorded: zeros, every bucket present.
+    let w = "portsyncd_recv_to_write_seconds";
+    assert_eq!(m[&format!("{w}_count")], "0");
+    assert_eq!(m[&format!("{w}_sum")], "0");
+    assert_eq!(m[&format!("{w}_bucket{{le=\"+Inf\"}}")], "0");
+    assert_eq!(m[&format!("{w}_max")], "0");
+    assert_eq!(m[&format!("{w}_quantile{{quantile=\"0.5\"}}")], "0");
+
+    // Batch sizes are counts, not seconds.
+    let b = "portsyncd_batch_commands";
+    assert_eq!(m[&format!("{b}_count")], "3");
+    assert_eq!(m[&format!("{b}_sum")], "100004");
+    assert_eq!(m[&format!("{b}_bucket{{le=\"1\"}}")], "1");
+    assert_eq!(m[&format!("{b}_bucket{{le=\"2\"}}")], "1");
+    assert_eq!(m[&format!("{b}_bucket{{le=\"4\"}}")], "2");
+    assert_eq!(m[&format!("{b}_bucket{{le=\"65536\"}}")], "2");
+    assert_eq!(m[&format!("{b}_bucket{{le=\"+Inf\"}}")], "3");
+}
+
+#[test]
+fn histogram_buckets_are_cumulative_and_in_order() {
+    let mut fx = Fixture::new(Counters::default());
+    for v in [500, 7_000, 80_000, 900_000, 12_000_000, 40_000_000_000] {
+        fx.write.record(v);
+    }
+    let text = fx.render();
+    let mut last = (0.0f64, 0u64);
+    let mut n = 0;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("portsyncd_recv_to_write_seconds_bucket"))
+    {
+        let le = line
+            .split("le=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let le: f64 = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap()
+        };
+        let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(le > last.0 && count >= last.1, "{line}");
+        last = (le, count);
+        n += 1;
+    }
+    assert_eq!(n, LATENCY_BOUNDS_NS.len() + 1);
+    assert_eq!(last.1, 6);
+    assert!(text.contains("portsyncd_recv_to_write_seconds_bucket{le=\"10\"} 5\n"));
+}
+
+#[test]
+fn http_responses_are_counted_by_code() {
+    let mut fx = Fixture::new(Counters::default());
+    fx.http.responses[Status::BadRequest.index()] = 3;
+    fx.http.responses[Status::Ok.index()] = 7;
+    fx.http.timeouts = 2;
+    let m = samples(&fx.render());
+    assert_eq!(
+        m["portsyncd_metrics_http_responses_total{code=\"200\"}"],
+        "7"
+    );
+    assert_eq!(
+        m["portsyncd_metrics_http_responses_total{code=\"400\"}"],
+        "3"
+    );
+    assert_eq!(
+        m["portsyncd_metrics_http_responses_total{code=\"503\"}"],
+        "0"
+    );
+    assert_eq!(m["portsyncd_metrics_http_timeouts_total"], "2");
+}
+
+#[test]
+fn durations_for_people() {
+    assert_eq!(human_ns(0), "0ns");
+    assert_eq!(human_ns(812), "812ns");
+    assert_eq!(human_ns(1_000), "1.00µs");
+    assert_eq!(human_ns(35_100), "35.1µs");
+    assert_eq!(human_ns(350_000), "350µs");
+    assert_eq!(human_ns(1_200_000), "1.20ms");
+    assert_eq!(human_ns(2_310_000_000), "2.31s");
+    assert_eq!(human_ns(125_000_000_000), "125s");
+}
+
+#[test]
+fn the_summary_line() {
+    let q = Quantiles {
+        count: 600,
+        p50: 21_000,
+        p99: 80_500,
+        p999: 1_200_000,
+        max: 3_400_000,
+    };
+    assert_eq!(
+        summary_line(60.0, 612, 600, 0, &q),
+        "metrics, last 60 s: 10.2 events/s, 10.0 writes/s; recv→reply p50 21.0µs p99 80.5µs p999 1.20ms max 3.40ms (600 samples)"
+    );
+    assert_eq!(
+        summary_line(10.0, 0, 0, 5, &Quantiles::default()),
+        "metrics, last 10 s: 0.0 events/s, 0.0 writes/s; recv→reply: no samples; 5 samples dropped"
+    );
+}

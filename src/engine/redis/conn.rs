@@ -1,0 +1,396 @@
+//! One non-blocking Redis connection owned by the event loop.
+//!
+//! It holds a bounded write buffer (a turn's commands, written with one
+//! `send`), a receive buffer decoded incrementally, and a FIFO of tags, one
+//! per command in flight, so each reply is matched to what caused it. When
+//! the connection breaks it goes `Down` and retries with capped exponential
+//! backoff; the loop decides what to replay.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::reply::{self, Reply};
+use super::socket::{self, Connecting, Transfer};
+use crate::engine::sonic::dbconfig::{Address, Instance};
+
+/// Largest reply accepted on a loop connection; a bigger one is a protocol
+/// error (the loop only ever asks for small things).
+pub const MAX_IN_BYTES: usize = 4 << 20;
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not connected; try again at this monotonic time.
+    Down { retry_at_ns: u64 },
+    /// `connect` in progress: wait for writability.
+    Connecting,
+    /// Usable.
+    Up,
+}
+
+/// What [`RedisConn::poll_connect`] did.
+#[derive(Debug)]
+pub enum ConnectStep {
+    /// Nothing to do now.
+    Idle,
+    /// A socket now exists and must be registered with the reactor; it is
+    /// `Up` already if `ready`, else `Connecting`.
+    Started { fd: RawFd, ready: bool },
+    /// The attempt failed at once; the connection stays down.
+    Failed(io::Error),
+}
+
+/// Why a connection was dropped.
+#[derive(Debug)]
+pub enum Lost {
+    Io(io::Error),
+    Closed,
+    Protocol(String),
+    /// A reply arrived that no command asked for.
+    Unexpected,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::Io(e) => write!(f, "{e}"),
+            Lost::Closed => f.write_str("closed by Redis"),
+            Lost::Protocol(e) => write!(f, "protocol error: {e}"),
+            Lost::Unexpected => f.write_str("a reply nobody asked for"),
+        }
+    }
+}
+
+/// What the loop does with any connection, whatever its tag type.
+pub trait Connection {
+    /// The database it serves, for logs.
+    fn role(&self) -> &'static str;
+    fn state(&self) -> LinkState;
+    fn fd(&self) -> Option<RawFd>;
+    /// The address of the current or last attempt.
+    fn address(&self) -> Option<&Address>;
+    fn poll_connect(&mut self, now_ns: u64) -> ConnectStep;
+    fn finish_connect(&mut self) -> Result<bool, Lost>;
+    fn flush(&mut self) -> Result<bool, Lost>;
+}
+
+impl<T> Connection for RedisConn<T> {
+    fn role(&self) -> &'static str {
+        self.role
+    }
+    fn state(&self) -> LinkState {
+        RedisConn::state(self)
+    }
+    fn fd(&self) -> Option<RawFd> {
+        RedisConn::fd(self)
+    }
+    fn address(&self) -> Option<&Address> {
+        RedisConn::address(self)
+    }
+    fn poll_connect(&mut self, now_ns: u64) -> ConnectStep {
+        RedisConn::poll_connect(self, now_ns)
+    }
+    fn finish_connect(&mut self) -> Result<bool, Lost> {
+        RedisConn::finish_connect(self)
+    }
+    fn flush(&mut self) -> Result<bool, Lost> {
+        RedisConn::flush(self)
+    }
+}
+
+/// A loop-owned Redis connection; `T` tags each command in flight.
+pub struct RedisConn<T> {
+    /// The database it serves (`STATE_DB`, …), for logs.
+    pub role: &'static str,
+    instance: Instance,
+    address: Option<Address>,
+    fd: Option<OwnedFd>,
+    state: LinkState,
+    out: Vec<u8>,
+    sent: usize,
+    limit: usize,
+    /// Fixed-size receive buffer; `in_start..in_end` holds undecoded bytes.
+    inbuf: Vec<u8>,
+    in_start: usize,
+    in_end: usize,
+    pending: VecDeque<T>,
+    /// Replies arrive unasked (pub/sub): no tag is popped for them.
+    push_mode: bool,
+    backoff_ms: u64,
+    retry_min_ms: u64,
+    retry_max_ms: u64,
+    /// Times the connection was established.
+    pub connects: u64,
+}
+
+impl<T> RedisConn<T> {
+    /// A connection (down, due now) to `instance`; `limit` bounds its write buffer.
+    pub fn new(
+        role: &'static str,
+        instance: Instance,
+        limit: usize,
+        retry_min_ms: u64,
+        retry_max_ms: u64,
+    ) -> RedisConn<T> {
+        RedisConn {
+            role,
+            instance,
+            address: None,
+            fd: None,
+            state: LinkState::Down { retry_at_ns: 0 },
+            out: Vec::with_capacity(limit.min(1 << 20)),
+            sent: 0,
+            limit,
+            inbuf: vec![0; 64 << 10],
+            in_start: 0,
+            in_end: 0,
+            pending: VecDeque::with_capacity(4096),
+            push_mode: false,
+            backoff_ms: retry_min_ms,
+            retry_min_ms,
+            retry_max_ms,
+            connects: 0,
+        }
+    }
+
+    /// Mark as a pub/sub connection: replies are not matched to tags.
+    pub fn set_push_mode(&mut self, on: bool) {
+        self.push_mode = on;
+    }
+
+    pub fn state(&self) -> LinkState {
+        self.state
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state == LinkState::Up
+    }
+
+    /// The address of the current or last attempt.
+    pub fn address(&self) -> Option<&Address> {
+        self.address.as_ref()
+    }
+
+    /// The socket, while there is one.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// Commands sent or queued whose replies have not arrived.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Bytes queued but not yet accepted by the kernel.
+    pub fn unsent(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// Room left in the write buffer.
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.unsent())
+    }
+
+    /// When down, the time of the next attempt.
+    pub fn retry_at(&self) -> Option<u64> {
+        match self.state {
+            LinkState::Down { retry_at_ns } => Some(retry_at_ns),
+            _ => None,
+        }
+    }
+
+    /// If down and due, start connecting.
+    pub fn poll_connect(&mut self, now_ns: u64) -> ConnectStep {
+        match self.state {
+            LinkState::Down { retry_at_ns } if now_ns >= retry_at_ns => {}
+            _ => return ConnectStep::Idle,
+        }
+        let address = self.instance.address();
+        self.address = Some(address.clone());
+        match socket::connect(&address) {
+            Ok(Connecting::Done(fd)) => {
+                let raw = fd.as_raw_fd();
+                self.fd = Some(fd);
+                self.up();
+                ConnectStep::Started {
+                    fd: raw,
+                    ready: true,
+                }
+            }
+            Ok(Connecting::InProgress(fd)) => {
+                let raw = fd.as_raw_fd();
+                self.fd = Some(fd);
+                self.state = LinkState::Connecting;
+                ConnectStep::Started {
+                    fd: raw,
+                    ready: false,
+                }
+            }
+            Err(e) => {
+                self.schedule_retry(now_ns);
+                ConnectStep::Failed(e)
+            }
+        }
+    }
+
+    fn up(&mut self) {
+        self.state = LinkState::Up;
+        self.backoff_ms = self.retry_min_ms;
+        self.connects += 1;
+    }
+
+    /// The socket became writable while connecting: `Ok(true)` once up.
+    pub fn finish_connect(&mut self) -> Result<bool, Lost> {
+        if self.state != LinkState::Connecting {
+            return Ok(self.state == LinkState::Up);
+        }
+        let Some(fd) = self.fd() else {
+            return Ok(false);
+        };
+        match socket::finish_connect(fd) {
+            Ok(()) => {
+                self.up();
+                Ok(true)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
+            Err(e) => Err(Lost::Io(e)),
+        }
+    }
+
+    fn schedule_retry(&mut self, now_ns: u64) {
+        self.state = LinkState::Down {
+            retry_at_ns: now_ns + self.backoff_ms * 1_000_000,
+        };
+        self.backoff_ms = (self.backoff_ms * 2).min(self.retry_max_ms);
+    }
+
+    /// Drop the connection: close the socket (the caller deregisters it
+    /// first), forget buffers, and schedule a retry. `unanswered` gets the
+    /// tag of every command that got no reply; the tag queue keeps its
+    /// capacity, so the next connection does not grow it again.
+    pub fn drop_connection(&mut self, now_ns: u64, unanswered: impl FnMut(T)) {
+        self.fd = None;
+        self.out.clear();
+        self.sent = 0;
+        self.in_start = 0;
+        self.in_end = 0;
+        self.schedule_retry(now_ns);
+        self.pending.drain(..).for_each(unanswered);
+    }
+
+    /// Queue one command: `encode` appends its RESP bytes, `tag` waits for
+    /// its reply. The caller checks [`room`](Self::room) first.
+    #[inline]
+    pub fn push(&mut self, tag: T, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.sent > 0 && self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        }
+        encode(&mut self.out);
+        if !self.push_mode {
+            self.pending.push_back(tag);
+        }
+    }
+
+    /// Queue a command whose reply is not matched (pub/sub subscriptions).
+    pub fn push_untagged(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        encode(&mut self.out);
+    }
+
+    /// Write what is queued with one `send`. `Ok(true)` when everything went.
+    pub fn flush(&mut self) -> Result<bool, Lost> {
+        if self.state != LinkState::Up || self.sent == self.out.len() {
+            return Ok(self.sent == self.out.len());
+        }
+        let Some(fd) = self.fd() else {
+            return Ok(false);
+        };
+        match socket::send(fd, &self.out[self.sent..]) {
+            Ok(Transfer::Bytes(n)) => {
+                self.sent += n;
+                if self.sent == self.out.len() {
+                    self.out.clear();
+                    self.sent = 0;
+                    Ok(true)
+                } else {
+                    // Keep the buffer from creeping: move the tail down once
+                    // more than half of it is already sent.
+                    if self.sent > self.out.len() / 2 {
+                        self.out.drain(..self.sent);
+                        self.sent = 0;
+                    }
+                    Ok(false)
+                }
+            }
+            Ok(Transfer::WouldBlock) => Ok(false),
+            Err(e) => Err(Lost::Io(e)),
+        }
+    }
+
+    /// Read everything available and hand each reply to `on_reply` with the
+    /// tag of the command it answers (`None` in push mode).
+    pub fn read_replies(
+        &mut self,
+        mut on_reply: impl FnMut(Option<T>, &Reply<'_>),
+    ) -> Result<(), Lost> {
+        let Some(fd) = self.fd() else { return Ok(()) };
+        // A stream socket that filled less than the room we gave it was
+        // empty at that instant; a later arrival raises a new readiness
+        // event, so the extra read that would only say EAGAIN is skipped.
+        let mut drained = false;
+        loop {
+            // Decode what we have.
+            loop {
+                match reply::decode(&self.inbuf[self.in_start..self.in_end]) {
+                    Ok(Some((r, used))) => {
+                        let tag = if self.push_mode {
+                            None
+                        } else {
+                            match self.pending.pop_front() {
+                                Some(t) => Some(t),
+                                None => return Err(Lost::Unexpected),
+                            }
+                        };
+                        on_reply(tag, &r);
+                        self.in_start += used;
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(Lost::Protocol(e.0)),
+                }
+            }
+            // Move a partial reply to the front; grow only for a reply
+            // larger than the buffer.
+            if self.in_start == self.in_end {
+                self.in_start = 0;
+                self.in_end = 0;
+            } else if self.in_start > 0 {
+                self.inbuf.copy_within(self.in_start..self.in_end, 0);
+                self.in_end -= self.in_start;
+                self.in_start = 0;
+            }
+            if self.in_end == self.inbuf.len() {
+                if self.inbuf.len() >= MAX_IN_BYTES {
+                    return Err(Lost::Protocol(format!(
+                        "reply larger than {MAX_IN_BYTES} bytes"
+                    )));
+                }
+                let bigger = (self.inbuf.len() * 2).min(MAX_IN_BYTES);
+                self.inbuf.resize(bigger, 0);
+            }
+            if drained {
+                return Ok(());
+            }
+            let room = self.inbuf.len() - self.in_end;
+            match socket::recv(fd, &mut self.inbuf[self.in_end..]) {
+                Ok(Transfer::Bytes(0)) => return Err(Lost::Closed),
+                Ok(Transfer::Bytes(n)) => {
+                    self.in_end += n;
+                    drained = n < room;
+                }
+                Ok(Transfer::WouldBlock) => return Ok(()),
+                Err(e) => return Err(Lost::Io(e)),
+            }
+        }
+    }
+}

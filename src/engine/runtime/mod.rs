@@ -1,0 +1,10 @@
+//! Process plumbing every daemon shares: layered configuration (TOML <
+//! environment < flags), logging, signals, systemd notification, CPU and
+//! memory placement, and the sysctl profile check.
+
+pub mod config;
+pub mod log;
+pub mod notify;
+pub mod placement;
+pub mod signals;
+pub mod sysctl_check;

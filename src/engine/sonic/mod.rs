@@ -1,0 +1,5 @@
+//! SONiC's Redis plumbing that every syncer shares: where the databases
+//! live (`database_config.json`) and the ProducerStateTable protocol.
+
+pub mod dbconfig;
+pub mod pst;

@@ -1,0 +1,199 @@
+//! SONiC's ProducerStateTable protocol on APPL_DB, byte-compatible with
+//! sonic-swss-common `common/producerstatetable.cpp`.
+//!
+//! A set of key `K` with fields is one `EVALSHA` of SONiC's set script with
+//! `KEYS = [<T>_CHANNEL@<db>, <T>_KEY_SET, _<T><sep>K × nfields]` and
+//! `ARGV = ["G", K, f1, v1, …]`: the script does `SADD <T>_KEY_SET K`, one
+//! `HSET _<T><sep>K f v` per field, and `PUBLISH <T>_CHANNEL@<db> G` when
+//! the key was new in the set. Orchagent's ConsumerStateTable pops from there.
+
+use crate::engine::redis::encode;
+
+/// SONiC's set script, byte for byte (note the space after `then`).
+pub const SET_SCRIPT: &str = "local added = redis.call('SADD', KEYS[2], ARGV[2])\n\
+for i = 0, #KEYS - 3 do\n    redis.call('HSET', KEYS[3 + i], ARGV[3 + i * 2], ARGV[4 + i * 2])\nend\n\
+if added > 0 then \n    redis.call('PUBLISH', KEYS[1], ARGV[1])\nend\n";
+
+/// SHA1 of [`SET_SCRIPT`], as `SCRIPT LOAD` returns it and SONiC sends it.
+pub const SET_SCRIPT_SHA: &str = "c7faa1a7e03275dadf2e8be09c0b6208cebff3f5";
+
+/// The names one ProducerStateTable uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerTable {
+    channel: Vec<u8>,
+    key_set: Vec<u8>,
+    /// `_<T><sep>`: prefix of the staging hashes.
+    staging_prefix: Vec<u8>,
+}
+
+impl ProducerTable {
+    /// The table `name` in the database numbered `db` whose key separator is `sep`.
+    pub fn new(name: &str, db: u32, sep: u8) -> ProducerTable {
+        let mut staging_prefix = format!("_{name}").into_bytes();
+        staging_prefix.push(sep);
+        ProducerTable {
+            channel: format!("{name}_CHANNEL@{db}").into_bytes(),
+            key_set: format!("{name}_KEY_SET").into_bytes(),
+            staging_prefix,
+        }
+    }
+
+    /// `SCRIPT LOAD` of the set script.
+    pub fn encode_script_load(out: &mut Vec<u8>) {
+        encode::command(out, &[b"SCRIPT", b"LOAD", SET_SCRIPT.as_bytes()]);
+    }
+
+    /// The `EVALSHA` that sets `key` to `fields`.
+    pub fn encode_set(&self, out: &mut Vec<u8>, key: &[u8], fields: &[(&[u8], &[u8])]) {
+        let mut staging = Vec::with_capacity(self.staging_prefix.len() + key.len());
+        staging.extend_from_slice(&self.staging_prefix);
+        staging.extend_from_slice(key);
+        let numkeys = (2 + fields.len()).to_string();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(6 + 3 * fields.len());
+        args.extend_from_slice(&[
+            b"EVALSHA",
+            SET_SCRIPT_SHA.as_bytes(),
+            numkeys.as_bytes(),
+            &self.channel,
+            &self.key_set,
+        ]);
+        for _ in fields {
+            args.push(&staging);
+        }
+        args.push(b"G");
+        args.push(key);
+        for (f, v) in fields {
+            args.push(f);
+            args.push(v);
+        }
+        encode::command(out, &args);
+    }
+}
+
+/// One pending ProducerStateTable set, kept until Redis acknowledges it so
+/// it can be sent again (after `NOSCRIPT` or a reconnect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PstSet {
+    pub key: Vec<u8>,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl PstSet {
+    pub fn new(key: &str, fields: &[(&str, &str)]) -> PstSet {
+        PstSet {
+            key: key.as_bytes().to_vec(),
+            fields: fields
+                .iter()
+                .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    /// Encode it as the `EVALSHA` of `table`.
+    pub fn encode(&self, table: &ProducerTable, out: &mut Vec<u8>) {
+        let fields: Vec<(&[u8], &[u8])> = self
+            .fields
+            .iter()
+            .map(|(f, v)| (f.as_slice(), v.as_slice()))
+            .collect();
+        table.encode_set(out, &self.key, &fields);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Split a RESP array of bulk strings back into its arguments.
+    fn args_of(resp: &[u8]) -> Vec<String> {
+        let (r, used) = crate::engine::redis::reply::decode(resp).unwrap().unwrap();
+        assert_eq!(used, resp.len());
+        match r {
+            crate::engine::redis::reply::Reply::Array(items) => items
+                .iter()
+                .map(|i| String::from_utf8(i.as_bytes().unwrap().to_vec()).unwrap())
+                .collect(),
+            other => panic!("not an array: {other:?}"),
+        }
+    }
+
+    /// The quoted arguments of one `redis-cli MONITOR` line.
+    fn monitor_args(line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = &line[line.find('"').unwrap()..];
+        while let Some(start) = rest.find('"') {
+            let mut arg = String::new();
+            let mut chars = rest[start + 1..].char_indices();
+            let mut end = 0;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some((_, 'n')) => arg.push('\n'),
+                        Some((_, c)) => arg.push(c),
+                        None => {}
+                    },
+                    '"' => {
+                        end = start + 1 + i;
+                        break;
+                    }
+                    c => arg.push(c),
+                }
+            }
+            out.push(arg);
+            rest = &rest[end + 1..];
+        }
+        out
+    }
+
+    const MONITOR: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sonic-reference/reference-monitor-4ports.txt"
+    ));
+
+    #[test]
+    fn port_set_matches_sonics_recorded_evalsha() {
+        let line = MONITOR
+            .lines()
+            .find(|l| l.contains("\"EVALSHA\"") && l.contains("\"Ethernet4\""))
+            .unwrap();
+        let table = ProducerTable::new("PORT_TABLE", 0, b':');
+        let set = PstSet::new(
+            "Ethernet4",
+            &[
+                ("lanes", "5,6,7,8"),
+                ("alias", "etp2"),
+                ("index", "1"),
+                ("speed", "100000"),
+                ("mtu", "9100"),
+                ("admin_status", "up"),
+                ("fec", "rs"),
+            ],
+        );
+        let mut out = Vec::new();
+        set.encode(&table, &mut out);
+        assert_eq!(args_of(&out), monitor_args(line));
+    }
+
+    #[test]
+    fn port_config_done_matches_sonic() {
+        let line = MONITOR
+            .lines()
+            .find(|l| l.contains("\"EVALSHA\"") && l.contains("PortConfigDone"))
+            .unwrap();
+        let table = ProducerTable::new("PORT_TABLE", 0, b':');
+        let mut out = Vec::new();
+        PstSet::new("PortConfigDone", &[("count", "4")]).encode(&table, &mut out);
+        assert_eq!(args_of(&out), monitor_args(line));
+    }
+
+    #[test]
+    fn script_is_sonics() {
+        let line = MONITOR
+            .lines()
+            .find(|l| l.contains("\"SCRIPT\" \"LOAD\""))
+            .unwrap();
+        let mut out = Vec::new();
+        ProducerTable::encode_script_load(&mut out);
+        assert_eq!(args_of(&out), monitor_args(line));
+    }
+}

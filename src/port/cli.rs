@@ -1,0 +1,218 @@
+//! The `portsyncd` command line.
+
+use std::path::PathBuf;
+
+use crate::engine::runtime::config::{ConfigError, ConfigFile, Override};
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run the daemon (or only print its configuration).
+    Run {
+        config: ConfigFile,
+        sets: Vec<Override>,
+        print_config: bool,
+    },
+    /// Compare live sysctl values with the shipped profile.
+    SysctlCheck {
+        file: Option<PathBuf>,
+    },
+    Help,
+    Version,
+}
+
+/// The `--help` text.
+pub const HELP: &str = "\
+portsyncd — SONiC port state sync daemon
+
+Keeps SONiC's Redis in step with the kernel's view of the switch ports, as a
+drop-in replacement for SONiC's C++ portsyncd: STATE_DB PORT_TABLE|<port>
+follows every link change (state, netdev_oper_status, admin_status, mtu), and
+at start-up CONFIG_DB PORT is pushed to APPL_DB PORT_TABLE with the
+PortConfigDone / PortInitDone handshake orchagent waits for.
+
+USAGE:
+    portsyncd [OPTIONS]
+    portsyncd sysctl-check [FILE]
+
+OPTIONS:
+    -c, --config FILE            TOML configuration file
+                                 (default /etc/sonic/portsyncd.conf; when the
+                                 default file is missing, built-in defaults)
+    -s, --set SECTION.KEY=VALUE  set one key; repeatable; wins over the
+                                 environment and the file
+        --print-config           print the effective configuration and exit
+    -h, --help                   print this help
+    -V, --version                print the version
+
+    sysctl-check [FILE]          compare live kernel settings with the
+                                 shipped profile (default
+                                 /etc/sysctl.d/99-portsyncd.conf); exits 1 on drift
+
+ENVIRONMENT:
+    PORTSYNCD_<SECTION>_<KEY>=VALUE sets any key, e.g.
+    PORTSYNCD_NETLINK_RCVBUF_BYTES=33554432 or PORTSYNCD_RUNTIME_REACTOR=epoll.
+    Precedence: --set > environment > file > default.
+
+KEYS (default):
+  [redis]
+    database_config     SONiC database_config.json
+                        (\"/var/run/redis/sonic-db/database_config.json\");
+                        the unix socket is used when it exists, else TCP
+    write_buffer_bytes  bound on bytes queued per Redis connection (4194304)
+    retry_min_ms        first reconnect delay, doubling on failure (50)
+    retry_max_ms        reconnect delay cap (2000)
+    timeout_ms          start-up request timeout (5000)
+    port_table_poll_ms  re-check of netdevs not yet in APPL_DB PORT_TABLE when
+                        keyspace notifications are off (250)
+  [netlink]
+    rcvbuf_bytes        netlink receive buffer, SO_RCVBUFFORCE (16777216)
+    ring_bytes          mlocked receive ring (4194304)
+    max_batch_datagrams datagrams read per loop turn before writing (1024)
+  [runtime]
+    reactor             \"epoll\" | \"io_uring\" | \"auto\" (\"epoll\")
+    cpu                 pin the loop thread to this CPU (unset)
+    sched               \"other\" | \"fifo:PRIO\" | \"rr:PRIO\"; unset keeps
+                        the inherited policy, e.g. systemd's (unset)
+    mlock_all           mlockall current and future memory (false)
+    strict              exit 2 when cpu/sched/mlock (or metrics listen/cpu) is
+                        refused, instead of a warning (false)
+    coalesce_us         in a burst, sleep this long between loop turns so each
+                        takes a bigger batch; 0 turns it off (200)
+    busy_poll           never sleep in the reactor; starves other work on the
+                        core, see README (false)
+  [metrics]
+    listen              Prometheus endpoint, \"\" disables (\"127.0.0.1:9101\")
+    cpu                 pin the metrics thread to this CPU (unset)
+    log_interval_s      seconds between summary log lines, 0 disables (60)
+  [log]
+    level               error | warn | notice | info | debug (\"notice\")
+
+SIGNALS:
+    SIGTERM, SIGINT     finish the batch in flight and exit 0
+    SIGHUP              reload the log level and metrics interval
+
+EXIT STATUS:
+    0 stopped by a signal; 1 runtime failure; 2 bad command line or configuration
+";
+
+/// Parse the arguments after the program name.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
+    let mut args = args.into_iter();
+    let mut config = ConfigFile::Default;
+    let mut sets = Vec::new();
+    let mut print_config = false;
+    let mut first = true;
+    while let Some(arg) = args.next() {
+        if first && arg == "sysctl-check" {
+            let file = args.next().map(PathBuf::from);
+            if let Some(extra) = args.next() {
+                return Err(ConfigError(format!(
+                    "sysctl-check: unexpected argument {extra:?}"
+                )));
+            }
+            return Ok(Command::SysctlCheck { file });
+        }
+        first = false;
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, ConfigError> {
+            match inline.clone().or_else(|| args.next()) {
+                Some(v) => Ok(v),
+                None => Err(ConfigError(format!("{name} needs a value; see --help"))),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-c" | "--config" => config = ConfigFile::Given(PathBuf::from(value("--config")?)),
+            "-s" | "--set" => sets.push(Override::from_flag(&value("--set")?)?),
+            "--print-config" => print_config = true,
+            other => {
+                return Err(ConfigError(format!(
+                    "unknown argument {other:?}; see --help"
+                )));
+            }
+        }
+    }
+    Ok(Command::Run {
+        config,
+        sets,
+        print_config,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, ConfigError> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        assert_eq!(
+            p(&[]).unwrap(),
+            Command::Run {
+                config: ConfigFile::Default,
+                sets: vec![],
+                print_config: false
+            }
+        );
+        let Command::Run {
+            config,
+            sets,
+            print_config,
+        } = p(&[
+            "--config",
+            "/x.toml",
+            "-s",
+            "netlink.rcvbuf_bytes=1",
+            "--print-config",
+        ])
+        .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(config, ConfigFile::Given("/x.toml".into()));
+        assert_eq!(sets[0].section, "netlink");
+        assert_eq!(sets[0].key, "rcvbuf_bytes");
+        assert_eq!(sets[0].value, "1");
+        assert!(print_config);
+        assert!(matches!(
+            p(&["--config=/y.toml"]).unwrap(),
+            Command::Run {
+                config: ConfigFile::Given(_),
+                ..
+            }
+        ));
+        assert_eq!(p(&["-h"]).unwrap(), Command::Help);
+        assert_eq!(p(&["--version"]).unwrap(), Command::Version);
+        assert_eq!(
+            p(&["sysctl-check"]).unwrap(),
+            Command::SysctlCheck { file: None }
+        );
+        assert_eq!(
+            p(&["sysctl-check", "f.conf"]).unwrap(),
+            Command::SysctlCheck {
+                file: Some("f.conf".into())
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_argument() {
+        assert!(p(&["--bogus"]).unwrap_err().0.contains("--bogus"));
+        assert!(p(&["--config"])
+            .unwrap_err()
+            .0
+            .contains("--config needs a value"));
+        assert!(p(&["--set", "novalue"])
+            .unwrap_err()
+            .0
+            .contains("SECTION.KEY=VALUE"));
+    }
+}

@@ -1,0 +1,307 @@
+//! The floor: the least any portsyncd can do per link message, measured the
+//! same way as the daemon. Wait for the netlink socket, read one message,
+//! send one `HSET` of the same four fields (the daemon's own encoder, so
+//! the bytes are identical) on a blocking connection, wait for the reply,
+//! next. No batching, no membership check, no resync after an overrun.
+//!
+//! It runs as its own process (flood re-executed as `flood __floor`), like
+//! the daemon: a thread of flood would share an address space with flood's
+//! other threads and wake up more cheaply than the daemon can. Its counters
+//! live in a small shared mapping (a memfd) that flood reads.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use memmap2::MmapMut;
+use syncd::engine::netlink::parse::{self, Event, LinkChange};
+use syncd::engine::netlink::socket::{NetlinkSocket, Recv};
+use syncd::engine::redis::client::Client;
+use syncd::engine::redis::encode;
+use syncd::engine::runtime::config::Sched;
+use syncd::engine::sonic::dbconfig::Address;
+use syncd::engine::sys::{cvt, monotonic_ns};
+use syncd::port::rules::{is_port_name, LinkStatus};
+
+use crate::kernel::in_netns;
+use crate::Error;
+
+/// The floor's netlink receive buffer: the daemon's default, so both
+/// overrun at the same backlog.
+const RCVBUF: usize = 16 << 20;
+/// How long the floor may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counters the floor process keeps for flood.
+#[repr(C)]
+#[derive(Default)]
+pub struct Shared {
+    /// Last time it had read everything queued (monotonic ns; the clock is
+    /// system-wide).
+    pub idle_ns: AtomicU64,
+    /// `ENOBUFS` seen: messages the floor never got.
+    pub overruns: AtomicU64,
+}
+
+/// A shared mapping holding one [`Shared`].
+struct SharedMap {
+    map: MmapMut,
+}
+
+impl SharedMap {
+    fn map(file: &File) -> Result<SharedMap, Error> {
+        file.set_len(4096)
+            .map_err(|e| Error::failed(format!("floor: sizing shared memory: {e}")))?;
+        // SAFETY: the file is a private memfd of flood and its floor; both
+        // only ever access it through the atomics of `Shared`.
+        let map = unsafe { MmapMut::map_mut(file) }
+            .map_err(|e| Error::failed(format!("floor: mapping shared memory: {e}")))?;
+        Ok(SharedMap { map })
+    }
+
+    fn get(&self) -> &Shared {
+        // SAFETY: the mapping is page-aligned and 4096 bytes, larger than
+        // `Shared`; all-zero bytes (a fresh memfd) are valid atomics; the
+        // atomics are lock-free, so sharing them between processes is
+        // sound; the reference lives no longer than `self.map`.
+        unsafe { &*(self.map.as_ptr() as *const Shared) }
+    }
+}
+
+/// The running floor process.
+pub struct Floor {
+    child: Child,
+    shared: SharedMap,
+    /// Keeps the memfd alive for the child to open.
+    _memfd: File,
+}
+
+impl Floor {
+    /// Start `flood __floor` writing to database `db` from `netns`'s events;
+    /// returns once its socket and connection are open.
+    pub fn start(netns: &str, addr: &Address, db: u32, separator: u8) -> Result<Floor, Error> {
+        let name = c"flood-floor";
+        // SAFETY: memfd_create(2) with a valid C string; the fd is checked,
+        // then owned.
+        let raw = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) } as isize)
+            .map_err(|e| Error::failed(format!("floor: memfd_create: {e}")))?;
+        // SAFETY: `raw` is a fresh fd owned by no one else.
+        let memfd = File::from(unsafe { OwnedFd::from_raw_fd(raw as i32) });
+        let shared = SharedMap::map(&memfd)?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::failed(format!("locating the flood binary: {e}")))?;
+        let addr_arg = match addr {
+            Address::Unix(p) => format!("unix:{}", p.display()),
+            Address::Tcp(h, p) => format!("{h}:{p}"),
+        };
+        let mut cmd = Command::new(exe);
+        cmd.arg("__floor")
+            .arg(netns)
+            .arg(addr_arg)
+            .arg(db.to_string())
+            .arg((separator as char).to_string())
+            .arg(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                memfd.as_raw_fd()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .process_group(0);
+        // SAFETY: runs in the child between fork and exec and only calls
+        // prctl(2), which is async-signal-safe: the floor dies with flood.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::failed(format!("starting the floor process: {e}")))?;
+        // It says "ready" once listening; anything else (EOF) is a failure,
+        // already explained on our shared stderr.
+        let Some(out) = child.stdout.take() else {
+            return Err(Error::failed("floor: no stdout"));
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut floor = Floor {
+            child,
+            shared,
+            _memfd: memfd,
+        };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) if line.trim() == "ready" => Ok(floor),
+            Ok(_) => {
+                let status = floor
+                    .child
+                    .wait()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                Err(Error::failed(format!(
+                    "the floor process failed to start ({status})"
+                )))
+            }
+            Err(_) => Err(Error::failed(format!(
+                "the floor process did not start within {START_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Pin the floor to `cpu` and give it `sched`, as the daemon's
+    /// `runtime.cpu` and `runtime.sched` do for its loop thread (the floor
+    /// has one thread), so that both writers are placed alike.
+    pub fn place(&self, cpu: Option<usize>, sched: Option<Sched>) -> Result<(), Error> {
+        use syncd::engine::runtime::placement;
+        let pid = self.pid();
+        if let Some(cpu) = cpu {
+            placement::pin(pid, "--floor-cpu", cpu).map_err(|e| Error::Usage(e.to_string()))?;
+        }
+        if let Some(sched) = sched {
+            placement::set_scheduler_of(pid, "--floor-sched", sched)
+                .map_err(|e| Error::failed(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub fn shared(&self) -> &Shared {
+        self.shared.get()
+    }
+
+    /// An error if the floor process has died.
+    pub fn check(&mut self) -> Result<(), Error> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(Error::failed(format!(
+                "the floor process died during the run ({status})"
+            ))),
+            Err(e) => Err(Error::failed(format!("waiting for the floor process: {e}"))),
+        }
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `flood __floor NETNS ADDRESS DB SEPARATOR SHM`: the floor process.
+pub fn main(args: &[String]) -> u8 {
+    match floor_main(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("flood floor: {e}");
+            1
+        }
+    }
+}
+
+fn floor_main(args: &[String]) -> Result<(), Error> {
+    let [netns, addr, db, sep, shm] = args else {
+        return Err(Error::failed(format!("bad arguments {args:?}")));
+    };
+    let addr = crate::setup::parse_address(addr)?;
+    let db: u32 = db
+        .parse()
+        .map_err(|_| Error::failed(format!("bad database {db:?}")))?;
+    let separator = sep.bytes().next().unwrap_or(b'|');
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(shm)
+        .map_err(|e| Error::failed(format!("opening {shm}: {e}")))?;
+    // SAFETY: as in `SharedMap::map`; flood created and sized the memfd.
+    let map = unsafe { MmapMut::map_mut(&file) }
+        .map_err(|e| Error::failed(format!("mapping {shm}: {e}")))?;
+    let shared = SharedMap { map };
+    let sock = in_netns(Some(netns), || {
+        NetlinkSocket::events(RCVBUF)
+            .map(|(s, _)| s)
+            .map_err(|e| Error::failed(format!("netlink socket: {e}")))
+    })?;
+    let client = Client::connect_db(&addr, db, Duration::from_secs(10))
+        .map_err(|e| Error::failed(format!("connecting to Redis at {addr}: {e}")))?;
+    println!("ready");
+    let prefix = [&b"PORT_TABLE"[..], &[separator]].concat();
+    run(&sock, client, &prefix, shared.get())
+}
+
+fn run(sock: &NetlinkSocket, mut client: Client, prefix: &[u8], st: &Shared) -> Result<(), Error> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut out = Vec::with_capacity(512);
+    let mut fds = [libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    loop {
+        // SAFETY: `fds` is a valid array of one pollfd.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 1, -1) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::failed(format!("poll: {e}")));
+        }
+        let mut any = false;
+        loop {
+            let n = match sock.recv(&mut buf) {
+                Ok(Recv::Data(n)) => n.min(buf.len()),
+                Ok(Recv::WouldBlock) => break,
+                Ok(Recv::Overrun) => {
+                    st.overruns.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Err(e) => return Err(Error::failed(format!("netlink recv: {e}"))),
+            };
+            any = true;
+            for msg in parse::messages(&buf[..n]) {
+                let Ok((hdr, payload)) = msg else { break };
+                let Ok(Event::Link(link)) = parse::parse_event(&hdr, payload) else {
+                    continue;
+                };
+                if !is_port_name(link.name) {
+                    continue;
+                }
+                out.clear();
+                match link.change {
+                    LinkChange::New => encode::hset_port_status(
+                        &mut out,
+                        prefix,
+                        link.name,
+                        &LinkStatus::of(&link),
+                    ),
+                    LinkChange::Del => encode::del_key(&mut out, prefix, link.name),
+                }
+                client
+                    .send_raw(&out)
+                    .map_err(|e| Error::failed(format!("write to Redis: {e}")))?;
+                let reply = client
+                    .read()
+                    .map_err(|e| Error::failed(format!("Redis reply: {e}")))?;
+                if let Some(e) = reply.error() {
+                    return Err(Error::failed(format!("Redis refused a write: {e}")));
+                }
+            }
+        }
+        if any {
+            st.idle_ns.store(monotonic_ns(), Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! `flood` itself: the real binary, driving the real daemon, in its own
+//! redis-server and namespaces.
+
+use std::process::Command;
+
+use testbed::TempDir;
+
+/// The keys issue 4 requires at the top of the JSON document.
+const KEYS: [&str; 8] = [
+    "latency_us",
+    "floor_latency_us",
+    "changes",
+    "kernel_events",
+    "redis_writes",
+    "wrong_final_states",
+    "daemon_cpu_us_per_event",
+    "daemon_rss_kb",
+];
+
+fn flood() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flood"))
+}
+
+/// The daemon flood drives: the workspace builds it beside flood (`cargo
+/// test` builds every member's binaries before running any test).
+fn portsyncd() -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_flood")).with_file_name("portsyncd");
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace (cargo build --workspace) first",
+        path.display()
+    );
+    path
+}
+
+/// Run flood, require success, and return its stdout and its JSON document.
+fn run_ok(cmd: &mut Command, json: &std::path::Path) -> (String, serde_json::Value) {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "flood exited {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (stdout, doc)
+}
+
+#[test]
+fn a_short_run_ends_with_every_port_right_and_reports_every_key() {
+    let dir = TempDir::new().unwrap();
+    let json = dir.path().join("flood.json");
+    let svg = dir.path().join("flood.svg");
+    let (stdout, doc) = run_ok(
+        flood()
+            .args(["run", "--ports", "4", "--mode", "latency,burst"])
+            .args(["--count", "40,400", "--rounds", "2", "--gap-us", "0"])
+            .args(["--no-progress", "--settle-timeout", "10", "--show-state"])
+            .arg("--daemon")
+            .arg(portsyncd())
+            .arg("--json")
+            .arg(&json)
+            .arg("--plot")
+            .arg(&svg),
+        &json,
+    );
+    for key in KEYS {
+        assert!(
+            doc.get(key).is_some_and(|v| !v.is_null()),
+            "{key} missing from {doc:#}"
+        );
+    }
+    for hist in ["latency_us", "floor_latency_us"] {
+        for p in ["p50", "p90", "p99", "p999", "max"] {
+            let v = doc[hist][p].as_f64();
+            assert!(v.is_some_and(|v| v > 0.0), "{hist}.{p} = {v:?}");
+        }
+    }
+    assert_eq!(doc["wrong_final_states"], 0, "{stdout}");
+    assert_eq!(doc["changes"], 440);
+    assert!(doc["kernel_events"].as_u64().unwrap() >= 440, "{doc:#}");
+    assert!(doc["redis_writes"].as_u64().unwrap() > 0, "{doc:#}");
+    assert!(doc["daemon_cpu_us_per_event"].as_f64().unwrap() > 0.0);
+    assert!(doc["daemon_rss_kb"].as_u64().unwrap() > 0);
+    for mode in ["latency", "burst"] {
+        let m = &doc["modes"][mode];
+        assert_eq!(m["wrong_final_states"], 0, "{mode}: {m:#}");
+        assert_eq!(m["lost_changes"], 0, "{mode}: {m:#}");
+        assert_eq!(m["floor"]["wrong_final_states"], 0, "{mode}: {m:#}");
+    }
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.matches("<polyline").count() == 4);
+    assert!(stdout.contains("ratio"), "{stdout}");
+    // --show-state: what landed in STATE_DB, port by port.
+    assert!(
+        stdout.contains("4 of 4 ports agree with the kernel"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Ethernet12     ok"), "{stdout}");
+}
+
+#[test]
+fn a_bad_flag_value_is_named_and_exits_2() {
+    let out = flood().args(["run", "--ports", "many"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--ports") && stderr.contains("many"),
+        "{stderr}"
+    );
+    let out = flood()
+        .args(["run", "--daemon", "/nonexistent/portsyncd"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/portsyncd"));
+}
+
+#[test]
+fn init_times_port_init_done_after_the_last_netdev() {
+    let dir = TempDir::new().unwrap();
+    let json = dir.path().join("init.json");
+    let (stdout, doc) = run_ok(
+        flood()
+            .args(["init", "--ports", "4", "--runs", "2", "--no-progress"])
+            .arg("--daemon")
+            .arg(portsyncd())
+            .arg("--json")
+            .arg(&json),
+        &json,
+    );
+    assert_eq!(doc["ports"], 4);
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for r in runs {
+        // PortInitDone cannot come before the request creating the last
+        // port was sent; it must come within the settle timeout.
+        let sent = r["last_sent_to_init_done_ms"].as_f64().unwrap();
+        assert!(sent > 0.0 && sent < 30_000.0, "{r:#}");
+        assert_eq!(r["listener_overruns"], 0, "{r:#}");
+    }
+    assert!(doc["median_ms"].as_f64().is_some(), "{doc:#}");
+    assert!(stdout.contains("PortInitDone"), "{stdout}");
+}
+
+#[test]
+fn overflow_recovers_and_rate_samples_rss() {
+    let dir = TempDir::new().unwrap();
+    let json = dir.path().join("flood.json");
+    let (_, doc) = run_ok(
+        flood()
+            .args([
+                "run",
+                "--ports",
+                "4",
+                "--mode",
+                "rate,overflow",
+                "--no-floor",
+            ])
+            .args(["--rate", "500", "--duration", "1", "--rounds", "1"])
+            .args(["--count", "1000", "--no-progress", "--settle-timeout", "10"])
+            .args(["--daemon-set", "netlink.rcvbuf_bytes=65536"])
+            .arg("--daemon")
+            .arg(portsyncd())
+            .arg("--json")
+            .arg(&json),
+        &json,
+    );
+    let ov = &doc["modes"]["overflow"];
+    assert_eq!(ov["wrong_final_states"], 0, "{ov:#}");
+    let round = &ov["round_results"][0];
+    // 1,000 changes are ~1,700 messages; a 64 KiB buffer holds ~56.
+    assert!(round["kernel_drops"].as_u64().unwrap() > 0, "{round:#}");
+    assert!(round["recovery_ms"].as_f64().unwrap() > 0.0, "{round:#}");
+    assert!(
+        doc["daemon_totals"]["enobufs"].as_u64().unwrap() >= 1,
+        "{doc:#}"
+    );
+    let rss = &doc["modes"]["rate"]["daemon_rss"];
+    assert!(rss["end_kb"].as_u64().unwrap() > 0, "{rss:#}");
+    assert!(rss["samples"].as_array().unwrap().len() >= 2, "{rss:#}");
+}
