@@ -171,7 +171,7 @@ pub fn configured_sync() -> LinkSync {
 }
 
 /// The daemon's STATE_DB command tag.
-pub use syncd::port::daemon::StateTag as Tag;
+pub use syncd::port::session::state::StateTag as Tag;
 
 /// The STATE_DB key prefix (`PORT_TABLE` + STATE_DB's separator).
 pub const STATE_PREFIX: &[u8] = b"PORT_TABLE|";
@@ -189,14 +189,20 @@ pub fn nowhere() -> Instance {
 }
 
 /// One loop turn's STATE_DB encoding: the daemon's own
-/// [`encode_port_writes`](syncd::port::daemon::encode_port_writes).
+/// [`encode_port_writes`](syncd::port::session::state::encode_port_writes).
 pub fn write_ports(
     ports: &mut PortTable,
     conn: &mut RedisConn<Tag>,
     recorder: &Recorder,
     written_since: &mut Vec<u64>,
 ) -> u64 {
-    syncd::port::daemon::encode_port_writes(ports, conn, STATE_PREFIX, recorder, written_since)
+    syncd::port::session::state::encode_port_writes(
+        ports,
+        conn,
+        STATE_PREFIX,
+        recorder,
+        written_since,
+    )
 }
 
 /// Everything one socket-free loop turn touches. Between turns,

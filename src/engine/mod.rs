@@ -6,6 +6,7 @@
 //! Nothing here knows about ports or neighbors: a syncer (`crate::port`)
 //! brings its rules, its table and its Redis sessions.
 
+pub mod event_loop;
 pub mod metrics;
 pub mod netlink;
 pub mod reactor;

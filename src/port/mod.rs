@@ -8,6 +8,9 @@
 pub mod cli;
 pub mod daemon;
 pub mod follow;
+pub mod keys;
 pub mod rules;
+pub mod run;
+pub mod session;
 pub mod startup;
 pub mod table;

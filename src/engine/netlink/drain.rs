@@ -1,15 +1,35 @@
-//! Draining the netlink event socket into the port table, and asking the
-//! kernel for dumps: the I/O half of following the kernel, shared by
-//! start-up and the loop (the pure half is `sync.rs`).
+//! Draining the event socket into a syncer, and asking the kernel for
+//! dumps: the I/O half of following the kernel, shared by every syncer's
+//! start-up and loop (the bookkeeping is [`super::dump`], the rules the
+//! syncer's own).
 
 use std::io;
 
 use crate::engine::metrics::Counters;
+use crate::engine::netlink::dump::DumpEnd;
 use crate::engine::netlink::reader::{LinkReader, Read};
-use crate::engine::netlink::request;
+use crate::engine::netlink::request::Request;
 use crate::engine::sys::monotonic_ns;
-use crate::port::follow::{DumpEnd, LinkSync};
 use crate::{log_debug, log_info, log_notice, log_warn};
+
+/// A syncer's view of the kernel: it applies datagrams and tracks its dump.
+pub trait KernelFollow {
+    /// Apply every message of one datagram received at `rx_ns`.
+    fn on_datagram(&mut self, datagram: &[u8], rx_ns: u64, own_pid: u32) -> Option<DumpEnd>;
+    /// Messages were lost (`overrun`: the kernel said `ENOBUFS`; else
+    /// datagrams were cut short).
+    fn on_lost(&mut self, overrun: bool);
+    /// Whether a dump must be requested now.
+    fn dump_wanted(&self) -> bool;
+    /// The dump request with this sequence was sent.
+    fn dump_started(&mut self, seq: u32);
+    /// The dump request could not be sent.
+    fn dump_failed(&mut self);
+    /// The request that dumps the table this syncer follows.
+    fn dump_request(&self, seq: u32) -> Request;
+    /// What the table holds, for the log ("ports", "neighbors").
+    fn entries(&self) -> &'static str;
+}
 
 /// Where a drain stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +45,7 @@ pub enum Drained {
 /// before returning (`dump_seq` is the last sequence used).
 pub fn drain(
     reader: &mut LinkReader,
-    sync: &mut LinkSync,
+    follow: &mut impl KernelFollow,
     counters: &Counters,
     dump_seq: &mut u32,
     max: usize,
@@ -42,21 +62,24 @@ pub fn drain(
             } => {
                 let rx = monotonic_ns();
                 for i in 0..count {
-                    match sync.on_datagram(reader.datagram(i), rx, own_pid) {
+                    match follow.on_datagram(reader.datagram(i), rx, own_pid) {
                         Some(DumpEnd::Complete { vanished }) => {
                             if vanished > 0 {
-                                log_notice!("resync: {vanished} ports vanished during the gap, deleting them");
+                                log_notice!(
+                                    "resync: {vanished} {} vanished during the gap, deleting them",
+                                    follow.entries()
+                                );
                             }
-                            log_info!("link dump {dump_seq} complete");
+                            log_info!("dump {dump_seq} complete");
                         }
                         Some(DumpEnd::Redo) => {
-                            log_info!("link dump {dump_seq} inconsistent, redoing it")
+                            log_info!("dump {dump_seq} inconsistent, redoing it")
                         }
                         None => {}
                     }
                 }
                 if truncated > 0 {
-                    sync.on_lost_messages();
+                    follow.on_lost(false);
                 }
                 seen += count + truncated;
                 if empty {
@@ -72,28 +95,28 @@ pub fn drain(
                 log_warn!(
                     "netlink receive buffer overrun (ENOBUFS): events lost, resyncing with a dump"
                 );
-                sync.on_overrun();
+                follow.on_lost(true);
             }
         }
     }
-    if sync.dump_wanted() {
-        request_dump(reader, sync, dump_seq);
+    if follow.dump_wanted() {
+        request_dump(reader, follow, dump_seq);
     }
     Ok(drained)
 }
 
-/// Send the next `RTM_GETLINK` dump request. A refusal (`EBUSY` while the
-/// kernel still runs one) leaves the dump wanted, for the next drain.
-pub fn request_dump(reader: &LinkReader, sync: &mut LinkSync, dump_seq: &mut u32) {
+/// Send the next dump request. A refusal (`EBUSY` while the kernel still
+/// runs one) leaves the dump wanted, for the next drain.
+pub fn request_dump(reader: &LinkReader, follow: &mut impl KernelFollow, dump_seq: &mut u32) {
     let seq = dump_seq.wrapping_add(1);
-    match reader.socket().send(&request::getlink_dump(seq)) {
+    match reader.socket().send(&follow.dump_request(seq)) {
         Ok(()) => {
             *dump_seq = seq;
-            sync.dump_started(seq);
+            follow.dump_started(seq);
         }
         Err(e) => {
-            log_debug!("RTM_GETLINK dump request: {e}");
-            sync.dump_failed();
+            log_debug!("dump request: {e}");
+            follow.dump_failed();
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Netlink: the sockets, the receive ring, in-place parsing, and requests.
 
 pub mod drain;
+pub mod dump;
 pub mod parse;
 pub mod reader;
 pub mod request;

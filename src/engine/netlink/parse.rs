@@ -348,18 +348,22 @@ pub enum Event<'a> {
     Ignored,
 }
 
+/// The errno of an `NLMSG_ERROR` payload (0 for an ack), or `None` when
+/// the payload is too short to hold one.
+pub fn error_errno(payload: &[u8]) -> Option<i32> {
+    // The kernel sends the negative errno. Wrapping: `i32::MIN` (never sent
+    // by a kernel) must not panic in a debug build.
+    u32_at(payload, 0).map(|raw| (raw as i32).wrapping_neg())
+}
+
 /// Parse one message given its header and payload (from [`messages`]).
 pub fn parse_event<'a>(header: &NlHeader, payload: &'a [u8]) -> Result<Event<'a>, ParseError> {
     match header.msg_type {
         RTM_NEWLINK => parse_link(LinkChange::New, payload).map(Event::Link),
         RTM_DELLINK => parse_link(LinkChange::Del, payload).map(Event::Link),
         NLMSG_DONE => Ok(Event::Done),
-        NLMSG_ERROR => match u32_at(payload, 0) {
-            // The kernel sends the negative errno. Wrapping: `i32::MIN`
-            // (never sent by a kernel) must not panic in a debug build.
-            Some(raw) => Ok(Event::Ack {
-                errno: (raw as i32).wrapping_neg(),
-            }),
+        NLMSG_ERROR => match error_errno(payload) {
+            Some(errno) => Ok(Event::Ack { errno }),
             None => Err(ParseError::ShortError {
                 payload: payload.len(),
             }),

@@ -5,4 +5,5 @@ pub mod client;
 pub mod conn;
 pub mod encode;
 pub mod reply;
+pub mod session;
 pub mod socket;

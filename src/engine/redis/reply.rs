@@ -24,6 +24,40 @@ pub enum Reply<'a> {
     Array(Vec<Reply<'a>>),
 }
 
+/// Whether the error text `error` starts with the word `code`.
+fn error_code_is(error: &[u8], code: &[u8]) -> bool {
+    error.starts_with(code) && matches!(error.get(code.len()), None | Some(b' '))
+}
+
+/// Error codes that mean "try again later", not "this command is wrong".
+const RETRY_LATER: [&[u8]; 3] = [b"LOADING", b"BUSY", b"TRYAGAIN"];
+
+/// What a command's reply asks of its sender: the one judgement of error
+/// replies, shared by the loop's sessions and the blocking start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not an error reply.
+    Done,
+    /// `NOSCRIPT`: load the script again and resend.
+    NoScript,
+    /// `LOADING`, `BUSY`, `TRYAGAIN`: Redis cannot serve it yet; resend later.
+    RetryLater,
+    /// Any other error: the command itself failed.
+    Failed,
+}
+
+impl Verdict {
+    /// The verdict on a reply whose error text is `error` (`None`: not an error).
+    pub fn of(error: Option<&[u8]>) -> Verdict {
+        match error {
+            None => Verdict::Done,
+            Some(e) if error_code_is(e, b"NOSCRIPT") => Verdict::NoScript,
+            Some(e) if RETRY_LATER.iter().any(|code| error_code_is(e, code)) => Verdict::RetryLater,
+            Some(_) => Verdict::Failed,
+        }
+    }
+}
+
 impl<'a> Reply<'a> {
     /// The bytes of a status or bulk reply.
     pub fn as_bytes(&self) -> Option<&'a [u8]> {
@@ -44,11 +78,14 @@ impl<'a> Reply<'a> {
     /// An error reply whose first word is `code` (`NOSCRIPT`, `LOADING`, …).
     pub fn is_error_code(&self, code: &[u8]) -> bool {
         match self {
-            Reply::Error(e) => {
-                e.starts_with(code) && matches!(e.get(code.len()), None | Some(b' '))
-            }
+            Reply::Error(e) => error_code_is(e, code),
             _ => false,
         }
+    }
+
+    /// What to do about this reply (see [`Verdict`]).
+    pub fn verdict(&self) -> Verdict {
+        Verdict::of(self.error())
     }
 
     /// Pairs of an `HGETALL` reply.

@@ -3,6 +3,7 @@
 //! memory placement, and the sysctl profile check.
 
 pub mod config;
+pub mod launch;
 pub mod log;
 pub mod notify;
 pub mod placement;

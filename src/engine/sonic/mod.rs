@@ -2,4 +2,5 @@
 //! live (`database_config.json`) and the ProducerStateTable protocol.
 
 pub mod dbconfig;
+pub mod logger;
 pub mod pst;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::engine::netlink::fixture;
-use crate::engine::netlink::parse::{align4, NLMSG_HDRLEN};
+use crate::engine::netlink::parse::{align4, NLMSG_HDRLEN, NLM_F_DUMP_INTR};
 use crate::port::rules::Membership;
 
 const OWN_PID: u32 = 7187;

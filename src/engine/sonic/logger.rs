@@ -1,0 +1,65 @@
+//! SONiC's log level switch: CONFIG_DB `LOGGER|<daemon>` `LOGLEVEL`, set
+//! by `swssloglevel`. Read at start-up (and registered when absent, as
+//! swss-common does), then followed live through keyspace notifications
+//! when CONFIG_DB shares an instance with the loop's connection.
+
+use crate::engine::runtime::log::{self, Level};
+use crate::engine::sonic::dbconfig::Databases;
+use crate::log_warn;
+
+/// The names one daemon's LOGGER entry goes by, built once.
+#[derive(Debug, Clone)]
+pub struct LoggerKeys {
+    /// CONFIG_DB's number.
+    pub config_db: u32,
+    /// `LOGGER|<daemon>`.
+    pub key: Vec<u8>,
+    /// `__keyspace@<config_db>__:LOGGER|<daemon>`.
+    pub channel: Vec<u8>,
+    /// CONFIG_DB lives on the same instance as APPL_DB, so the level can be
+    /// followed (subscribed to and read) on the APPL_DB connections.
+    pub live: bool,
+}
+
+impl LoggerKeys {
+    pub fn new(dbs: &Databases, daemon: &str) -> LoggerKeys {
+        let key = format!("LOGGER{}{daemon}", dbs.config.separator as char).into_bytes();
+        let channel = [
+            format!("__keyspace@{}__:", dbs.config.id).as_bytes(),
+            &key[..],
+        ]
+        .concat();
+        LoggerKeys {
+            config_db: dbs.config.id,
+            key,
+            channel,
+            live: dbs.config.instance == dbs.appl.instance,
+        }
+    }
+
+    /// The key as text, for logs.
+    pub fn name(&self) -> String {
+        String::from_utf8_lossy(&self.key).into_owned()
+    }
+}
+
+/// Apply the `LOGLEVEL` CONFIG_DB holds (`None`: the field is absent, so
+/// the `configured` level). A value that is not a level is ignored with a
+/// warning naming it.
+pub fn follow_level(keys: &LoggerKeys, value: Option<&[u8]>, configured: Level) {
+    let level = match value {
+        None => configured,
+        Some(v) => match Level::parse(&String::from_utf8_lossy(v)) {
+            Some(l) => l,
+            None => {
+                log_warn!(
+                    "CONFIG_DB {} LOGLEVEL {:?} is not a level; ignored",
+                    keys.name(),
+                    String::from_utf8_lossy(v)
+                );
+                return;
+            }
+        },
+    };
+    log::change_level(level, &format!("CONFIG_DB {}", keys.name()));
+}

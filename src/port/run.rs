@@ -1,0 +1,92 @@
+//! portsyncd from a valid configuration to its exit status: launch the
+//! process, run SONiC's start-up, then the engine's loop with the port
+//! syncer in the middle.
+
+use crate::engine::event_loop::{EventLoop, Exit};
+use crate::engine::runtime::config::{Config, ConfigSource};
+use crate::engine::runtime::launch::{self, failed, Launched};
+use crate::engine::sonic::dbconfig::Databases;
+use crate::log_notice;
+use crate::port::daemon::PortSyncer;
+use crate::port::follow::LinkSync;
+use crate::port::keys::DAEMON;
+use crate::port::startup::{Started, Startup};
+use crate::port::table::PortTable;
+
+/// Run portsyncd; returns the exit status.
+pub fn run(cfg: Config, dbs: Databases, source: ConfigSource) -> u8 {
+    match run_inner(cfg, dbs, source) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+fn run_inner(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8> {
+    let Launched {
+        signals,
+        notifier,
+        ring,
+        recorder,
+        metrics,
+        reactor,
+    } = launch::launch(&cfg, DAEMON)?;
+
+    let mut sync = LinkSync::new(PortTable::with_capacity(256), recorder.counters.clone());
+    let started = Startup {
+        cfg: &cfg,
+        dbs: &dbs,
+        signals: &signals,
+        notifier: &notifier,
+        sync: &mut sync,
+    }
+    .run(ring)
+    .map_err(|e| failed("start-up", &e))?;
+    let (info, reader, dump_seq) = match started {
+        Started::Ready {
+            info,
+            reader,
+            dump_seq,
+        } => (info, reader, dump_seq),
+        Started::Stopped(sig) => {
+            log_notice!("signal {sig} during start-up: exiting");
+            notifier.stopping();
+            metrics.stop();
+            return Ok(0);
+        }
+    };
+    recorder
+        .counters
+        .rcvbuf_bytes
+        .set(info.rcvbuf.effective as u64);
+    let start = if info.warm { "warm" } else { "cold" };
+    log_notice!(
+        "ready in {:.1} ms: {start} start, {} configured ports, {} old interfaces, {} ports known",
+        info.elapsed.as_secs_f64() * 1e3,
+        info.configured_ports,
+        info.old_interfaces,
+        sync.ports.len()
+    );
+    let syncer = PortSyncer::new(&cfg, &dbs, sync);
+    let mut event_loop = EventLoop::new(
+        cfg,
+        reactor,
+        signals,
+        notifier,
+        recorder,
+        (reader, dump_seq),
+        syncer,
+    )
+    .map_err(|e| failed("event loop", &e))?;
+    event_loop.set_reload(source, metrics.control());
+    event_loop.announce_ready(format!(
+        "running: {} configured ports, {start} start",
+        info.configured_ports
+    ));
+    let exit = event_loop.run().map_err(|e| failed("event loop", &e))?;
+    metrics.stop();
+    match exit {
+        Exit::Stopped(sig) => {
+            log_notice!("stopped by signal {sig}");
+            Ok(0)
+        }
+    }
+}

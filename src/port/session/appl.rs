@@ -1,0 +1,281 @@
+//! The APPL_DB session: which ports APPL_DB `PORT_TABLE` has (an `EXISTS`
+//! per port the table asks about), `PortInitDone` through the
+//! ProducerStateTable once every configured port is seen, and CONFIG_DB's
+//! `LOGGER|portsyncd` level when it lives on the same instance.
+
+use crate::engine::event_loop::LoopIo;
+use crate::engine::metrics::Counters;
+use crate::engine::redis::conn::{Connection, Lost, RedisConn};
+use crate::engine::redis::encode;
+use crate::engine::redis::reply::{Reply, Verdict};
+use crate::engine::redis::session::{self, Session};
+use crate::engine::runtime::log::Level;
+use crate::engine::sonic::logger;
+use crate::engine::sonic::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
+use crate::port::keys::PortKeys;
+use crate::port::session::PortWork;
+use crate::port::table::{PortId, PortTable};
+use crate::{log_error, log_notice, log_warn};
+
+/// What an APPL_DB command in flight is.
+#[derive(Debug, Clone, Copy)]
+pub enum ApplTag {
+    Select,
+    ScriptLoad,
+    /// Index into the ProducerStateTable outbox.
+    Pst(usize),
+    Exists(PortId),
+    /// `HGET LOGGER|portsyncd LOGLEVEL` in CONFIG_DB (between two SELECTs).
+    LogLevel,
+}
+
+/// A ProducerStateTable set owed to APPL_DB (`PortInitDone`).
+#[derive(Debug)]
+pub struct OutboxItem {
+    pub set: PstSet,
+    pub acked: bool,
+    pub sent: bool,
+}
+
+/// What the APPL_DB replies decide, apart from the connection: pure, so it
+/// is tested without sockets.
+#[derive(Debug, Default)]
+pub struct ApplReplies {
+    /// The ProducerStateTable script was loaded (answered) once.
+    pub script_loaded: bool,
+    /// A `NOSCRIPT` came back: load the script again.
+    pub reload_script: bool,
+    pub outbox: Vec<OutboxItem>,
+}
+
+impl ApplReplies {
+    /// Handle the reply to `tag`. `configured` is the level to fall back
+    /// to when CONFIG_DB has none.
+    pub fn on_reply(
+        &mut self,
+        tag: ApplTag,
+        reply: &Reply<'_>,
+        ports: &mut PortTable,
+        keys: &PortKeys,
+        configured: Level,
+        counters: &Counters,
+    ) {
+        match tag {
+            ApplTag::Select => {
+                if let Some(e) = reply.error() {
+                    log_error!("APPL_DB: SELECT failed: {}", String::from_utf8_lossy(e));
+                }
+            }
+            ApplTag::ScriptLoad => {
+                // Ready either way: an odd answer is logged, and a failing
+                // EVALSHA will say more.
+                self.script_loaded = true;
+                match reply {
+                    Reply::Bulk(sha) if *sha == SET_SCRIPT_SHA.as_bytes() => {}
+                    other => log_error!(
+                        "APPL_DB: SCRIPT LOAD answered {other:?}, expected {SET_SCRIPT_SHA}"
+                    ),
+                }
+            }
+            ApplTag::LogLevel => match reply {
+                Reply::Bulk(v) => logger::follow_level(&keys.logger, Some(v), configured),
+                Reply::Nil => logger::follow_level(&keys.logger, None, configured),
+                other => log_warn!(
+                    "CONFIG_DB: HGET {} LOGLEVEL answered {other:?}",
+                    keys.logger.name()
+                ),
+            },
+            ApplTag::Exists(port) => match reply {
+                Reply::Int(n) => ports.set_membership(port, *n > 0),
+                other => {
+                    counters.redis_error_replies.inc();
+                    log_error!(
+                        "APPL_DB: EXISTS for {} answered {other:?}",
+                        ports.get(port).name
+                    );
+                    ports.set_membership(port, false);
+                }
+            },
+            ApplTag::Pst(i) => self.on_pst_reply(i, reply, counters),
+        }
+    }
+
+    fn on_pst_reply(&mut self, i: usize, reply: &Reply<'_>, counters: &Counters) {
+        let Some(item) = self.outbox.get_mut(i) else {
+            return;
+        };
+        let key = String::from_utf8_lossy(&item.set.key);
+        match reply.verdict() {
+            Verdict::Done => {
+                item.acked = true;
+                log_notice!("APPL_DB: {key} written");
+            }
+            Verdict::NoScript => {
+                // SCRIPT FLUSH (or a restart): load it again and resend.
+                log_warn!("APPL_DB: NOSCRIPT for {key}; loading the script again");
+                item.sent = false;
+                self.reload_script = true;
+            }
+            verdict => {
+                counters.redis_error_replies.inc();
+                log_error!(
+                    "APPL_DB: EVALSHA set PORT_TABLE {key} failed: {}",
+                    String::from_utf8_lossy(reply.error().unwrap_or_default())
+                );
+                if verdict == Verdict::RetryLater {
+                    item.sent = false;
+                } else {
+                    item.acked = true;
+                }
+            }
+        }
+    }
+}
+
+/// The APPL_DB connection and its conversation.
+pub struct ApplSession {
+    pub conn: RedisConn<ApplTag>,
+    pub replies: ApplReplies,
+    keys: PortKeys,
+    /// The level to fall back to when CONFIG_DB has none.
+    configured_level: Level,
+    init_done_queued: bool,
+    /// Scratch: ports to ask APPL_DB about this turn.
+    queries: Vec<PortId>,
+}
+
+impl ApplSession {
+    pub fn new(conn: RedisConn<ApplTag>, keys: PortKeys, configured_level: Level) -> ApplSession {
+        ApplSession {
+            conn,
+            replies: ApplReplies::default(),
+            keys,
+            configured_level,
+            init_done_queued: false,
+            queries: Vec::with_capacity(256),
+        }
+    }
+
+    /// CONFIG_DB's log level can be followed on this connection.
+    pub fn logger_live(&self) -> bool {
+        self.keys.logger.live
+    }
+
+    /// SIGHUP changed the configured level.
+    pub fn set_configured_level(&mut self, level: Level) {
+        self.configured_level = level;
+    }
+
+    /// Queue membership queries, a log level read, `PortInitDone` when due,
+    /// and send.
+    pub fn write(&mut self, work: &mut PortWork, io: &mut LoopIo<'_>) {
+        if self.conn.is_up() {
+            self.queue(work);
+        }
+        session::flush(self, work, io);
+    }
+
+    fn queue(&mut self, work: &mut PortWork) {
+        let ports = &mut work.sync.ports;
+        ports.take_queries(&mut self.queries);
+        let prefix = &self.keys.appl_prefix;
+        for &port in &self.queries {
+            let name = ports.get(port).name;
+            self.conn.push(ApplTag::Exists(port), |out| {
+                let mut key = [0u8; 64];
+                let n = prefix.len() + name.as_bytes().len();
+                key[..prefix.len()].copy_from_slice(prefix);
+                key[prefix.len()..n].copy_from_slice(name.as_bytes());
+                encode::command(out, &[b"EXISTS", &key[..n]])
+            });
+        }
+        if work.loglevel_wanted {
+            work.loglevel_wanted = false;
+            self.queue_loglevel_read();
+        }
+        if self.replies.reload_script {
+            self.replies.reload_script = false;
+            self.conn
+                .push(ApplTag::ScriptLoad, ProducerTable::encode_script_load);
+        }
+        if !self.init_done_queued && ports.awaiting_init() == 0 {
+            self.init_done_queued = true;
+            self.replies.outbox.push(OutboxItem {
+                set: PstSet::new("PortInitDone", &[("lanes", "0")]),
+                acked: false,
+                sent: false,
+            });
+        }
+        let producer = &self.keys.producer;
+        for (i, item) in self.replies.outbox.iter_mut().enumerate() {
+            if !item.acked && !item.sent {
+                item.sent = true;
+                self.conn
+                    .push(ApplTag::Pst(i), |out| item.set.encode(producer, out));
+            }
+        }
+    }
+
+    /// `HGET LOGGER|portsyncd LOGLEVEL` in CONFIG_DB, on this connection.
+    fn queue_loglevel_read(&mut self) {
+        let config_db = self.keys.logger.config_db.to_string();
+        let appl_db = self.keys.appl_db.as_bytes();
+        let key = &self.keys.logger.key;
+        self.conn.push(ApplTag::Select, |out| {
+            encode::command(out, &[b"SELECT", config_db.as_bytes()])
+        });
+        self.conn.push(ApplTag::LogLevel, |out| {
+            encode::command(out, &[b"HGET", key, b"LOGLEVEL"])
+        });
+        self.conn.push(ApplTag::Select, |out| {
+            encode::command(out, &[b"SELECT", appl_db])
+        });
+    }
+}
+
+impl Session for ApplSession {
+    type Work = PortWork;
+
+    fn conn(&mut self) -> &mut dyn Connection {
+        &mut self.conn
+    }
+
+    fn on_connected(&mut self, work: &mut PortWork, io: &mut LoopIo<'_>) {
+        let db = self.keys.appl_db.as_bytes();
+        self.conn.push(ApplTag::Select, |out| {
+            encode::command(out, &[b"SELECT", db])
+        });
+        self.conn
+            .push(ApplTag::ScriptLoad, ProducerTable::encode_script_load);
+        self.replies.reload_script = false;
+        for item in &mut self.replies.outbox {
+            item.sent = false;
+        }
+        if self.conn.connects > 1 {
+            io.recorder.counters.redis_reconnects.inc();
+            log_notice!("APPL_DB: reconnected; asking again which ports PORT_TABLE has");
+            work.sync.ports.relearn_membership();
+        }
+    }
+
+    fn read(&mut self, work: &mut PortWork, io: &mut LoopIo<'_>) -> Result<(), Lost> {
+        let (replies, keys, level) = (&mut self.replies, &self.keys, self.configured_level);
+        let ports = &mut work.sync.ports;
+        let counters = &*io.recorder.counters;
+        self.conn.read_replies(|tag, reply| {
+            if let Some(tag) = tag {
+                replies.on_reply(tag, reply, ports, keys, level, counters);
+            }
+        })
+    }
+
+    fn drop_connection(&mut self, work: &mut PortWork, now_ns: u64) {
+        let ports = &mut work.sync.ports;
+        self.conn.drop_connection(now_ns, |tag| {
+            if let ApplTag::Exists(port) = tag {
+                // Unanswered: ask again once back.
+                ports.set_membership(port, false);
+            }
+        });
+    }
+}
