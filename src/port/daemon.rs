@@ -42,7 +42,7 @@ pub struct PortSyncer {
 impl PortSyncer {
     /// The syncer over the follower start-up filled; connections open on
     /// the loop's first turn.
-    pub fn new(cfg: &Config, dbs: &Databases, sync: LinkSync) -> PortSyncer {
+    pub fn new(cfg: &Config, dbs: &Databases, keys: PortKeys, sync: LinkSync) -> PortSyncer {
         let r = &cfg.redis;
         fn conn<T>(role: &'static str, db: &Database, bytes: usize, cfg: &Config) -> RedisConn<T> {
             let r = &cfg.redis;
@@ -54,7 +54,6 @@ impl PortSyncer {
                 r.retry_max_ms,
             )
         }
-        let keys = PortKeys::new(dbs);
         PortSyncer {
             state: StateSession::new(
                 conn("STATE_DB", &dbs.state, r.write_buffer_bytes, cfg),

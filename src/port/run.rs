@@ -9,7 +9,7 @@ use crate::engine::sonic::dbconfig::Databases;
 use crate::log_notice;
 use crate::port::daemon::PortSyncer;
 use crate::port::follow::LinkSync;
-use crate::port::keys::DAEMON;
+use crate::port::keys::{PortKeys, DAEMON};
 use crate::port::startup::{Started, Startup};
 use crate::port::table::PortTable;
 
@@ -31,9 +31,11 @@ fn run_inner(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8
     } = launch::launch(&cfg, DAEMON)?;
 
     let mut sync = LinkSync::new(PortTable::with_capacity(256), recorder.counters.clone());
+    let keys = PortKeys::new(&dbs);
     let started = Startup {
         cfg: &cfg,
         dbs: &dbs,
+        keys: &keys,
         signals: &signals,
         notifier: &notifier,
         sync: &mut sync,
@@ -65,7 +67,7 @@ fn run_inner(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8
         info.old_interfaces,
         sync.ports.len()
     );
-    let syncer = PortSyncer::new(&cfg, &dbs, sync);
+    let syncer = PortSyncer::new(&cfg, &dbs, keys, sync);
     let mut event_loop = EventLoop::new(
         cfg,
         reactor,

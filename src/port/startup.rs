@@ -25,12 +25,16 @@ use crate::engine::netlink::request;
 use crate::engine::netlink::ring::RecvRing;
 use crate::engine::netlink::socket::{NetlinkError, NetlinkSocket, RcvBufOutcome};
 use crate::engine::redis::client::{Client, ClientError};
+use crate::engine::redis::reply::Verdict;
 use crate::engine::runtime::config::Config;
 use crate::engine::runtime::notify::Notifier;
 use crate::engine::runtime::signals::{Signal, Signals};
 use crate::engine::sonic::dbconfig::{Database, Databases};
+use crate::engine::sonic::logger;
 use crate::engine::sonic::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
+use crate::engine::sonic::warm::{WarmKeys, WarmStart};
 use crate::port::follow::LinkSync;
+use crate::port::keys::{PortKeys, DAEMON};
 use crate::{log_info, log_notice, log_warn};
 
 /// How long start-up waits for the initial dump to end before leaving the
@@ -92,17 +96,14 @@ impl From<StartError> for Interrupt {
     }
 }
 
-/// How one pipelined ProducerStateTable push went.
-enum Push {
-    Done,
-    /// `NOSCRIPT`: load the script and send again.
-    NoScript,
-}
+/// A CONFIG_DB `PORT|<name>` entry: the name and its fields.
+type ConfigPort = (String, Vec<(String, String)>);
 
 /// The start-up sequence and what it needs.
 pub struct Startup<'a> {
     pub cfg: &'a Config,
     pub dbs: &'a Databases,
+    pub keys: &'a PortKeys,
     pub signals: &'a Signals,
     pub notifier: &'a Notifier,
     pub sync: &'a mut LinkSync,
@@ -193,102 +194,92 @@ impl Startup<'_> {
         }
     }
 
-    fn run_inner(self, ring: RecvRing) -> Result<Started, Interrupt> {
+    /// SONiC's steps, in SONiC's order; each is one method below.
+    fn run_inner(mut self, ring: RecvRing) -> Result<Started, Interrupt> {
         let began = Instant::now();
-        let dbs = self.dbs;
-        let cfg_sep = dbs.config.separator as char;
-        let state_sep = dbs.state.separator as char;
         self.notifier.status("starting: reading CONFIG_DB");
+        let switch_type = self.read_log_level_and_switch_type()?;
+        let start = self.warm_start()?;
+        log_notice!(
+            "{} start (switch_type {switch_type}, restore_count {})",
+            if start.warm { "warm" } else { "cold" },
+            start.restore_count
+        );
+        let (mut reader, rcvbuf) = self.subscribe(ring)?;
+        if !start.warm && switch_type != "dpu" {
+            self.sync.mark_old_interfaces_until_first_dump_ends();
+        }
+        let mut dump_seq = 0;
+        request_dump(&reader, self.sync, &mut dump_seq);
+        let config_ports = self.read_config_ports()?;
+        if !start.warm {
+            self.push_config_ports(&config_ports)?;
+        }
+        self.learn_configured_ports(&config_ports)?;
+        self.initial_dump(&mut reader, &mut dump_seq)?;
+        let old_interfaces = self.bring_down_old_interfaces()?;
+        let info = StartInfo {
+            switch_type,
+            warm: start.warm,
+            restore_count: start.restore_count,
+            configured_ports: config_ports.len(),
+            old_interfaces,
+            rcvbuf,
+            elapsed: began.elapsed(),
+        };
+        Ok(Started::Ready {
+            info: Box::new(info),
+            reader,
+            dump_seq,
+        })
+    }
 
-        // 1. The log level SONiC's way (CONFIG_DB LOGGER|portsyncd, created
-        // with our level when absent), then switch_type.
-        let logger_key = format!("LOGGER{cfg_sep}portsyncd");
-        let metadata_key = format!("DEVICE_METADATA{cfg_sep}localhost");
-        let switch_type = self.retry("switch_type", &dbs.config, |c| {
-            let level = c.call_ok(&[b"HGET", logger_key.as_bytes(), b"LOGLEVEL"])?;
-            match level.as_string() {
-                Some(name) => match crate::engine::runtime::log::Level::parse(&name) {
-                    Some(l) => crate::engine::runtime::log::change_level(
-                        l,
-                        &format!("CONFIG_DB {logger_key}"),
-                    ),
-                    None => log_warn!(
-                        "CONFIG_DB {logger_key} LOGLEVEL {name:?} is not a level; ignored"
-                    ),
-                },
-                None => {
-                    let ours = crate::engine::runtime::log::level().name();
-                    c.call_ok(&[
-                        b"HSET",
-                        logger_key.as_bytes(),
-                        b"LOGLEVEL",
-                        ours.as_bytes(),
-                        b"LOGOUTPUT",
-                        b"SYSLOG",
-                    ])?;
-                }
+    /// Step 1: the log level SONiC's way (CONFIG_DB `LOGGER|portsyncd`,
+    /// registered with our level when absent), then `switch_type`.
+    fn read_log_level_and_switch_type(&self) -> Result<String, Interrupt> {
+        let logger = &self.keys.logger;
+        let metadata_key = format!(
+            "DEVICE_METADATA{}localhost",
+            self.dbs.config.separator as char
+        );
+        self.retry("switch_type", &self.dbs.config, |c| {
+            let level = c.call_ok(&[b"HGET", &logger.key, b"LOGLEVEL"])?;
+            let configured = crate::engine::runtime::log::level();
+            logger::follow_level(logger, level.as_bytes(), configured);
+            if level.as_bytes().is_none() {
+                c.call_ok(&[
+                    b"HSET",
+                    &logger.key,
+                    b"LOGLEVEL",
+                    configured.name().as_bytes(),
+                    b"LOGOUTPUT",
+                    b"SYSLOG",
+                ])?;
             }
             let v = c.call_ok(&[b"HGET", metadata_key.as_bytes(), b"switch_type"])?;
             Ok(v.as_string().unwrap_or_else(|| "switch".to_string()))
-        })?;
+        })
+    }
 
-        // 2. Warm start. The decision and the new count are made once, so a
-        // retry after a lost connection never increments twice.
-        let mut decided: Option<(bool, u64)> = None;
-        let (warm, restore_count) = self.retry("warm-start check", &dbs.state, |c| {
-            let (warm, count) = match decided {
+    /// Step 2: warm start. The decision and the new count are made once, so a
+    /// retry after a lost connection never increments twice.
+    fn warm_start(&self) -> Result<WarmStart, Interrupt> {
+        let keys = WarmKeys::new(self.dbs.state.separator, DAEMON);
+        let mut decided: Option<WarmStart> = None;
+        self.retry("warm-start check", &self.dbs.state, |c| {
+            let start = match decided {
                 Some(d) => d,
-                None => {
-                    let system = c.call_ok(&[
-                        b"HGET",
-                        format!("WARM_RESTART_ENABLE_TABLE{state_sep}system").as_bytes(),
-                        b"enable",
-                    ])?;
-                    let swss = c.call_ok(&[
-                        b"HGET",
-                        format!("WARM_RESTART_ENABLE_TABLE{state_sep}swss").as_bytes(),
-                        b"enable",
-                    ])?;
-                    let enabled = system.as_bytes() == Some(b"true") || swss.as_bytes() == Some(b"true");
-                    let d = if enabled {
-                        let count = c.call_ok(&[
-                            b"HGET",
-                            format!("WARM_RESTART_TABLE{state_sep}portsyncd").as_bytes(),
-                            b"restore_count",
-                        ])?;
-                        match count.as_string().and_then(|s| s.trim().parse::<u64>().ok()) {
-                            Some(n) => (true, n + 1),
-                            None => {
-                                log_warn!(
-                                    "warm start requested but WARM_RESTART_TABLE{state_sep}portsyncd has no restore_count: falling back to cold start"
-                                );
-                                (false, 0)
-                            }
-                        }
-                    } else {
-                        (false, 0)
-                    };
-                    decided = Some(d);
-                    d
-                }
+                None => *decided.insert(keys.decide(c)?),
             };
-            c.call_ok(&[
-                b"HSET",
-                format!("WARM_RESTART_TABLE{state_sep}portsyncd").as_bytes(),
-                b"restore_count",
-                count.to_string().as_bytes(),
-            ])?;
-            Ok((warm, count))
-        })?;
-        log_notice!(
-            "{} start (switch_type {switch_type}, restore_count {restore_count})",
-            if warm { "warm" } else { "cold" }
-        );
+            keys.record(c, start)?;
+            Ok(start)
+        })
+    }
 
-        // 3. Netlink: subscribe, then ask for a dump.
+    /// Step 3: netlink: subscribe (the dump request follows).
+    fn subscribe(&self, ring: RecvRing) -> Result<(LinkReader, RcvBufOutcome), Interrupt> {
         let (netlink, rcvbuf) =
             NetlinkSocket::events(self.cfg.netlink.rcvbuf_bytes).map_err(StartError::Netlink)?;
-        let mut reader = LinkReader::new(netlink, ring);
         if !rcvbuf.forced {
             log_warn!(
                 "SO_RCVBUFFORCE refused (needs CAP_NET_ADMIN); SO_RCVBUF gave {} bytes for {} asked, capped by net.core.rmem_max (raise it, see sysctl/99-portsyncd.conf)",
@@ -298,111 +289,112 @@ impl Startup<'_> {
         } else {
             log_info!("netlink receive buffer: {} bytes", rcvbuf.effective);
         }
-        let mark_old = !warm && switch_type != "dpu";
-        if mark_old {
-            self.sync.mark_old_interfaces_until_first_dump_ends();
-        }
-        let mut dump_seq = 0;
-        request_dump(&reader, self.sync, &mut dump_seq);
+        Ok((LinkReader::new(netlink, ring), rcvbuf))
+    }
 
-        // 4. CONFIG_DB PORT|* (KEYS order, as SONiC).
+    /// Step 4: CONFIG_DB `PORT|*`, in `KEYS` order as SONiC reads them.
+    fn read_config_ports(&self) -> Result<Vec<ConfigPort>, Interrupt> {
         self.notifier.status("starting: reading CONFIG_DB PORT");
-        let pattern = format!("PORT{cfg_sep}*");
+        let pattern = format!("PORT{}*", self.dbs.config.separator as char);
         let prefix_len = "PORT".len() + 1;
-        let config_ports: Vec<(String, Vec<(String, String)>)> =
-            self.retry("CONFIG_DB PORT", &dbs.config, |c| {
-                let keys = c.call_ok(&[b"KEYS", pattern.as_bytes()])?;
-                let names: Vec<String> = keys
-                    .items()
-                    .iter()
-                    .filter_map(|k| k.as_string())
-                    .filter(|k| k.len() > prefix_len)
-                    .collect();
-                let cmds: Vec<Vec<Vec<u8>>> = names
-                    .iter()
-                    .map(|k| vec![b"HGETALL".to_vec(), k.as_bytes().to_vec()])
-                    .collect();
-                let replies = c.pipeline_ok(&cmds)?;
-                Ok(names
-                    .into_iter()
-                    .zip(replies)
-                    .map(|(k, v)| (k[prefix_len..].to_string(), v.pairs()))
-                    .collect())
-            })?;
-        let table = ProducerTable::new("PORT_TABLE", dbs.appl.id, dbs.appl.separator);
-        if !warm {
-            // 4+5. One pipeline: load the script, every port, PortConfigDone.
-            let count = config_ports.len().to_string();
-            let mut sets: Vec<PstSet> = config_ports
+        self.retry("CONFIG_DB PORT", &self.dbs.config, |c| {
+            let keys = c.call_ok(&[b"KEYS", pattern.as_bytes()])?;
+            let names: Vec<String> = keys
+                .items()
                 .iter()
-                .map(|(name, fields)| {
-                    let f: Vec<(&str, &str)> = fields
-                        .iter()
-                        .map(|(a, b)| (a.as_str(), b.as_str()))
-                        .collect();
-                    PstSet::new(name, &f)
-                })
+                .filter_map(|k| k.as_string())
+                .filter(|k| k.len() > prefix_len)
                 .collect();
-            sets.push(PstSet::new("PortConfigDone", &[("count", &count)]));
-            self.notifier.status("starting: writing APPL_DB PORT_TABLE");
-            self.retry("APPL_DB PORT_TABLE push", &dbs.appl, |c| loop {
-                let mut out = Vec::new();
-                ProducerTable::encode_script_load(&mut out);
-                for s in &sets {
-                    s.encode(&table, &mut out);
-                }
-                c.send_raw(&out)?;
-                let sha = c.read()?;
-                if sha.as_bytes() != Some(SET_SCRIPT_SHA.as_bytes()) {
-                    log_warn!("APPL_DB: SCRIPT LOAD answered {sha:?}, expected {SET_SCRIPT_SHA}");
-                }
-                // Read every reply before judging, so the connection stays in step.
-                let mut push = Ok(Push::Done);
-                for s in &sets {
-                    let v = c.read()?;
-                    match v.error() {
-                        None => {}
-                        Some(e) if e.starts_with("NOSCRIPT") && push.is_ok() => {
-                            push = Ok(Push::NoScript);
-                        }
-                        Some(e) if e.starts_with("NOSCRIPT") => {}
-                        Some(e) => {
-                            push = Err(ClientError::Reply {
-                                command: format!(
-                                    "EVALSHA set PORT_TABLE {}",
-                                    String::from_utf8_lossy(&s.key)
-                                ),
-                                error: e.to_string(),
-                            })
-                        }
-                    }
-                }
-                match push? {
-                    Push::Done => return Ok(()),
-                    // A SCRIPT FLUSH raced us: the script is loaded first in
-                    // the next pipeline again.
-                    Push::NoScript => {
-                        log_warn!("APPL_DB: NOSCRIPT during the port push; sending it again")
-                    }
-                }
-            })?;
-            log_notice!(
-                "PortConfigDone: {} ports pushed to APPL_DB PORT_TABLE",
-                config_ports.len()
-            );
-        }
+            let cmds: Vec<Vec<Vec<u8>>> = names
+                .iter()
+                .map(|k| vec![b"HGETALL".to_vec(), k.as_bytes().to_vec()])
+                .collect();
+            let replies = c.pipeline_ok(&cmds)?;
+            Ok(names
+                .into_iter()
+                .zip(replies)
+                .map(|(k, v)| (k[prefix_len..].to_string(), v.pairs()))
+                .collect())
+        })
+    }
 
-        // Which configured ports APPL_DB PORT_TABLE already has (membership),
-        // and which already have admin_status (no need to wait for them).
-        let appl_sep = dbs.appl.separator as char;
+    /// Steps 4 and 5: one pipeline to APPL_DB: load the script, every port through
+    /// the ProducerStateTable, `PortConfigDone` with the count.
+    fn push_config_ports(&self, config_ports: &[ConfigPort]) -> Result<(), Interrupt> {
+        let count = config_ports.len().to_string();
+        let mut sets: Vec<PstSet> = config_ports
+            .iter()
+            .map(|(name, fields)| {
+                let f: Vec<(&str, &str)> = fields
+                    .iter()
+                    .map(|(a, b)| (a.as_str(), b.as_str()))
+                    .collect();
+                PstSet::new(name, &f)
+            })
+            .collect();
+        sets.push(PstSet::new("PortConfigDone", &[("count", &count)]));
+        self.notifier.status("starting: writing APPL_DB PORT_TABLE");
+        let table = &self.keys.producer;
+        self.retry("APPL_DB PORT_TABLE push", &self.dbs.appl, |c| loop {
+            let mut out = Vec::new();
+            ProducerTable::encode_script_load(&mut out);
+            for s in &sets {
+                s.encode(table, &mut out);
+            }
+            c.send_raw(&out)?;
+            let sha = c.read()?;
+            if sha.as_bytes() != Some(SET_SCRIPT_SHA.as_bytes()) {
+                log_warn!("APPL_DB: SCRIPT LOAD answered {sha:?}, expected {SET_SCRIPT_SHA}");
+            }
+            // Read every reply before judging, so the connection stays in step.
+            let mut no_script = false;
+            let mut failed = None;
+            for s in &sets {
+                let v = c.read()?;
+                let error = v.error().map(str::as_bytes);
+                match Verdict::of(error) {
+                    Verdict::Done => {}
+                    Verdict::NoScript => no_script = true,
+                    Verdict::RetryLater | Verdict::Failed => {
+                        failed.get_or_insert(ClientError::Reply {
+                            command: format!(
+                                "EVALSHA set PORT_TABLE {}",
+                                String::from_utf8_lossy(&s.key)
+                            ),
+                            error: v.error().unwrap_or_default().to_string(),
+                        });
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if !no_script {
+                log_notice!(
+                    "PortConfigDone: {} ports pushed to APPL_DB PORT_TABLE",
+                    config_ports.len()
+                );
+                return Ok(());
+            }
+            // A SCRIPT FLUSH raced us: the script is loaded first in the
+            // next pipeline again.
+            log_warn!("APPL_DB: NOSCRIPT during the port push; sending it again");
+        })
+    }
+
+    /// Which configured ports APPL_DB `PORT_TABLE` already has (membership)
+    /// and which already have `admin_status` (no need to wait for them);
+    /// every configured port goes into the table.
+    fn learn_configured_ports(&mut self, config_ports: &[ConfigPort]) -> Result<(), Interrupt> {
+        let appl_prefix = String::from_utf8_lossy(&self.keys.appl_prefix).into_owned();
         let presence: Vec<(bool, bool)> =
-            self.retry("APPL_DB PORT_TABLE read", &dbs.appl, |c| {
+            self.retry("APPL_DB PORT_TABLE read", &self.dbs.appl, |c| {
                 let cmds: Vec<Vec<Vec<u8>>> = config_ports
                     .iter()
                     .map(|(name, _)| {
                         vec![
                             b"HGETALL".to_vec(),
-                            format!("PORT_TABLE{appl_sep}{name}").into_bytes(),
+                            format!("{appl_prefix}{name}").into_bytes(),
                         ]
                     })
                     .collect();
@@ -418,6 +410,7 @@ impl Startup<'_> {
                     })
                     .collect())
             })?;
+        let cfg_sep = self.dbs.config.separator as char;
         for ((name, _), (present, has_admin)) in config_ports.iter().zip(presence) {
             if !self
                 .sync
@@ -427,14 +420,22 @@ impl Startup<'_> {
                 log_warn!("CONFIG_DB PORT{cfg_sep}{name}: not a usable interface name, ignored");
             }
         }
+        Ok(())
+    }
 
-        // The initial dump (and whatever else arrived meanwhile).
+    /// The initial dump (and whatever else arrived meanwhile), read until
+    /// it ends or [`INITIAL_DUMP_WAIT`] passes; the loop finishes it then.
+    fn initial_dump(
+        &mut self,
+        reader: &mut LinkReader,
+        dump_seq: &mut u32,
+    ) -> Result<(), Interrupt> {
         self.notifier.status("starting: reading the kernel's links");
         let counters = self.sync.counters();
         let deadline = Instant::now() + INITIAL_DUMP_WAIT;
         while (self.sync.dump_running() || self.sync.dump_wanted()) && Instant::now() < deadline {
-            let drained = drain(&mut reader, self.sync, &counters, &mut dump_seq, usize::MAX)
-                .map_err(|source| {
+            let drained =
+                drain(reader, self.sync, &counters, dump_seq, usize::MAX).map_err(|source| {
                     StartError::Netlink(NetlinkError::Sys {
                         call: "recv",
                         source,
@@ -454,36 +455,26 @@ impl Startup<'_> {
         if self.sync.dump_running() {
             log_warn!("the initial link dump did not end within {INITIAL_DUMP_WAIT:?}; continuing");
         }
+        Ok(())
+    }
 
-        // 6. Old interfaces: bring them down, by netlink request.
+    /// Step 6: old interfaces: bring them down, by netlink request. Returns
+    /// how many there were.
+    fn bring_down_old_interfaces(&mut self) -> Result<usize, Interrupt> {
         let old: Vec<_> = std::mem::take(&mut self.sync.old_found);
-        if !old.is_empty() {
-            let requests = NetlinkSocket::requests(self.timeout()).map_err(StartError::Netlink)?;
-            for (i, (ifindex, name)) in old.iter().enumerate() {
-                let seq = i as u32 + 1;
-                let what = format!("admin down of old interface {name} (ifindex {ifindex})");
-                match requests.request_acked(&request::set_admin(seq, *ifindex, false), seq, &what)
-                {
-                    Ok(()) => log_info!("brought down old interface {name} (ifindex {ifindex})"),
-                    Err(e) => log_warn!("{e}"),
-                }
-            }
-            log_notice!("{} old interfaces brought down and ignored", old.len());
+        if old.is_empty() {
+            return Ok(0);
         }
-
-        let info = StartInfo {
-            switch_type,
-            warm,
-            restore_count,
-            configured_ports: config_ports.len(),
-            old_interfaces: old.len(),
-            rcvbuf,
-            elapsed: began.elapsed(),
-        };
-        Ok(Started::Ready {
-            info: Box::new(info),
-            reader,
-            dump_seq,
-        })
+        let requests = NetlinkSocket::requests(self.timeout()).map_err(StartError::Netlink)?;
+        for (i, (ifindex, name)) in old.iter().enumerate() {
+            let seq = i as u32 + 1;
+            let what = format!("admin down of old interface {name} (ifindex {ifindex})");
+            match requests.request_acked(&request::set_admin(seq, *ifindex, false), seq, &what) {
+                Ok(()) => log_info!("brought down old interface {name} (ifindex {ifindex})"),
+                Err(e) => log_warn!("{e}"),
+            }
+        }
+        log_notice!("{} old interfaces brought down and ignored", old.len());
+        Ok(old.len())
     }
 }

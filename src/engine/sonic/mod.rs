@@ -4,3 +4,4 @@
 pub mod dbconfig;
 pub mod logger;
 pub mod pst;
+pub mod warm;
