@@ -141,6 +141,13 @@ pub struct Port {
     touched_gen: u32,
 }
 
+impl Port {
+    /// It has a netdev but is not known in `PORT_TABLE`: its state waits.
+    fn held(&self) -> bool {
+        self.netdev.is_some() && self.membership != Membership::Present
+    }
+}
+
 /// A write the table owes to STATE_DB for one port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingWrite {
@@ -177,6 +184,9 @@ pub struct PortTable {
     dirty: VecDeque<PortId>,
     queries: Vec<PortId>,
     awaiting_init: usize,
+    /// Ports with a netdev and no settled membership ([`Port::held`]),
+    /// kept as they change so the loop never scans the table for it.
+    held: usize,
     resync_gen: u32,
     resync_active: bool,
 }
@@ -197,6 +207,7 @@ impl PortTable {
             dirty: VecDeque::with_capacity(ports),
             queries: Vec::with_capacity(ports),
             awaiting_init: 0,
+            held: 0,
             resync_gen: 0,
             resync_active: false,
         }
@@ -271,9 +282,21 @@ impl PortTable {
             }
         }
         if in_port_table {
+            let was_held = port.held();
             port.membership = Membership::Present;
+            self.recount_held(id, was_held);
         }
         true
+    }
+
+    /// Adjust the held count after port `id`, held before if `was_held`,
+    /// changed its netdev or membership.
+    fn recount_held(&mut self, id: PortId, was_held: bool) {
+        match (was_held, self.ports[id as usize].held()) {
+            (false, true) => self.held += 1,
+            (true, false) => self.held -= 1,
+            _ => {}
+        }
     }
 
     /// Configured ports not yet seen; `PortInitDone` is due when this is 0.
@@ -301,6 +324,21 @@ impl PortTable {
         let Some(id) = self.intern(msg.name) else {
             return Applied::Refused;
         };
+        let was_held = self.ports[id as usize].held();
+        let applied = self.apply_to(id, msg, old, rx_ns, from_dump);
+        self.recount_held(id, was_held);
+        applied
+    }
+
+    /// [`apply`](Self::apply) to the port `id`, known by name.
+    fn apply_to(
+        &mut self,
+        id: PortId,
+        msg: &LinkMessage<'_>,
+        old: bool,
+        rx_ns: u64,
+        from_dump: bool,
+    ) -> Applied {
         let gen = self.resync_gen;
         let resyncing = self.resync_active;
         let port = &mut self.ports[id as usize];
@@ -396,26 +434,31 @@ impl PortTable {
 
     /// Ports with a netdev and no settled membership: waiting to be written.
     pub fn held(&self) -> usize {
-        self.ports
-            .iter()
-            .filter(|p| p.netdev.is_some() && p.membership != Membership::Present)
-            .count()
+        self.held
+    }
+
+    /// The held count the slow way, for tests of the kept one.
+    #[cfg(test)]
+    fn held_by_scan(&self) -> usize {
+        self.ports.iter().filter(|p| p.held()).count()
     }
 
     /// Record what APPL_DB says about `PORT_TABLE:<name>`. A port that
     /// becomes present with a netdev owes its state now.
     pub fn set_membership(&mut self, id: PortId, present: bool) {
         let port = &mut self.ports[id as usize];
+        let was_held = port.held();
         if !present {
             port.membership = Membership::Absent;
-            return;
+        } else {
+            let was = port.membership;
+            port.membership = Membership::Present;
+            if was != Membership::Present && port.netdev.is_some() {
+                let since = port.pending_since_ns;
+                self.owe_hset(id, since);
+            }
         }
-        let was = port.membership;
-        port.membership = Membership::Present;
-        if was != Membership::Present && port.netdev.is_some() {
-            let since = port.pending_since_ns;
-            self.owe_hset(id, since);
-        }
+        self.recount_held(id, was_held);
     }
 
     /// Forget what we know of every port's membership and queue a query
@@ -430,6 +473,8 @@ impl PortTable {
                 port.membership = Membership::Unknown;
             }
         }
+        // Every port with a netdev is now waiting for its answer.
+        self.held = self.queries.len();
     }
 
     /// Owe a write of every port's current state (after STATE_DB came back):
@@ -514,6 +559,9 @@ impl PortTable {
                 port.pending_hset = false;
                 port.pending_del = true;
                 gone += 1;
+                if port.membership != Membership::Present {
+                    self.held -= 1;
+                }
                 self.queue(i as PortId, now_ns);
             }
         }
