@@ -9,8 +9,9 @@
 //!
 //! [`Counters`] is declared as one table ([`table`]): each field once,
 //! with its exported name, TYPE, HELP and its word in the `totals:` log
-//! line ([`Counters::totals`]); the Prometheus text is produced from it.
-//! Another daemon declares its own table with the same macro.
+//! line ([`Counters::totals`]); the Prometheus text and `docs/metrics.md`
+//! ([`docs`]) are produced from it. Another daemon declares its own table
+//! with the same macro.
 //!
 //! The metrics thread ([`export`]) owns everything else: the histograms
 //! ([`series`]), the Prometheus text ([`render`]) and the HTTP endpoint
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+pub mod docs;
 pub mod export;
 pub mod http;
 pub mod render;

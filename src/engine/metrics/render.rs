@@ -3,7 +3,7 @@
 //!
 //! The counters and gauges come from the counters table ([`table`], in
 //! table order); the histograms and the endpoint's own counters follow
-//! ([`THREAD_FAMILIES`]).
+//! ([`THREAD_FAMILIES`]). `docs/metrics.md` lists both.
 //!
 //! Names start `portsyncd_`; times are in seconds; counters end `_total`.
 //! Each histogram is `_bucket{le}`/`_sum`/`_count` (exact), plus the gauges

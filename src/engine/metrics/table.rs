@@ -6,8 +6,9 @@
 //! writes (plain fields, so `counters.enobufs.inc()` is the same relaxed
 //! load and store as a hand-written struct), a static [`Entry`] list the
 //! metrics thread walks for the Prometheus text
-//! ([`render::table`](super::render::table)), and a `totals()` method for
-//! the one-line log summary. A new counter is one new line in the table.
+//! ([`render::table`](super::render::table)) and `docs/metrics.md`
+//! ([`docs`](super::docs)), and a `totals()` method for the one-line log
+//! summary. A new counter is one new line in the table.
 //!
 //! ```text
 //! counters_table! {
