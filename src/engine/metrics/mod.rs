@@ -7,6 +7,12 @@
 //! whose slots are preallocated; when it is full the sample is dropped and
 //! counted.
 //!
+//! [`Counters`] is declared as one table ([`table`]): each field once,
+//! with its exported name, TYPE, HELP and its word in the `totals:` log
+//! line ([`Counters::totals`]); the Prometheus text and `docs/metrics.md`
+//! ([`docs`]) are produced from it. Another daemon declares its own table
+//! with the same macro.
+//!
 //! The metrics thread ([`export`]) owns everything else: the histograms
 //! ([`series`]), the Prometheus text ([`render`]) and the HTTP endpoint
 //! ([`http`]).
@@ -16,10 +22,14 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+pub mod docs;
 pub mod export;
 pub mod http;
 pub mod render;
 pub mod series;
+pub mod table;
+
+pub(crate) use table::counters_table;
 
 /// A monotonically increasing count with a single writer.
 #[derive(Debug, Default)]
@@ -63,63 +73,113 @@ impl Gauge {
     }
 }
 
-/// Every counter and gauge the daemon exports.
-#[derive(Debug, Default)]
-pub struct Counters {
-    // Netlink messages by type.
-    pub msgs_newlink: Counter,
-    pub msgs_dellink: Counter,
-    pub msgs_done: Counter,
-    pub msgs_error: Counter,
-    pub msgs_other: Counter,
-    /// Datagrams received.
-    pub datagrams: Counter,
-    /// Messages that could not be parsed (counted and skipped).
-    pub malformed: Counter,
-    /// `ENOBUFS`: the kernel dropped messages.
-    pub enobufs: Counter,
-    /// Datagrams larger than the ring, read whole into the overflow buffer.
-    pub truncations: Counter,
-    /// Dumps started to recover from an overrun.
-    pub resyncs: Counter,
-    /// Dumps redone because they were interrupted (`NLM_F_DUMP_INTR`) or
-    /// overlapped an overrun.
-    pub dump_restarts: Counter,
-    /// Ports found gone by a resync dump.
-    pub ports_vanished: Counter,
-    // Messages skipped by SONiC's rules.
-    pub skipped_not_port: Counter,
-    pub skipped_team: Counter,
-    pub skipped_del_with_master: Counter,
-    pub skipped_old_interface: Counter,
-    /// Port names refused (too long, or the table full).
-    pub refused_names: Counter,
-    /// STATE_DB writes sent.
-    pub ports_written: Counter,
-    pub ports_deleted: Counter,
-    /// Batches written (one per loop turn with changes).
-    pub batches: Counter,
-    /// Loop turns: at least one a second (the housekeeping tick), so a
-    /// value that stops moving means a stuck loop (`/healthz` says 503).
-    pub loop_turns: Counter,
-    pub redis_reconnects: Counter,
-    pub redis_error_replies: Counter,
-    /// Latency samples dropped because the metrics thread fell behind.
-    pub samples_dropped: Counter,
-
-    pub known_ports: Gauge,
-    /// Ports with a netdev waiting to be known in APPL_DB `PORT_TABLE`.
-    pub pending_ports: Gauge,
-    /// Ports owing a write that did not fit the Redis write buffer.
-    pub dirty_ports: Gauge,
-    /// Effective netlink receive buffer in bytes.
-    pub rcvbuf_bytes: Gauge,
-    /// 0 epoll, 1 io_uring.
-    pub reactor: Gauge,
-    /// CPU time of the loop thread, nanoseconds.
-    pub loop_cpu_ns: Gauge,
-    /// 1 while the STATE_DB connection is up.
-    pub redis_up: Gauge,
+counters_table! {
+    /// Every counter and gauge portsyncd exports, declared once: the field,
+    /// its exported family (name, TYPE, HELP, label) and its word in the
+    /// `totals:` log line. Export order is table order.
+    pub struct Counters {
+        "portsyncd_netlink_datagrams_total" counter "Netlink datagrams received." {
+            datagrams: Counter totals "datagrams",
+        }
+        "portsyncd_netlink_messages_total" counter "Netlink messages received, by type." {
+            msgs_newlink: Counter ("type" = "newlink") totals "newlink",
+            msgs_dellink: Counter ("type" = "dellink") totals "dellink",
+            msgs_done: Counter ("type" = "done"),
+            msgs_error: Counter ("type" = "error"),
+            msgs_other: Counter ("type" = "other"),
+        }
+        "portsyncd_netlink_malformed_total" counter
+            "Netlink messages that could not be parsed (skipped)." {
+            malformed: Counter totals "malformed",
+        }
+        "portsyncd_netlink_enobufs_total" counter
+            "ENOBUFS from the netlink socket: the kernel dropped events." {
+            enobufs: Counter totals "enobufs",
+        }
+        "portsyncd_netlink_truncations_total" counter
+            "Datagrams larger than the receive ring, read whole into the overflow buffer." {
+            truncations: Counter totals "truncations",
+        }
+        "portsyncd_netlink_resyncs_total" counter
+            "Link dumps started to recover from an overrun." {
+            resyncs: Counter totals "resyncs",
+        }
+        "portsyncd_netlink_dump_restarts_total" counter
+            "Link dumps redone because they were interrupted or overlapped an overrun." {
+            /// Interrupted means `NLM_F_DUMP_INTR`.
+            dump_restarts: Counter totals "dump_restarts",
+        }
+        "portsyncd_ports_vanished_total" counter "Ports found gone by a resync dump." {
+            ports_vanished: Counter totals "vanished",
+        }
+        "portsyncd_messages_skipped_total" counter
+            "Link messages skipped by SONiC's rules, by reason." {
+            skipped_not_port: Counter ("reason" = "not_port"),
+            skipped_team: Counter ("reason" = "team"),
+            skipped_del_with_master: Counter ("reason" = "del_with_master"),
+            skipped_old_interface: Counter ("reason" = "old_interface"),
+        }
+        "portsyncd_port_names_refused_total" counter
+            "Port names refused (too long, or the port table full)." {
+            refused_names: Counter,
+        }
+        "portsyncd_ports_written_total" counter "STATE_DB PORT_TABLE HSETs sent." {
+            ports_written: Counter totals "written",
+        }
+        "portsyncd_ports_deleted_total" counter "STATE_DB PORT_TABLE DELs sent." {
+            ports_deleted: Counter totals "deleted",
+        }
+        "portsyncd_batches_total" counter
+            "Batches written to STATE_DB (one per loop turn with changes)." {
+            batches: Counter totals "batches",
+        }
+        "portsyncd_loop_turns_total" counter
+            "Event loop turns (at least one a second while the loop runs)." {
+            /// The tick is the housekeeping one, so a value that stops
+            /// moving means a stuck loop (`/healthz` says 503).
+            loop_turns: Counter,
+        }
+        "portsyncd_redis_reconnects_total" counter
+            "Redis connections re-established after a loss." {
+            redis_reconnects: Counter totals "reconnects",
+        }
+        "portsyncd_redis_error_replies_total" counter
+            "Redis error replies to the daemon's commands." {
+            redis_error_replies: Counter totals "error_replies",
+        }
+        "portsyncd_samples_dropped_total" counter
+            "Latency samples dropped because the metrics thread fell behind." {
+            samples_dropped: Counter totals "samples_dropped",
+        }
+        "portsyncd_loop_cpu_seconds_total" counter
+            "CPU time used by the loop thread (updated once a second)." {
+            /// Held in nanoseconds (a gauge, since it is set, not added to)
+            /// and exported in seconds.
+            loop_cpu_ns: Gauge (seconds),
+        }
+        "portsyncd_known_ports" gauge "Ports in the port table." {
+            known_ports: Gauge,
+        }
+        "portsyncd_pending_ports" gauge
+            "Ports with a netdev waiting to be known in APPL_DB PORT_TABLE." {
+            pending_ports: Gauge,
+        }
+        "portsyncd_dirty_ports" gauge
+            "Ports owing a write that did not fit the Redis write buffer." {
+            dirty_ports: Gauge,
+        }
+        "portsyncd_netlink_rcvbuf_bytes" gauge "Effective netlink receive buffer." {
+            /// In bytes.
+            rcvbuf_bytes: Gauge,
+        }
+        "portsyncd_reactor" gauge "The reactor in use (1 for the one in use)." {
+            /// 0 epoll, 1 io_uring.
+            reactor: Gauge (one_hot "reactor" ["epoll", "io_uring"]),
+        }
+        "portsyncd_redis_up" gauge "1 while the STATE_DB connection is up." {
+            redis_up: Gauge,
+        }
+    }
 }
 
 /// What a latency sample measures.
@@ -177,7 +237,70 @@ impl Recorder {
 
 #[cfg(test)]
 mod tests {
+    use super::table::{check, CountersTable};
     use super::*;
+
+    #[test]
+    fn the_table_can_be_exported() {
+        assert_eq!(check::<Counters>(), Ok(()));
+        assert_eq!(Counters::ENTRIES.len(), 31);
+    }
+
+    /// The text `log_totals` in src/port/daemon.rs wrote by hand before the
+    /// table, word for word (tests/util `total` parses it).
+    #[test]
+    fn totals_is_the_line_portsyncd_logs() {
+        let c = Counters::default();
+        let fields = [
+            &c.datagrams,
+            &c.msgs_newlink,
+            &c.msgs_dellink,
+            &c.malformed,
+            &c.enobufs,
+            &c.truncations,
+            &c.resyncs,
+            &c.dump_restarts,
+            &c.ports_vanished,
+            &c.ports_written,
+            &c.ports_deleted,
+            &c.batches,
+            &c.redis_reconnects,
+            &c.redis_error_replies,
+            &c.samples_dropped,
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            f.add(100 + i as u64);
+        }
+        // Not in the line: these must not show up.
+        c.msgs_done.add(7);
+        c.skipped_team.add(7);
+        c.loop_turns.add(7);
+        c.known_ports.set(7);
+        c.loop_cpu_ns.set(7);
+        let old = format!(
+            "totals: datagrams {} newlink {} dellink {} malformed {} enobufs {} truncations {} resyncs {} dump_restarts {} vanished {} written {} deleted {} batches {} reconnects {} error_replies {} samples_dropped {}",
+            c.datagrams.get(),
+            c.msgs_newlink.get(),
+            c.msgs_dellink.get(),
+            c.malformed.get(),
+            c.enobufs.get(),
+            c.truncations.get(),
+            c.resyncs.get(),
+            c.dump_restarts.get(),
+            c.ports_vanished.get(),
+            c.ports_written.get(),
+            c.ports_deleted.get(),
+            c.batches.get(),
+            c.redis_reconnects.get(),
+            c.redis_error_replies.get(),
+            c.samples_dropped.get()
+        );
+        assert_eq!(c.totals().to_string(), old);
+        assert_eq!(
+            Counters::default().totals().to_string(),
+            "totals: datagrams 0 newlink 0 dellink 0 malformed 0 enobufs 0 truncations 0 resyncs 0 dump_restarts 0 vanished 0 written 0 deleted 0 batches 0 reconnects 0 error_replies 0 samples_dropped 0"
+        );
+    }
 
     #[test]
     fn a_full_channel_drops_and_counts_without_blocking() {

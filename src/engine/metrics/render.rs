@@ -1,6 +1,10 @@
 //! The Prometheus text exposition format (version 0.0.4) of everything the
 //! daemon counts and measures, and the one-line log summary.
 //!
+//! The counters and gauges come from the counters table ([`table`], in
+//! table order); the histograms and the endpoint's own counters follow
+//! ([`THREAD_FAMILIES`]). `docs/metrics.md` lists both.
+//!
 //! Names start `portsyncd_`; times are in seconds; counters end `_total`.
 //! Each histogram is `_bucket{le}`/`_sum`/`_count` (exact), plus the gauges
 //! `_quantile{quantile="0.5"|"0.99"|"0.999"}` and `_max` read from its
@@ -10,6 +14,7 @@ use std::fmt::Write;
 
 use super::http::Status;
 use super::series::{Quantiles, Series, Unit};
+use super::table::{CountersTable, MetricType, Shape};
 use super::Counters;
 
 /// What the HTTP endpoint itself counts (owned by the metrics thread).
@@ -44,37 +49,9 @@ impl std::fmt::Display for ExactSeconds {
     }
 }
 
-/// Names of the reactor gauge values (`Counters::reactor`).
-const REACTORS: [&str; 2] = ["epoll", "io_uring"];
-
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn counter(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
-    head(out, name, "counter", help);
-    let _ = writeln!(out, "{name} {value}");
-}
-
-fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
-    head(out, name, "gauge", help);
-    let _ = writeln!(out, "{name} {value}");
-}
-
-/// A counter family with one label.
-fn labelled(
-    out: &mut String,
-    kind: &str,
-    name: &str,
-    help: &str,
-    label: &str,
-    values: &[(&str, u64)],
-) {
-    head(out, name, kind, help);
-    for (v, n) in values {
-        let _ = writeln!(out, "{name}{{{label}=\"{v}\"}} {n}");
-    }
 }
 
 /// A bucket bound as Prometheus writes `le`: the shortest float text.
@@ -82,8 +59,22 @@ fn bound(unit: Unit, raw: u64) -> f64 {
     unit.export(raw as f64)
 }
 
-fn histogram(out: &mut String, name: &str, help: &str, s: &Series) {
-    head(out, name, "histogram", help);
+/// The `quantile` label values of a histogram's `_quantile` gauge.
+pub const QUANTILES: [&str; 3] = ["0.5", "0.99", "0.999"];
+
+/// HELP of the `_quantile` gauge beside histogram `name`.
+pub fn quantile_help(name: &str) -> String {
+    format!("Quantiles of {name} since start (HdrHistogram, 3 significant digits).")
+}
+
+/// HELP of the `_max` gauge beside histogram `name`.
+pub fn max_help(name: &str) -> String {
+    format!("Largest {name} since start (HdrHistogram, 3 significant digits).")
+}
+
+fn histogram(out: &mut String, family: &Family, s: &Series) {
+    let Family { name, help, .. } = *family;
+    head(out, name, family.kind.as_str(), help);
     let mut cumulative = s.cumulative();
     for &b in s.bounds {
         let n = cumulative.next().unwrap_or(0);
@@ -99,239 +90,124 @@ fn histogram(out: &mut String, name: &str, help: &str, s: &Series) {
 
     let q = s.since_start();
     let unit = s.unit;
-    let qname = format!("{name}_quantile");
     head(
         out,
-        &qname,
+        &format!("{name}_quantile"),
         "gauge",
-        &format!("Quantiles of {name} since start (HdrHistogram, 3 significant digits)."),
+        &quantile_help(name),
     );
-    for (label, v) in [("0.5", q.p50), ("0.99", q.p99), ("0.999", q.p999)] {
+    for (label, v) in QUANTILES.into_iter().zip([q.p50, q.p99, q.p999]) {
         let _ = writeln!(
             out,
-            "{qname}{{quantile=\"{label}\"}} {}",
+            "{name}_quantile{{quantile=\"{label}\"}} {}",
             unit.export(v as f64)
         );
     }
-    gauge(
-        out,
-        &format!("{name}_max"),
-        &format!("Largest {name} since start (HdrHistogram, 3 significant digits)."),
-        unit.export(q.max as f64),
-    );
+    head(out, &format!("{name}_max"), "gauge", &max_help(name));
+    let _ = writeln!(out, "{name}_max {}", unit.export(q.max as f64));
+}
+
+/// A family the metrics thread owns rather than a counters-table field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: MetricType,
+    pub help: &'static str,
+}
+
+pub const RECV_TO_WRITE: Family = Family {
+    name: "portsyncd_recv_to_write_seconds",
+    kind: MetricType::Histogram,
+    help: "Netlink receive to the batch holding the change written to Redis.",
+};
+pub const RECV_TO_REPLY: Family = Family {
+    name: "portsyncd_recv_to_reply_seconds",
+    kind: MetricType::Histogram,
+    help: "Netlink receive to Redis acknowledging the write.",
+};
+pub const BATCH_COMMANDS: Family = Family {
+    name: "portsyncd_batch_commands",
+    kind: MetricType::Histogram,
+    help: "Commands in one batch written to STATE_DB.",
+};
+/// Labelled by `code`, one sample per [`Status::ALL`].
+pub const HTTP_RESPONSES: Family = Family {
+    name: "portsyncd_metrics_http_responses_total",
+    kind: MetricType::Counter,
+    help: "Responses of the metrics endpoint, by status code.",
+};
+pub const HTTP_TIMEOUTS: Family = Family {
+    name: "portsyncd_metrics_http_timeouts_total",
+    kind: MetricType::Counter,
+    help: "Metrics endpoint connections closed at their deadline.",
+};
+
+/// The metrics thread's own families, in export order (after the table).
+pub const THREAD_FAMILIES: [Family; 5] = [
+    RECV_TO_WRITE,
+    RECV_TO_REPLY,
+    BATCH_COMMANDS,
+    HTTP_RESPONSES,
+    HTTP_TIMEOUTS,
+];
+
+/// Every entry of a counters table, in table order; a family's HELP and
+/// TYPE come before its first sample.
+pub fn table<C: CountersTable>(out: &mut String, c: &C) {
+    let mut family = "";
+    for e in C::ENTRIES {
+        if e.name != family {
+            head(out, e.name, e.kind.as_str(), e.help);
+            family = e.name;
+        }
+        let name = e.name;
+        let v = (e.read)(c);
+        let _ = match e.shape {
+            Shape::Plain => writeln!(out, "{name} {v}"),
+            Shape::Label(key, value) => writeln!(out, "{name}{{{key}=\"{value}\"}} {v}"),
+            Shape::Seconds => writeln!(out, "{name} {}", ExactSeconds(v)),
+            Shape::OneHot(key, names) => {
+                for (i, n) in names.iter().enumerate() {
+                    let on = u64::from(i as u64 == v);
+                    let _ = writeln!(out, "{name}{{{key}=\"{n}\"}} {on}");
+                }
+                Ok(())
+            }
+        };
+    }
 }
 
 /// Render every metric into `out` (cleared first).
 pub fn render(out: &mut String, s: &Snapshot<'_>) {
     out.clear();
-    let c = s.counters;
-    labelled(
-        out,
-        "counter",
-        "portsyncd_netlink_messages_total",
-        "Netlink messages received, by type.",
-        "type",
-        &[
-            ("newlink", c.msgs_newlink.get()),
-            ("dellink", c.msgs_dellink.get()),
-            ("done", c.msgs_done.get()),
-            ("error", c.msgs_error.get()),
-            ("other", c.msgs_other.get()),
-        ],
-    );
-    counter(
-        out,
-        "portsyncd_netlink_datagrams_total",
-        "Netlink datagrams received.",
-        c.datagrams.get(),
-    );
-    counter(
-        out,
-        "portsyncd_netlink_malformed_total",
-        "Netlink messages that could not be parsed (skipped).",
-        c.malformed.get(),
-    );
-    counter(
-        out,
-        "portsyncd_netlink_enobufs_total",
-        "ENOBUFS from the netlink socket: the kernel dropped events.",
-        c.enobufs.get(),
-    );
-    counter(
-        out,
-        "portsyncd_netlink_truncations_total",
-        "Datagrams larger than the receive ring, read whole into the overflow buffer.",
-        c.truncations.get(),
-    );
-    counter(
-        out,
-        "portsyncd_netlink_resyncs_total",
-        "Link dumps started to recover from an overrun.",
-        c.resyncs.get(),
-    );
-    counter(
-        out,
-        "portsyncd_netlink_dump_restarts_total",
-        "Link dumps redone because they were interrupted or overlapped an overrun.",
-        c.dump_restarts.get(),
-    );
-    counter(
-        out,
-        "portsyncd_ports_vanished_total",
-        "Ports found gone by a resync dump.",
-        c.ports_vanished.get(),
-    );
-    labelled(
-        out,
-        "counter",
-        "portsyncd_messages_skipped_total",
-        "Link messages skipped by SONiC's rules, by reason.",
-        "reason",
-        &[
-            ("not_port", c.skipped_not_port.get()),
-            ("team", c.skipped_team.get()),
-            ("del_with_master", c.skipped_del_with_master.get()),
-            ("old_interface", c.skipped_old_interface.get()),
-        ],
-    );
-    counter(
-        out,
-        "portsyncd_port_names_refused_total",
-        "Port names refused (too long, or the port table full).",
-        c.refused_names.get(),
-    );
-    counter(
-        out,
-        "portsyncd_ports_written_total",
-        "STATE_DB PORT_TABLE HSETs sent.",
-        c.ports_written.get(),
-    );
-    counter(
-        out,
-        "portsyncd_ports_deleted_total",
-        "STATE_DB PORT_TABLE DELs sent.",
-        c.ports_deleted.get(),
-    );
-    counter(
-        out,
-        "portsyncd_batches_total",
-        "Batches written to STATE_DB (one per loop turn with changes).",
-        c.batches.get(),
-    );
-    counter(
-        out,
-        "portsyncd_loop_turns_total",
-        "Event loop turns (at least one a second while the loop runs).",
-        c.loop_turns.get(),
-    );
-    counter(
-        out,
-        "portsyncd_redis_reconnects_total",
-        "Redis connections re-established after a loss.",
-        c.redis_reconnects.get(),
-    );
-    counter(
-        out,
-        "portsyncd_redis_error_replies_total",
-        "Redis error replies to the daemon's commands.",
-        c.redis_error_replies.get(),
-    );
-    counter(
-        out,
-        "portsyncd_samples_dropped_total",
-        "Latency samples dropped because the metrics thread fell behind.",
-        c.samples_dropped.get(),
-    );
-    counter(
-        out,
-        "portsyncd_loop_cpu_seconds_total",
-        "CPU time used by the loop thread (updated once a second).",
-        ExactSeconds(c.loop_cpu_ns.get()),
-    );
+    table(out, s.counters);
 
-    gauge(
-        out,
-        "portsyncd_known_ports",
-        "Ports in the port table.",
-        c.known_ports.get(),
-    );
-    gauge(
-        out,
-        "portsyncd_pending_ports",
-        "Ports with a netdev waiting to be known in APPL_DB PORT_TABLE.",
-        c.pending_ports.get(),
-    );
-    gauge(
-        out,
-        "portsyncd_dirty_ports",
-        "Ports owing a write that did not fit the Redis write buffer.",
-        c.dirty_ports.get(),
-    );
-    gauge(
-        out,
-        "portsyncd_netlink_rcvbuf_bytes",
-        "Effective netlink receive buffer.",
-        c.rcvbuf_bytes.get(),
-    );
-    let reactor = c.reactor.get();
-    let values: Vec<(&str, u64)> = REACTORS
-        .iter()
-        .enumerate()
-        .map(|(i, name)| (*name, u64::from(i as u64 == reactor)))
-        .collect();
-    labelled(
-        out,
-        "gauge",
-        "portsyncd_reactor",
-        "The reactor in use (1 for the one in use).",
-        "reactor",
-        &values,
-    );
-    gauge(
-        out,
-        "portsyncd_redis_up",
-        "1 while the STATE_DB connection is up.",
-        c.redis_up.get(),
-    );
+    histogram(out, &RECV_TO_WRITE, s.recv_to_write);
+    histogram(out, &RECV_TO_REPLY, s.recv_to_reply);
+    histogram(out, &BATCH_COMMANDS, s.batch_size);
 
-    histogram(
+    head(
         out,
-        "portsyncd_recv_to_write_seconds",
-        "Netlink receive to the batch holding the change written to Redis.",
-        s.recv_to_write,
+        HTTP_RESPONSES.name,
+        HTTP_RESPONSES.kind.as_str(),
+        HTTP_RESPONSES.help,
     );
-    histogram(
+    for st in Status::ALL {
+        let _ = writeln!(
+            out,
+            "{}{{code=\"{}\"}} {}",
+            HTTP_RESPONSES.name,
+            st.code(),
+            s.http.responses[st.index()]
+        );
+    }
+    head(
         out,
-        "portsyncd_recv_to_reply_seconds",
-        "Netlink receive to Redis acknowledging the write.",
-        s.recv_to_reply,
+        HTTP_TIMEOUTS.name,
+        HTTP_TIMEOUTS.kind.as_str(),
+        HTTP_TIMEOUTS.help,
     );
-    histogram(
-        out,
-        "portsyncd_batch_commands",
-        "Commands in one batch written to STATE_DB.",
-        s.batch_size,
-    );
-
-    let responses: Vec<(String, u64)> = Status::ALL
-        .iter()
-        .map(|st| (st.code().to_string(), s.http.responses[st.index()]))
-        .collect();
-    let refs: Vec<(&str, u64)> = responses.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    labelled(
-        out,
-        "counter",
-        "portsyncd_metrics_http_responses_total",
-        "Responses of the metrics endpoint, by status code.",
-        "code",
-        &refs,
-    );
-    counter(
-        out,
-        "portsyncd_metrics_http_timeouts_total",
-        "Metrics endpoint connections closed at their deadline.",
-        s.http.timeouts,
-    );
+    let _ = writeln!(out, "{} {}", HTTP_TIMEOUTS.name, s.http.timeouts);
 }
 
 /// A duration in nanoseconds for people, three significant digits:

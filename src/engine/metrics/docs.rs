@@ -1,0 +1,209 @@
+//! `docs/metrics.md`, written from the counters table ([`Counters`]) and
+//! the metrics thread's own families ([`render::THREAD_FAMILIES`]), so the
+//! reference cannot drift from what `/metrics` serves.
+//!
+//! A test compares the file with [`markdown`] and fails when they differ.
+//! After changing the table or a family, regenerate the file and commit it:
+//!
+//! ```text
+//! UPDATE_DOCS=1 cargo test --lib engine::metrics::docs
+//! ```
+
+use std::fmt::Write;
+
+use super::http::Status;
+use super::render::{self, Family};
+use super::table::{CountersTable, MetricType, Shape};
+use super::Counters;
+
+/// The file, relative to the crate root.
+pub const PATH: &str = "docs/metrics.md";
+
+/// A table cell: `|` would end it.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
+/// The whole of `docs/metrics.md`.
+pub fn markdown() -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Metrics
+
+> Generated from `src/engine/metrics/` (the counters table in `mod.rs`, the
+> metrics thread's families in `render.rs`); do not edit by hand. After
+> changing them, run `UPDATE_DOCS=1 cargo test --lib engine::metrics::docs`
+> and commit the result; without `UPDATE_DOCS` that test fails while this
+> file is out of date.
+
+portsyncd serves these at `GET /metrics` on `metrics.listen`, in the
+Prometheus text format 0.0.4, in this order. Counters end `_total`; times
+are in seconds.
+
+## Counted by the loop
+
+One row per series. *Field* is the `Counters` field behind it; *totals* is
+the word before its value in the `totals:` line logged when the daemon
+stops.
+
+| Series | Type | Help | Field | totals |
+|---|---|---|---|---|"
+    );
+    for e in <Counters as CountersTable>::ENTRIES {
+        let (name, help, field) = (e.name, cell(e.help), e.field);
+        let kind = e.kind.as_str();
+        let totals = e.totals.map(|w| format!("`{w}`")).unwrap_or_default();
+        match e.shape {
+            Shape::Plain => {
+                let _ = writeln!(out, "| `{name}` | {kind} | {help} | `{field}` | {totals} |");
+            }
+            Shape::Label(key, value) => {
+                let _ = writeln!(
+                    out,
+                    "| `{name}{{{key}=\"{value}\"}}` | {kind} | {help} | `{field}` | {totals} |"
+                );
+            }
+            Shape::Seconds => {
+                let _ = writeln!(
+                    out,
+                    "| `{name}` | {kind} | {help} | `{field}` (ns) | {totals} |"
+                );
+            }
+            Shape::OneHot(key, names) => {
+                for (i, n) in names.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "| `{name}{{{key}=\"{n}\"}}` | {kind} | {help} | `{field}` = {i} | {totals} |"
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "
+## Measured by the metrics thread
+
+Each histogram is `_bucket{{le=\"…\"}}`, `_sum` and `_count`, exact and
+since start, beside a `_quantile` and a `_max` gauge read from its
+HdrHistogram.
+
+| Series | Type | Help |
+|---|---|---|"
+    );
+    for f in render::THREAD_FAMILIES {
+        let Family { name, kind, help } = f;
+        let help = cell(help);
+        match kind {
+            MetricType::Histogram => {
+                let _ = writeln!(out, "| `{name}` | histogram | {help} |");
+                let qhelp = cell(&render::quantile_help(name));
+                for q in render::QUANTILES {
+                    let _ = writeln!(
+                        out,
+                        "| `{name}_quantile{{quantile=\"{q}\"}}` | gauge | {qhelp} |"
+                    );
+                }
+                let mhelp = cell(&render::max_help(name));
+                let _ = writeln!(out, "| `{name}_max` | gauge | {mhelp} |");
+            }
+            _ if f == render::HTTP_RESPONSES => {
+                for st in Status::ALL {
+                    let code = st.code();
+                    let _ = writeln!(
+                        out,
+                        "| `{name}{{code=\"{code}\"}}` | {} | {help} |",
+                        kind.as_str()
+                    );
+                }
+            }
+            _ => {
+                let _ = writeln!(out, "| `{name}` | {} | {help} |", kind.as_str());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails while docs/metrics.md differs from what the table says;
+    /// `UPDATE_DOCS=1` rewrites it instead.
+    #[test]
+    fn docs_metrics_md_is_up_to_date() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(PATH);
+        let want = markdown();
+        if std::env::var_os("UPDATE_DOCS").is_some_and(|v| v == "1") {
+            std::fs::write(&path, &want).unwrap();
+            return;
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{PATH} is out of date: run `UPDATE_DOCS=1 cargo test --lib engine::metrics::docs`"
+        );
+    }
+
+    /// Every family `/metrics` serves has a row, and every row names a
+    /// family it serves.
+    #[test]
+    fn the_docs_list_every_exported_series() {
+        use super::super::render::{render, HttpStats, Snapshot};
+        use super::super::series::Series;
+        let counters = Counters::default();
+        let (w, r, b) = (
+            Series::latency(false).unwrap(),
+            Series::latency(true).unwrap(),
+            Series::batch_size().unwrap(),
+        );
+        let mut text = String::new();
+        render(
+            &mut text,
+            &Snapshot {
+                counters: &counters,
+                recv_to_write: &w,
+                recv_to_reply: &r,
+                batch_size: &b,
+                http: &HttpStats::default(),
+            },
+        );
+        let doc = markdown();
+        let documented: Vec<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                assert!(
+                    doc.contains(&format!("`{name}")),
+                    "{name} is not in the docs"
+                );
+                assert!(doc.contains(&cell(help)), "HELP of {name} not in the docs");
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let series = line.rsplit_once(' ').unwrap().0;
+            let histogram_part = ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| series.split('{').next().unwrap().ends_with(s));
+            assert!(
+                histogram_part || documented.contains(&series),
+                "{series} is not in the docs"
+            );
+        }
+        for d in &documented {
+            let family = d.split('{').next().unwrap();
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{d} is documented but not served"
+            );
+        }
+    }
+}
