@@ -155,24 +155,6 @@ impl Syncer for PortSyncer {
     }
 
     fn log_totals(&self, recorder: &Recorder) {
-        let c = &recorder.counters;
-        crate::log_notice!(
-            "totals: datagrams {} newlink {} dellink {} malformed {} enobufs {} truncations {} resyncs {} dump_restarts {} vanished {} written {} deleted {} batches {} reconnects {} error_replies {} samples_dropped {}",
-            c.datagrams.get(),
-            c.msgs_newlink.get(),
-            c.msgs_dellink.get(),
-            c.malformed.get(),
-            c.enobufs.get(),
-            c.truncations.get(),
-            c.resyncs.get(),
-            c.dump_restarts.get(),
-            c.ports_vanished.get(),
-            c.ports_written.get(),
-            c.ports_deleted.get(),
-            c.batches.get(),
-            c.redis_reconnects.get(),
-            c.redis_error_replies.get(),
-            c.samples_dropped.get()
-        );
+        crate::log_notice!("{}", recorder.counters.totals());
     }
 }
