@@ -13,4 +13,5 @@ pub mod reactor;
 pub mod redis;
 pub mod runtime;
 pub mod sonic;
+pub mod startup;
 pub mod sys;

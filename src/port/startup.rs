@@ -16,7 +16,6 @@
 //! being absent is retried with capped backoff until it comes (or a stop
 //! signal arrives); progress shows in the log and the `STATUS=` line.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::engine::netlink::drain::{drain, request_dump, Drained};
@@ -27,12 +26,11 @@ use crate::engine::netlink::socket::{NetlinkError, NetlinkSocket, RcvBufOutcome}
 use crate::engine::redis::client::{Client, ClientError};
 use crate::engine::redis::reply::Verdict;
 use crate::engine::runtime::config::Config;
-use crate::engine::runtime::notify::Notifier;
-use crate::engine::runtime::signals::{Signal, Signals};
-use crate::engine::sonic::dbconfig::{Database, Databases};
+use crate::engine::sonic::dbconfig::Databases;
 use crate::engine::sonic::logger;
 use crate::engine::sonic::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
 use crate::engine::sonic::warm::{WarmKeys, WarmStart};
+use crate::engine::startup::{Interrupt, StartError, StartupIo};
 use crate::port::follow::LinkSync;
 use crate::port::keys::{PortKeys, DAEMON};
 use crate::{log_info, log_notice, log_warn};
@@ -67,124 +65,45 @@ pub enum Started {
     Stopped(i32),
 }
 
-/// A failure start-up cannot retry its way out of.
-#[derive(Debug)]
-pub enum StartError {
-    Netlink(NetlinkError),
-    Signals(std::io::Error),
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Netlink(e) => write!(f, "{e}"),
-            StartError::Signals(e) => write!(f, "reading signals: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
-
-enum Interrupt {
-    Stop(i32),
-    Fatal(StartError),
-}
-
-impl From<StartError> for Interrupt {
-    fn from(e: StartError) -> Self {
-        Interrupt::Fatal(e)
-    }
-}
-
 /// A CONFIG_DB `PORT|<name>` entry: the name and its fields.
 type ConfigPort = (String, Vec<(String, String)>);
+
+/// Read the reply to every set of a push: `Ok(true)` when all were
+/// written, `Ok(false)` when a `NOSCRIPT` asks for the push again, the
+/// first error otherwise. Every reply is read before judging, so the
+/// connection stays in step.
+fn read_push_replies(c: &mut Client, sets: &[PstSet]) -> Result<bool, ClientError> {
+    let mut no_script = false;
+    let mut failed = None;
+    for s in sets {
+        let v = c.read()?;
+        match Verdict::of(v.error().map(str::as_bytes)) {
+            Verdict::Done => {}
+            Verdict::NoScript => no_script = true,
+            Verdict::RetryLater | Verdict::Failed => {
+                failed.get_or_insert(ClientError::Reply {
+                    command: format!("EVALSHA set PORT_TABLE {}", String::from_utf8_lossy(&s.key)),
+                    error: v.error().unwrap_or_default().to_string(),
+                });
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(!no_script),
+    }
+}
 
 /// The start-up sequence and what it needs.
 pub struct Startup<'a> {
     pub cfg: &'a Config,
     pub dbs: &'a Databases,
     pub keys: &'a PortKeys,
-    pub signals: &'a Signals,
-    pub notifier: &'a Notifier,
+    pub io: StartupIo<'a>,
     pub sync: &'a mut LinkSync,
 }
 
 impl Startup<'_> {
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.cfg.redis.timeout_ms)
-    }
-
-    /// Sleep `d`, returning early on a stop signal. SIGHUP is noted and ignored
-    /// (nothing to reload yet).
-    fn pause(&self, d: Duration) -> Result<(), Interrupt> {
-        use std::os::fd::AsRawFd;
-        let deadline = Instant::now() + d;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(());
-            }
-            let ready =
-                crate::engine::redis::socket::wait_fd(self.signals.as_raw_fd(), libc::POLLIN, left)
-                    .map_err(StartError::Signals)?;
-            if ready {
-                self.check_signals()?;
-            }
-        }
-    }
-
-    fn check_signals(&self) -> Result<(), Interrupt> {
-        while let Some(sig) = self.signals.read().map_err(StartError::Signals)? {
-            match sig {
-                Signal::Stop(n) => return Err(Interrupt::Stop(n)),
-                Signal::Reload => log_notice!("SIGHUP during start-up: nothing to reload yet"),
-            }
-        }
-        Ok(())
-    }
-
-    /// Run `step` until it succeeds, backing off between attempts.
-    fn retry<T>(
-        &self,
-        what: &str,
-        db: &Database,
-        mut step: impl FnMut(&mut Client) -> Result<T, ClientError>,
-    ) -> Result<T, Interrupt> {
-        let mut backoff = self.cfg.redis.retry_min_ms;
-        let mut attempts: u64 = 0;
-        loop {
-            self.check_signals()?;
-            let addr = db.instance.address();
-            let result =
-                Client::connect_db(&addr, db.id, self.timeout()).and_then(|mut c| step(&mut c));
-            match result {
-                Ok(v) => {
-                    if attempts > 0 {
-                        log_notice!(
-                            "{what}: Redis at {addr} answered after {attempts} failed attempts"
-                        );
-                    }
-                    return Ok(v);
-                }
-                Err(e) => {
-                    attempts += 1;
-                    let msg =
-                        format!("waiting for Redis at {addr} ({what}): {e}; retry in {backoff} ms");
-                    // Say it loudly once, then once every 20 attempts.
-                    if attempts == 1 || attempts % 20 == 0 {
-                        log_warn!("{msg} (attempt {attempts})");
-                    } else {
-                        log_info!("{msg} (attempt {attempts})");
-                    }
-                    self.notifier
-                        .status(&format!("waiting for Redis at {addr}: {e}"));
-                    self.pause(Duration::from_millis(backoff))?;
-                    backoff = (backoff * 2).min(self.cfg.redis.retry_max_ms);
-                }
-            }
-        }
-    }
-
     /// Run the whole sequence; `ring` becomes the event socket's.
     pub fn run(self, ring: RecvRing) -> Result<Started, StartError> {
         match self.run_inner(ring) {
@@ -197,7 +116,7 @@ impl Startup<'_> {
     /// SONiC's steps, in SONiC's order; each is one method below.
     fn run_inner(mut self, ring: RecvRing) -> Result<Started, Interrupt> {
         let began = Instant::now();
-        self.notifier.status("starting: reading CONFIG_DB");
+        self.io.notifier.status("starting: reading CONFIG_DB");
         let switch_type = self.read_log_level_and_switch_type()?;
         let start = self.warm_start()?;
         log_notice!(
@@ -242,7 +161,7 @@ impl Startup<'_> {
             "DEVICE_METADATA{}localhost",
             self.dbs.config.separator as char
         );
-        self.retry("switch_type", &self.dbs.config, |c| {
+        self.io.retry("switch_type", &self.dbs.config, |c| {
             let level = c.call_ok(&[b"HGET", &logger.key, b"LOGLEVEL"])?;
             let configured = crate::engine::runtime::log::level();
             logger::follow_level(logger, level.as_bytes(), configured);
@@ -266,7 +185,7 @@ impl Startup<'_> {
     fn warm_start(&self) -> Result<WarmStart, Interrupt> {
         let keys = WarmKeys::new(self.dbs.state.separator, DAEMON);
         let mut decided: Option<WarmStart> = None;
-        self.retry("warm-start check", &self.dbs.state, |c| {
+        self.io.retry("warm-start check", &self.dbs.state, |c| {
             let start = match decided {
                 Some(d) => d,
                 None => *decided.insert(keys.decide(c)?),
@@ -294,10 +213,10 @@ impl Startup<'_> {
 
     /// Step 4: CONFIG_DB `PORT|*`, in `KEYS` order as SONiC reads them.
     fn read_config_ports(&self) -> Result<Vec<ConfigPort>, Interrupt> {
-        self.notifier.status("starting: reading CONFIG_DB PORT");
+        self.io.notifier.status("starting: reading CONFIG_DB PORT");
         let pattern = format!("PORT{}*", self.dbs.config.separator as char);
         let prefix_len = "PORT".len() + 1;
-        self.retry("CONFIG_DB PORT", &self.dbs.config, |c| {
+        self.io.retry("CONFIG_DB PORT", &self.dbs.config, |c| {
             let keys = c.call_ok(&[b"KEYS", pattern.as_bytes()])?;
             let names: Vec<String> = keys
                 .items()
@@ -333,53 +252,33 @@ impl Startup<'_> {
             })
             .collect();
         sets.push(PstSet::new("PortConfigDone", &[("count", &count)]));
-        self.notifier.status("starting: writing APPL_DB PORT_TABLE");
+        self.io
+            .notifier
+            .status("starting: writing APPL_DB PORT_TABLE");
         let table = &self.keys.producer;
-        self.retry("APPL_DB PORT_TABLE push", &self.dbs.appl, |c| loop {
-            let mut out = Vec::new();
-            ProducerTable::encode_script_load(&mut out);
-            for s in &sets {
-                s.encode(table, &mut out);
-            }
-            c.send_raw(&out)?;
-            let sha = c.read()?;
-            if sha.as_bytes() != Some(SET_SCRIPT_SHA.as_bytes()) {
-                log_warn!("APPL_DB: SCRIPT LOAD answered {sha:?}, expected {SET_SCRIPT_SHA}");
-            }
-            // Read every reply before judging, so the connection stays in step.
-            let mut no_script = false;
-            let mut failed = None;
-            for s in &sets {
-                let v = c.read()?;
-                let error = v.error().map(str::as_bytes);
-                match Verdict::of(error) {
-                    Verdict::Done => {}
-                    Verdict::NoScript => no_script = true,
-                    Verdict::RetryLater | Verdict::Failed => {
-                        failed.get_or_insert(ClientError::Reply {
-                            command: format!(
-                                "EVALSHA set PORT_TABLE {}",
-                                String::from_utf8_lossy(&s.key)
-                            ),
-                            error: v.error().unwrap_or_default().to_string(),
-                        });
-                    }
+        self.io
+            .retry("APPL_DB PORT_TABLE push", &self.dbs.appl, |c| loop {
+                let mut out = Vec::new();
+                ProducerTable::encode_script_load(&mut out);
+                for s in &sets {
+                    s.encode(table, &mut out);
                 }
-            }
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            if !no_script {
-                log_notice!(
-                    "PortConfigDone: {} ports pushed to APPL_DB PORT_TABLE",
-                    config_ports.len()
-                );
-                return Ok(());
-            }
-            // A SCRIPT FLUSH raced us: the script is loaded first in the
-            // next pipeline again.
-            log_warn!("APPL_DB: NOSCRIPT during the port push; sending it again");
-        })
+                c.send_raw(&out)?;
+                let sha = c.read()?;
+                if sha.as_bytes() != Some(SET_SCRIPT_SHA.as_bytes()) {
+                    log_warn!("APPL_DB: SCRIPT LOAD answered {sha:?}, expected {SET_SCRIPT_SHA}");
+                }
+                if !read_push_replies(c, &sets)? {
+                    log_notice!(
+                        "PortConfigDone: {} ports pushed to APPL_DB PORT_TABLE",
+                        config_ports.len()
+                    );
+                    return Ok(());
+                }
+                // A SCRIPT FLUSH raced us: the script is loaded first in the
+                // next pipeline again.
+                log_warn!("APPL_DB: NOSCRIPT during the port push; sending it again");
+            })
     }
 
     /// Which configured ports APPL_DB `PORT_TABLE` already has (membership)
@@ -388,28 +287,29 @@ impl Startup<'_> {
     fn learn_configured_ports(&mut self, config_ports: &[ConfigPort]) -> Result<(), Interrupt> {
         let appl_prefix = String::from_utf8_lossy(&self.keys.appl_prefix).into_owned();
         let presence: Vec<(bool, bool)> =
-            self.retry("APPL_DB PORT_TABLE read", &self.dbs.appl, |c| {
-                let cmds: Vec<Vec<Vec<u8>>> = config_ports
-                    .iter()
-                    .map(|(name, _)| {
-                        vec![
-                            b"HGETALL".to_vec(),
-                            format!("{appl_prefix}{name}").into_bytes(),
-                        ]
-                    })
-                    .collect();
-                let replies = c.pipeline_ok(&cmds)?;
-                Ok(replies
-                    .iter()
-                    .map(|v| {
-                        let pairs = v.pairs();
-                        (
-                            !pairs.is_empty(),
-                            pairs.iter().any(|(f, _)| f == "admin_status"),
-                        )
-                    })
-                    .collect())
-            })?;
+            self.io
+                .retry("APPL_DB PORT_TABLE read", &self.dbs.appl, |c| {
+                    let cmds: Vec<Vec<Vec<u8>>> = config_ports
+                        .iter()
+                        .map(|(name, _)| {
+                            vec![
+                                b"HGETALL".to_vec(),
+                                format!("{appl_prefix}{name}").into_bytes(),
+                            ]
+                        })
+                        .collect();
+                    let replies = c.pipeline_ok(&cmds)?;
+                    Ok(replies
+                        .iter()
+                        .map(|v| {
+                            let pairs = v.pairs();
+                            (
+                                !pairs.is_empty(),
+                                pairs.iter().any(|(f, _)| f == "admin_status"),
+                            )
+                        })
+                        .collect())
+                })?;
         let cfg_sep = self.dbs.config.separator as char;
         for ((name, _), (present, has_admin)) in config_ports.iter().zip(presence) {
             if !self
@@ -430,7 +330,9 @@ impl Startup<'_> {
         reader: &mut LinkReader,
         dump_seq: &mut u32,
     ) -> Result<(), Interrupt> {
-        self.notifier.status("starting: reading the kernel's links");
+        self.io
+            .notifier
+            .status("starting: reading the kernel's links");
         let counters = self.sync.counters();
         let deadline = Instant::now() + INITIAL_DUMP_WAIT;
         while (self.sync.dump_running() || self.sync.dump_wanted()) && Instant::now() < deadline {
@@ -449,7 +351,7 @@ impl Startup<'_> {
                     libc::POLLIN,
                     Duration::from_millis(100),
                 );
-                self.check_signals()?;
+                self.io.check_signals()?;
             }
         }
         if self.sync.dump_running() {
@@ -465,7 +367,7 @@ impl Startup<'_> {
         if old.is_empty() {
             return Ok(0);
         }
-        let requests = NetlinkSocket::requests(self.timeout()).map_err(StartError::Netlink)?;
+        let requests = NetlinkSocket::requests(self.io.timeout()).map_err(StartError::Netlink)?;
         for (i, (ifindex, name)) in old.iter().enumerate() {
             let seq = i as u32 + 1;
             let what = format!("admin down of old interface {name} (ifindex {ifindex})");

@@ -24,7 +24,7 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|")
 }
 
-/// The whole of `docs/metrics.md`.
+/// The whole of `docs/metrics.md`. (Long: most of it is the page's own text.)
 pub fn markdown() -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -50,36 +50,7 @@ stops.
 | Series | Type | Help | Field | totals |
 |---|---|---|---|---|"
     );
-    for e in <Counters as CountersTable>::ENTRIES {
-        let (name, help, field) = (e.name, cell(e.help), e.field);
-        let kind = e.kind.as_str();
-        let totals = e.totals.map(|w| format!("`{w}`")).unwrap_or_default();
-        match e.shape {
-            Shape::Plain => {
-                let _ = writeln!(out, "| `{name}` | {kind} | {help} | `{field}` | {totals} |");
-            }
-            Shape::Label(key, value) => {
-                let _ = writeln!(
-                    out,
-                    "| `{name}{{{key}=\"{value}\"}}` | {kind} | {help} | `{field}` | {totals} |"
-                );
-            }
-            Shape::Seconds => {
-                let _ = writeln!(
-                    out,
-                    "| `{name}` | {kind} | {help} | `{field}` (ns) | {totals} |"
-                );
-            }
-            Shape::OneHot(key, names) => {
-                for (i, n) in names.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "| `{name}{{{key}=\"{n}\"}}` | {kind} | {help} | `{field}` = {i} | {totals} |"
-                    );
-                }
-            }
-        }
-    }
+    counter_rows(&mut out);
     let _ = writeln!(
         out,
         "
@@ -124,6 +95,40 @@ HdrHistogram.
         }
     }
     out
+}
+
+/// One row per series of the counters table.
+fn counter_rows(out: &mut String) {
+    for e in <Counters as CountersTable>::ENTRIES {
+        let (name, help, field) = (e.name, cell(e.help), e.field);
+        let kind = e.kind.as_str();
+        let totals = e.totals.map(|w| format!("`{w}`")).unwrap_or_default();
+        match e.shape {
+            Shape::Plain => {
+                let _ = writeln!(out, "| `{name}` | {kind} | {help} | `{field}` | {totals} |");
+            }
+            Shape::Label(key, value) => {
+                let _ = writeln!(
+                    out,
+                    "| `{name}{{{key}=\"{value}\"}}` | {kind} | {help} | `{field}` | {totals} |"
+                );
+            }
+            Shape::Seconds => {
+                let _ = writeln!(
+                    out,
+                    "| `{name}` | {kind} | {help} | `{field}` (ns) | {totals} |"
+                );
+            }
+            Shape::OneHot(key, names) => {
+                for (i, n) in names.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "| `{name}{{{key}=\"{n}\"}}` | {kind} | {help} | `{field}` = {i} | {totals} |"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

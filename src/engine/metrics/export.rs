@@ -108,6 +108,8 @@ impl MetricsThread {
 
     /// [`spawn`](Self::spawn) with another loop-stall threshold for
     /// `/healthz` (the tests use a short one).
+    /// (Longer than a screenful: most of it is the worker's fields, set
+    /// once here.)
     pub fn spawn_with_stall(
         cfg: &MetricsConfig,
         counters: Arc<Counters>,
@@ -118,22 +120,19 @@ impl MetricsThread {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut refused = Vec::new();
-        let mut listener = None;
-        let mut local_addr = None;
-        if let Some(addr) = cfg.listen.0 {
-            match bind(&poll, addr) {
-                Ok((l, a)) => {
-                    listener = Some(l);
-                    local_addr = Some(a);
-                }
-                Err(source) => refused.push(Refused {
+        let (listener, local_addr) = match cfg.listen.0.map(|addr| (addr, bind(&poll, addr))) {
+            None => (None, None),
+            Some((_, Ok((l, a)))) => (Some(l), Some(a)),
+            Some((addr, Err(source))) => {
+                refused.push(Refused {
                     key: "metrics.listen",
                     asked: addr.to_string(),
                     needs: "an address free to bind (another process listens there?)",
                     source,
-                }),
+                });
+                (None, None)
             }
-        }
+        };
         let control = MetricsControl::new(cfg.log_interval_s);
         let stop = Arc::new(AtomicBool::new(false));
         let now = Instant::now();

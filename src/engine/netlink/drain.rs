@@ -50,7 +50,6 @@ pub fn drain(
     dump_seq: &mut u32,
     max: usize,
 ) -> io::Result<Drained> {
-    let own_pid = reader.socket().port_id();
     let mut seen = 0;
     let mut drained = Drained::Capped;
     while seen < max {
@@ -60,24 +59,7 @@ pub fn drain(
                 truncated,
                 drained: empty,
             } => {
-                let rx = monotonic_ns();
-                for i in 0..count {
-                    match follow.on_datagram(reader.datagram(i), rx, own_pid) {
-                        Some(DumpEnd::Complete { vanished }) => {
-                            if vanished > 0 {
-                                log_notice!(
-                                    "resync: {vanished} {} vanished during the gap, deleting them",
-                                    follow.entries()
-                                );
-                            }
-                            log_info!("dump {dump_seq} complete");
-                        }
-                        Some(DumpEnd::Redo) => {
-                            log_info!("dump {dump_seq} inconsistent, redoing it")
-                        }
-                        None => {}
-                    }
-                }
+                apply_batch(reader, count, follow, *dump_seq);
                 if truncated > 0 {
                     follow.on_lost(false);
                 }
@@ -103,6 +85,28 @@ pub fn drain(
         request_dump(reader, follow, dump_seq);
     }
     Ok(drained)
+}
+
+/// Hand the `count` datagrams just read to the follower, all stamped with
+/// the same receive time.
+fn apply_batch(reader: &LinkReader, count: usize, follow: &mut impl KernelFollow, dump_seq: u32) {
+    let own_pid = reader.socket().port_id();
+    let rx = monotonic_ns();
+    for i in 0..count {
+        match follow.on_datagram(reader.datagram(i), rx, own_pid) {
+            Some(DumpEnd::Complete { vanished }) => {
+                if vanished > 0 {
+                    log_notice!(
+                        "resync: {vanished} {} vanished during the gap, deleting them",
+                        follow.entries()
+                    );
+                }
+                log_info!("dump {dump_seq} complete");
+            }
+            Some(DumpEnd::Redo) => log_info!("dump {dump_seq} inconsistent, redoing it"),
+            None => {}
+        }
+    }
 }
 
 /// Send the next dump request. A refusal (`EBUSY` while the kernel still

@@ -176,6 +176,10 @@ impl LinkReader {
         }
     }
 
+    /// One `recvmmsg` into the ring's slots, then each datagram's verdict.
+    /// (Longer than a screenful: the unsafe setup of the message headers
+    /// and the reading of what the kernel filled in belong together, so the
+    /// SAFETY argument can be checked in one place.)
     fn read_batch(&mut self) -> io::Result<Read> {
         let (slots, slot) = (self.headers.len(), self.slot);
         let region = self.ring.take(slots * slot);

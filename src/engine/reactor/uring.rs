@@ -127,6 +127,9 @@ impl UringReactor {
         Ok(())
     }
 
+    /// Submit and wait (with the timeout), then turn completions into
+    /// readiness. (Kept whole: the stale-generation check, the multishot
+    /// re-arm and the overrun shape are one completion's handling.)
     pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Readiness>) -> io::Result<()> {
         let waited = match timeout {
             Some(t) => {

@@ -329,7 +329,9 @@ impl<T> RedisConn<T> {
     }
 
     /// Read everything available and hand each reply to `on_reply` with the
-    /// tag of the command it answers (`None` in push mode).
+    /// tag of the command it answers (`None` in push mode). (One function
+    /// on purpose: decoding, compacting the buffer and reading more share
+    /// the buffer's indices, which must stay consistent together.)
     pub fn read_replies(
         &mut self,
         mut on_reply: impl FnMut(Option<T>, &Reply<'_>),
