@@ -22,6 +22,7 @@ use syncd::engine::netlink::parse::{self, LinkChange, RTM_NEWLINK};
 use syncd::engine::netlink::socket::{NetlinkSocket, Recv};
 use syncd::engine::redis::client::Client;
 use syncd::engine::redis::reply::Reply;
+use syncd::engine::redis::socket::poll;
 use syncd::engine::sonic::dbconfig::Address;
 use syncd::engine::sys::monotonic_ns;
 use testbed::Netns;
@@ -33,7 +34,7 @@ use crate::progress::Progress;
 use crate::report::median;
 use crate::setup::Bench;
 use crate::signal::Stop;
-use crate::watch::redis_failed;
+use crate::watch::{pollfd, redis_failed};
 use crate::Error;
 
 /// APPL_DB's number in the database_config.json `flood run` writes.
@@ -83,14 +84,6 @@ pub struct InitRun {
     pub daemon_cpu_ns: Option<u64>,
 }
 
-fn pollfd(fd: i32) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
 /// The stamping thread's loop.
 fn stamp(
     sock: NetlinkSocket,
@@ -112,15 +105,8 @@ fn stamp(
             pollfd(sub.as_raw_fd()),
             pollfd(stop.fd()),
         ];
-        // SAFETY: `fds` is a valid array of pollfd for its length.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Error::failed(format!("init: poll: {e}")));
-        }
+        poll(&mut fds, Some(Duration::from_millis(100)))
+            .map_err(|e| Error::failed(format!("init: poll: {e}")))?;
         if fds[2].revents != 0 || quit.load(Ordering::Relaxed) {
             return Ok(seen);
         }

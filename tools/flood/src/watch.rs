@@ -21,6 +21,7 @@ use syncd::engine::netlink::parse::{self, LinkChange, RTM_DELLINK, RTM_NEWLINK};
 use syncd::engine::netlink::socket::{NetlinkSocket, Recv};
 use syncd::engine::redis::client::{Client, ClientError};
 use syncd::engine::redis::reply::Reply;
+use syncd::engine::redis::socket::poll;
 use syncd::engine::sonic::dbconfig::Address;
 use syncd::engine::sys::{cvt, monotonic_ns};
 use syncd::port::rules::is_port_name;
@@ -504,21 +505,8 @@ impl State {
     }
 }
 
-fn poll_fds(fds: &mut [libc::pollfd]) -> Result<(), Error> {
-    loop {
-        // SAFETY: `fds` is a valid array of pollfd for its length.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if r >= 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::failed(format!("watcher: poll: {e}")));
-        }
-    }
-}
-
-fn pollfd(fd: RawFd) -> libc::pollfd {
+/// Wait for `fd` to be readable.
+pub fn pollfd(fd: RawFd) -> libc::pollfd {
     libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -552,7 +540,7 @@ fn run(
         if st.live_kernel {
             fds.extend(listeners.iter().map(|l| pollfd(l.sock.as_raw_fd())));
         }
-        poll_fds(&mut fds)?;
+        poll(&mut fds, None).map_err(|e| Error::failed(format!("watcher: poll: {e}")))?;
         if fds[0].revents != 0 {
             return Ok(());
         }
