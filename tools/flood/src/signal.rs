@@ -18,6 +18,38 @@ use syncd::engine::redis::socket::wait_fd;
 use syncd::engine::runtime::signals::{Signal, Signals};
 use syncd::engine::sys::cvt;
 
+/// An eventfd: readable from the first [`notify`](Self::notify) until
+/// [`clear`](Self::clear), for threads that wait in `poll`.
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: plain eventfd(2); the result is checked, then owned.
+        let raw =
+            cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as isize)?;
+        // SAFETY: `raw` is a fresh fd owned by no one else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(raw as RawFd) }))
+    }
+
+    /// Make it readable.
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a live u64 to our own eventfd.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Make it unreadable again.
+    pub fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reading 8 bytes into a live u64 from our own eventfd.
+        let _ = unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 /// A stop request, shared by every thread.
 #[derive(Clone)]
 pub struct Stop {
@@ -25,7 +57,7 @@ pub struct Stop {
     /// Set when the stop came from a signal (not from a failing thread).
     signalled: Arc<AtomicBool>,
     /// Readable (and never reset) once stopped.
-    fd: Arc<OwnedFd>,
+    fd: Arc<EventFd>,
     /// Dropped on stop, which disconnects `rx` for every clone.
     tx: Arc<Mutex<Option<Sender<()>>>>,
     rx: Receiver<()>,
@@ -33,11 +65,7 @@ pub struct Stop {
 
 impl Stop {
     fn new() -> io::Result<Stop> {
-        // SAFETY: plain eventfd(2); the result is checked, then owned.
-        let raw =
-            cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as isize)?;
-        // SAFETY: `raw` is a fresh fd owned by no one else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        let fd = EventFd::new()?;
         let (tx, rx) = crossbeam_channel::bounded(0);
         Ok(Stop {
             flag: Arc::new(AtomicBool::new(false)),
@@ -65,15 +93,13 @@ impl Stop {
 
     /// An fd that becomes readable on stop.
     pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.fd.fd()
     }
 
     /// Ask every thread to stop.
     pub fn trigger(&self) {
         self.flag.store(true, Ordering::Relaxed);
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to our own eventfd.
-        let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        self.fd.notify();
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }

@@ -11,7 +11,7 @@
 //!   before the barrier has been counted and matched when it replies.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -23,12 +23,12 @@ use syncd::engine::redis::client::{Client, ClientError};
 use syncd::engine::redis::reply::Reply;
 use syncd::engine::redis::socket::poll;
 use syncd::engine::sonic::dbconfig::Address;
-use syncd::engine::sys::{cvt, monotonic_ns};
+use syncd::engine::sys::monotonic_ns;
 use syncd::port::rules::is_port_name;
 
 use crate::kernel::in_netns;
 use crate::plan::Phase;
-use crate::signal::Stop;
+use crate::signal::{EventFd, Stop};
 use crate::Error;
 
 /// Which writer.
@@ -122,7 +122,7 @@ struct BarrierCmd {
 /// Handle on the watcher thread.
 pub struct Watcher {
     tx: Option<Sender<BarrierCmd>>,
-    wake: Arc<OwnedFd>,
+    wake: Arc<EventFd>,
     /// Every write read back, in order.
     pub seen: Receiver<Seen>,
     join: Option<JoinHandle<Result<(), Error>>>,
@@ -164,14 +164,6 @@ pub fn redis_failed(role: &'static str) -> impl Fn(ClientError) -> Error {
 }
 /// Receive buffer of the counting sockets (the kernel doubles it).
 const LISTENER_RCVBUF: usize = 16 << 20;
-
-fn eventfd() -> Result<OwnedFd, Error> {
-    // SAFETY: plain eventfd(2); the result is checked, then owned.
-    let raw = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as isize)
-        .map_err(|e| Error::failed(format!("eventfd: {e}")))?;
-    // SAFETY: `raw` is a fresh fd owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw as RawFd) })
-}
 
 impl Watcher {
     /// Open every socket (so set-up errors are reported here) and start.
@@ -237,7 +229,7 @@ impl Watcher {
             reads_answered: 0,
             barriers: VecDeque::new(),
         };
-        let wake = Arc::new(eventfd()?);
+        let wake = Arc::new(EventFd::new().map_err(|e| Error::failed(format!("eventfd: {e}")))?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let (seen_tx, seen) = crossbeam_channel::unbounded();
         let thread_wake = wake.clone();
@@ -283,9 +275,7 @@ impl Watcher {
         if !matches!(sent, Some(Ok(()))) {
             return Err(self.failure());
         }
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to our own eventfd.
-        let _ = unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        self.wake.notify();
         select! {
             recv(reply_rx) -> r => match r {
                 Ok(counts) => Ok(counts),
@@ -521,7 +511,7 @@ fn run(
     mut sub: Client,
     mut readers: [Option<Reader>; 2],
     rx: Receiver<BarrierCmd>,
-    wake: &OwnedFd,
+    wake: &EventFd,
     stop: &Stop,
     seen: Sender<Seen>,
 ) -> Result<(), Error> {
@@ -532,7 +522,7 @@ fn run(
     loop {
         let mut fds = vec![
             pollfd(stop.fd()),
-            pollfd(wake.as_raw_fd()),
+            pollfd(wake.fd()),
             pollfd(sub.as_raw_fd()),
             pollfd(reader_fd(&readers[0])),
             pollfd(reader_fd(&readers[1])),
@@ -570,9 +560,7 @@ fn run(
             r.conn.flush().map_err(redis_failed(READS))?;
         }
         if fds[1].revents != 0 {
-            let mut v: u64 = 0;
-            // SAFETY: reading 8 bytes into a live u64 from our own eventfd.
-            let _ = unsafe { libc::read(wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            wake.clear();
             while let Ok(cmd) = rx.try_recv() {
                 st.barriers.push_back((cmd, None));
                 // In subscribed mode PING is answered in order with the
