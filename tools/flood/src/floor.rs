@@ -94,10 +94,8 @@ impl Floor {
         let shared = SharedMap::map(&memfd)?;
         let exe = std::env::current_exe()
             .map_err(|e| Error::failed(format!("locating the flood binary: {e}")))?;
-        let addr_arg = match addr {
-            Address::Unix(p) => format!("unix:{}", p.display()),
-            Address::Tcp(h, p) => format!("{h}:{p}"),
-        };
+        // Address's Display is the form `parse_address` reads back.
+        let addr_arg = addr.to_string();
         let mut cmd = Command::new(exe);
         cmd.arg("__floor")
             .arg(netns)
