@@ -1,19 +1,48 @@
-//! Building the few netlink requests portsyncd (and `flood`) send.
+//! Building the few netlink requests portsyncd and `flood` send.
 //!
-//! Pure byte builders into a caller-owned buffer, so they are tested without
+//! Pure byte builders into a fixed buffer, so they are tested without
 //! sockets and cost no allocation.
 
 use super::parse::{
-    align4, IFF_UP, IFINFOMSG_LEN, IFLA_EXT_MASK, IFLA_MTU, NLMSG_HDRLEN, NLM_F_ACK, NLM_F_DUMP,
-    NLM_F_REQUEST, RTA_HDRLEN, RTM_GETLINK, RTM_NEWLINK,
+    align4, IFF_UP, IFINFOMSG_LEN, IFLA_EXT_MASK, IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINKINFO,
+    IFLA_MTU, NLMSG_HDRLEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, RTA_HDRLEN, RTM_GETLINK,
+    RTM_NEWLINK,
 };
 
 /// Ask the kernel to leave statistics out of dump replies: portsyncd does not
 /// read them and they are most of a link message's size.
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+/// Create flags of `linux/netlink.h` (portsyncd itself never creates links).
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+/// `IFLA_INFO_DATA` of `linux/if_link.h`; `VETH_INFO_PEER` of `linux/veth.h`.
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+/// `IFNAMSIZ`: a link name and its NUL.
+pub const IFNAMSIZ: usize = 16;
 
-/// Largest request built here: header, ifinfomsg and one u32 attribute.
-pub const MAX_REQUEST_LEN: usize = NLMSG_HDRLEN + IFINFOMSG_LEN + RTA_HDRLEN + 4;
+/// Largest request built here, the veth creation: header, ifinfomsg,
+/// `IFLA_IFNAME`, `IFLA_LINKINFO` { `IFLA_INFO_KIND` "veth", `IFLA_INFO_DATA`
+/// { `VETH_INFO_PEER` { ifinfomsg, `IFLA_IFNAME` } } }.
+pub const MAX_REQUEST_LEN: usize =
+    NLMSG_HDRLEN + 2 * (IFINFOMSG_LEN + RTA_HDRLEN + IFNAMSIZ) + 4 * RTA_HDRLEN + 4;
+
+/// A link name longer than the kernel accepts (`IFNAMSIZ - 1` bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameTooLong(pub String);
+
+impl std::fmt::Display for NameTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "link name {:?} is longer than {} bytes",
+            self.0,
+            IFNAMSIZ - 1
+        )
+    }
+}
+
+impl std::error::Error for NameTooLong {}
 
 /// A request assembled in place.
 pub struct Request {
@@ -43,14 +72,43 @@ impl Request {
         self.buf[at + 12..at + 16].copy_from_slice(&change.to_ne_bytes());
     }
 
-    fn attr_u32(&mut self, rta_type: u16, value: u32) {
+    /// An attribute at the end holding `value`, padded to 4 bytes (the
+    /// buffer starts zeroed, so the padding is already there).
+    fn attr(&mut self, rta_type: u16, value: &[u8]) {
         let at = self.len;
-        let rta_len = (RTA_HDRLEN + 4) as u16;
-        self.buf[at..at + 2].copy_from_slice(&rta_len.to_ne_bytes());
+        let rta_len = RTA_HDRLEN + value.len();
+        self.buf[at..at + 2].copy_from_slice(&(rta_len as u16).to_ne_bytes());
         self.buf[at + 2..at + 4].copy_from_slice(&rta_type.to_ne_bytes());
-        self.buf[at + 4..at + 8].copy_from_slice(&value.to_ne_bytes());
-        self.len = align4(at + RTA_HDRLEN + 4);
+        self.buf[at + RTA_HDRLEN..at + rta_len].copy_from_slice(value);
+        self.len = align4(at + rta_len);
         self.set_len();
+    }
+
+    fn attr_u32(&mut self, rta_type: u16, value: u32) {
+        self.attr(rta_type, &value.to_ne_bytes());
+    }
+
+    /// `IFLA_IFNAME`: the name and its NUL.
+    fn attr_name(&mut self, name: &str) -> Result<(), NameTooLong> {
+        if name.len() >= IFNAMSIZ {
+            return Err(NameTooLong(name.to_string()));
+        }
+        let mut value = [0u8; IFNAMSIZ];
+        value[..name.len()].copy_from_slice(name.as_bytes());
+        self.attr(IFLA_IFNAME, &value[..=name.len()]);
+        Ok(())
+    }
+
+    /// Open a nested attribute; [`Request::nest_end`] writes its length.
+    fn nest_start(&mut self, rta_type: u16) -> usize {
+        let at = self.len;
+        self.attr(rta_type, &[]);
+        at
+    }
+
+    fn nest_end(&mut self, at: usize) {
+        let len = (self.len - at) as u16;
+        self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
     fn set_len(&mut self) {
@@ -71,11 +129,30 @@ pub fn getlink_dump(seq: u32) -> Request {
     req
 }
 
+/// Set the link flags selected by `change` to their values in `flags`
+/// (`RTM_NEWLINK`, acked); other flags stay as they are.
+pub fn set_flags(seq: u32, ifindex: i32, flags: u32, change: u32) -> Request {
+    let mut req = Request::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+    req.ifinfomsg(ifindex, flags, change);
+    req
+}
+
+/// [`set_flags`] for the link called `name` (ifindex 0, `IFLA_IFNAME`),
+/// for a link whose index the caller has not learnt.
+pub fn set_flags_by_name(
+    seq: u32,
+    name: &str,
+    flags: u32,
+    change: u32,
+) -> Result<Request, NameTooLong> {
+    let mut req = set_flags(seq, 0, flags, change);
+    req.attr_name(name)?;
+    Ok(req)
+}
+
 /// Set a link administratively up or down (`RTM_NEWLINK`, acked).
 pub fn set_admin(seq: u32, ifindex: i32, up: bool) -> Request {
-    let mut req = Request::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
-    req.ifinfomsg(ifindex, if up { IFF_UP } else { 0 }, IFF_UP);
-    req
+    set_flags(seq, ifindex, if up { IFF_UP } else { 0 }, IFF_UP)
 }
 
 /// Set a link's MTU (`RTM_NEWLINK` with `IFLA_MTU`, acked).
@@ -84,6 +161,26 @@ pub fn set_mtu(seq: u32, ifindex: i32, mtu: u32) -> Request {
     req.ifinfomsg(ifindex, 0, 0);
     req.attr_u32(IFLA_MTU, mtu);
     req
+}
+
+/// `ip link add NAME type veth peer name PEER`, acked: both ends down (a
+/// veth cannot be created up: it has no peer yet when it opens).
+pub fn create_veth(seq: u32, name: &str, peer: &str) -> Result<Request, NameTooLong> {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    let mut req = Request::new(RTM_NEWLINK, flags, seq);
+    req.attr_name(name)?;
+    let linkinfo = req.nest_start(IFLA_LINKINFO);
+    req.attr(IFLA_INFO_KIND, b"veth");
+    let data = req.nest_start(IFLA_INFO_DATA);
+    let peer_at = req.nest_start(VETH_INFO_PEER);
+    // The peer's own ifinfomsg, all zero.
+    req.len += IFINFOMSG_LEN;
+    req.set_len();
+    req.attr_name(peer)?;
+    req.nest_end(peer_at);
+    req.nest_end(data);
+    req.nest_end(linkinfo);
+    Ok(req)
 }
 
 #[cfg(test)]
@@ -139,5 +236,70 @@ mod tests {
             u32::from_ne_bytes(payload[20..24].try_into().unwrap()),
             9100
         );
+    }
+
+    #[test]
+    fn veth_creation_request_byte_for_byte() {
+        // `ip link add Ethernet4 type veth peer name Ethernet4p`, as flood's
+        // own builder wrote it before it moved here (little-endian).
+        #[rustfmt::skip]
+        let want: [u8; 100] = [
+            100, 0, 0, 0, 16, 0, // nlmsg_len 100, RTM_NEWLINK
+            0x05, 0x06, // REQUEST | ACK | EXCL | CREATE
+            3, 0, 0, 0, 0, 0, 0, 0, // seq 3, pid 0
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // ifinfomsg: all zero
+            14, 0, 3, 0, b'E', b't', b'h', b'e', b'r', b'n', b'e', b't', b'4', 0, 0, 0, // IFLA_IFNAME
+            52, 0, 18, 0, // IFLA_LINKINFO, to the end
+            8, 0, 1, 0, b'v', b'e', b't', b'h', // IFLA_INFO_KIND "veth"
+            40, 0, 2, 0, // IFLA_INFO_DATA
+            36, 0, 1, 0, // VETH_INFO_PEER
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // the peer's ifinfomsg
+            15, 0, 3, 0, b'E', b't', b'h', b'e', b'r', b'n', b'e', b't', b'4', b'p', 0, 0, // IFLA_IFNAME
+        ];
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                create_veth(3, "Ethernet4", "Ethernet4p")
+                    .unwrap()
+                    .as_bytes(),
+                want
+            );
+        }
+        // The request parses as a link message named Ethernet4.
+        let req = create_veth(3, "Ethernet4", "Ethernet4p").unwrap();
+        let (hdr, payload) = messages(req.as_bytes()).next().unwrap().unwrap();
+        assert_eq!(hdr.len as usize, req.as_bytes().len());
+        assert_eq!(
+            parse_link(LinkChange::New, payload).unwrap().name,
+            b"Ethernet4"
+        );
+    }
+
+    #[test]
+    fn set_flags_by_name_names_the_link_and_leaves_ifindex_zero() {
+        let req = set_flags_by_name(5, "veth0", IFF_UP, IFF_UP).unwrap();
+        let (hdr, payload) = messages(req.as_bytes()).next().unwrap().unwrap();
+        assert_eq!(hdr.msg_type, RTM_NEWLINK);
+        assert_eq!(hdr.flags, NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(hdr.len, 44);
+        let link = parse_link(LinkChange::New, payload).unwrap();
+        assert_eq!((link.name, link.ifindex), (&b"veth0"[..], 0));
+        assert_eq!(link.flags, IFF_UP);
+        assert_eq!(
+            &payload[16..26],
+            &[10, 0, 3, 0, b'v', b'e', b't', b'h', b'0', 0]
+        );
+    }
+
+    #[test]
+    fn names_the_kernel_would_refuse_are_refused_here() {
+        let longest = "a".repeat(IFNAMSIZ - 1);
+        let long = "a".repeat(IFNAMSIZ);
+        assert!(create_veth(1, &longest, &longest).is_ok());
+        assert_eq!(
+            create_veth(1, &long, "p").err(),
+            Some(NameTooLong(long.clone()))
+        );
+        assert!(create_veth(1, "p", &long).is_err());
+        assert!(set_flags_by_name(1, &long, 0, 0).is_err());
     }
 }

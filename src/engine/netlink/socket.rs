@@ -3,10 +3,11 @@
 
 use std::io;
 use std::mem;
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::parse::{self, Event};
+use super::parse::{self, Event, NlHeader};
 use super::request::Request;
 use crate::engine::sys::{cvt, retry_eintr};
 
@@ -27,6 +28,8 @@ pub enum NetlinkError {
     Malformed(parse::ParseError),
     /// No ack arrived in time.
     AckTimeout { what: String },
+    /// A reply of `len` bytes did not fit the `room` given to it.
+    Truncated { len: usize, room: usize },
 }
 
 impl std::fmt::Display for NetlinkError {
@@ -42,6 +45,9 @@ impl std::fmt::Display for NetlinkError {
             }
             NetlinkError::Malformed(e) => write!(f, "malformed netlink reply: {e}"),
             NetlinkError::AckTimeout { what } => write!(f, "no netlink ack for {what}"),
+            NetlinkError::Truncated { len, room } => {
+                write!(f, "netlink reply of {len} bytes cut to {room}")
+            }
         }
     }
 }
@@ -255,9 +261,35 @@ impl NetlinkSocket {
     /// Only for the blocking request socket.
     pub fn request_acked(&self, req: &Request, seq: u32, what: &str) -> Result<(), NetlinkError> {
         self.send(req).map_err(sys("sendto"))?;
-        let mut buf = [0u8; 8192];
+        self.await_ack(seq, &mut [0u8; 8192], what)
+    }
+
+    /// Wait for the ack of request `seq`, already sent, reading into `buf`
+    /// (kept by callers that send many, so no buffer is set up per ack).
+    /// Only for the blocking request socket.
+    pub fn await_ack(&self, seq: u32, buf: &mut [u8], what: &str) -> Result<(), NetlinkError> {
+        self.replies(seq, buf, what, |_, event| match event {
+            Event::Ack { .. } => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+    }
+
+    /// Read the kernel's replies to request `seq` into `buf`, one datagram
+    /// at a time, and hand each message to `on_reply` until it breaks with
+    /// a value: an ack, or a dump's `NLMSG_DONE`. Messages of other
+    /// sequences are skipped; an error ack is [`NetlinkError::Refused`].
+    /// Each wait is bounded by the receive timeout of
+    /// [`requests`](Self::requests): only for the blocking request socket.
+    pub fn replies<T>(
+        &self,
+        seq: u32,
+        buf: &mut [u8],
+        what: &str,
+        mut on_reply: impl FnMut(&NlHeader, Event<'_>) -> ControlFlow<T>,
+    ) -> Result<T, NetlinkError> {
         loop {
-            let n = match self.recv_flags(&mut buf, 0) {
+            // MSG_TRUNC: the datagram's whole length, to tell a cut one.
+            let n = match self.recv_flags(buf, libc::MSG_TRUNC) {
                 Ok(Recv::Data(n)) => n,
                 Ok(Recv::WouldBlock) => {
                     return Err(NetlinkError::AckTimeout {
@@ -272,23 +304,82 @@ impl NetlinkSocket {
                     })
                 }
             };
+            if n > buf.len() {
+                return Err(NetlinkError::Truncated {
+                    len: n,
+                    room: buf.len(),
+                });
+            }
             for msg in parse::messages(&buf[..n]) {
                 let (hdr, payload) = msg.map_err(NetlinkError::Malformed)?;
                 if hdr.seq != seq {
                     continue;
                 }
-                if let Event::Ack { errno } =
-                    parse::parse_event(&hdr, payload).map_err(NetlinkError::Malformed)?
-                {
-                    return match errno {
-                        0 => Ok(()),
-                        errno => Err(NetlinkError::Refused {
+                match parse::parse_event(&hdr, payload).map_err(NetlinkError::Malformed)? {
+                    Event::Ack { errno } if errno != 0 => {
+                        return Err(NetlinkError::Refused {
                             what: what.to_string(),
                             errno,
-                        }),
-                    };
+                        })
+                    }
+                    event => {
+                        if let ControlFlow::Break(value) = on_reply(&hdr, event) {
+                            return Ok(value);
+                        }
+                    }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::netlink::request;
+
+    #[test]
+    fn a_dump_read_through_replies_ends_at_done_and_holds_lo() {
+        let sock = NetlinkSocket::requests(Duration::from_secs(5)).unwrap();
+        sock.send(&request::getlink_dump(11)).unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut names = Vec::new();
+        sock.replies(11, &mut buf, "link dump", |_, event| match event {
+            Event::Link(l) => {
+                names.push(l.name.to_vec());
+                ControlFlow::Continue(())
+            }
+            Event::Done => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .unwrap();
+        assert!(names.iter().any(|n| n == b"lo"), "{names:?}");
+    }
+
+    #[test]
+    fn a_refused_request_is_refused_with_its_errno() {
+        let sock = NetlinkSocket::requests(Duration::from_secs(5)).unwrap();
+        // No link has this index; unprivileged, EPERM comes first.
+        let req = request::set_admin(12, i32::MAX, true);
+        match sock.request_acked(&req, 12, "admin up of nothing") {
+            Err(NetlinkError::Refused { what, errno }) => {
+                assert_eq!(what, "admin up of nothing");
+                assert!(errno == libc::ENODEV || errno == libc::EPERM, "{errno}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reply_larger_than_the_buffer_is_an_error_not_a_cut_parse() {
+        let sock = NetlinkSocket::requests(Duration::from_secs(5)).unwrap();
+        sock.send(&request::getlink_dump(13)).unwrap();
+        let r = sock.replies(13, &mut [0u8; 16], "link dump", |_, _| {
+            ControlFlow::Break(())
+        });
+        assert!(
+            matches!(r, Err(NetlinkError::Truncated { room: 16, .. })),
+            "{r:?}"
+        );
     }
 }

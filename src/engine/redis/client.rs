@@ -1,8 +1,9 @@
-//! A small blocking Redis client with a deadline on every call.
+//! A small Redis client with a deadline on every wait.
 //!
 //! Used where waiting is the point: portsyncd's start-up reads (before the
-//! netlink socket exists), `flood`, and the tests. The event loop never uses
-//! it; it has [`super::conn::RedisConn`].
+//! netlink socket exists), `flood` (its floor writer, and its watcher, which
+//! polls a subscriber and pipelined readers without blocking), and the
+//! tests. The event loop never uses it; it has [`super::conn::RedisConn`].
 
 use std::fmt;
 use std::io;
@@ -125,12 +126,27 @@ impl From<io::Error> for ClientError {
 
 /// Replies larger than this are refused (start-up reads are far smaller).
 const MAX_REPLY_BYTES: usize = 256 << 20;
+/// The receive buffer's first size, and the room a read wants: below it the
+/// buffer is compacted or grown before reading.
+const IN_BYTES: usize = 64 << 10;
+const MIN_ROOM: usize = 16 << 10;
 
-/// A blocking connection.
+/// A connection with a deadline on every wait.
+///
+/// Blocking use: [`call`](Self::call), [`pipeline`](Self::pipeline),
+/// [`read`](Self::read). Non-blocking use, for a thread that polls several
+/// sockets (a pub/sub subscriber, pipelined reads): [`queue`](Self::queue)
+/// and [`flush`](Self::flush) commands, and when the socket is readable
+/// [`fill`](Self::fill), then take each reply read so far with
+/// [`next_reply`](Self::next_reply), borrowed, without allocating.
 pub struct Client {
     fd: OwnedFd,
+    /// Receive buffer, initialised once; `start..end` is not yet decoded.
     inbuf: Vec<u8>,
     start: usize,
+    end: usize,
+    /// Commands queued and not yet sent.
+    out: Vec<u8>,
     timeout: Duration,
 }
 
@@ -140,8 +156,10 @@ impl Client {
         let fd = socket::connect_wait(addr, timeout)?;
         Ok(Client {
             fd,
-            inbuf: Vec::with_capacity(16 << 10),
+            inbuf: vec![0; IN_BYTES],
             start: 0,
+            end: 0,
+            out: Vec::with_capacity(16 << 10),
             timeout,
         })
     }
@@ -158,14 +176,33 @@ impl Client {
 
     /// Send raw, already encoded commands.
     pub fn send_raw(&mut self, mut out: &[u8]) -> Result<(), ClientError> {
-        let deadline = Instant::now() + self.timeout;
+        // The deadline is only needed (and only read) when the socket is full.
+        let mut deadline = None;
         while !out.is_empty() {
             match socket::send(self.fd.as_raw_fd(), out)? {
                 Transfer::Bytes(n) => out = &out[n..],
-                Transfer::WouldBlock => self.wait(libc::POLLOUT, deadline)?,
+                Transfer::WouldBlock => {
+                    let at = *deadline.get_or_insert_with(|| Instant::now() + self.timeout);
+                    self.wait(libc::POLLOUT, at)?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Queue one command; [`flush`](Self::flush) sends it.
+    pub fn queue(&mut self, args: &[&[u8]]) {
+        encode::command(&mut self.out, args);
+    }
+
+    /// Send every queued command, waiting (at most the timeout) while the
+    /// socket is full. Nothing queued costs nothing.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        let out = std::mem::take(&mut self.out);
+        let sent = self.send_raw(&out);
+        self.out = out;
+        self.out.clear();
+        sent
     }
 
     fn wait(&self, events: i16, deadline: Instant) -> Result<(), ClientError> {
@@ -176,6 +213,52 @@ impl Client {
         Ok(())
     }
 
+    /// Read what the socket holds now, without waiting; the number of
+    /// bytes read (0: nothing was there). A peer that closed is
+    /// [`ClientError::Closed`] once everything it sent has been read.
+    pub fn fill(&mut self) -> Result<usize, ClientError> {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        let mut got = 0;
+        loop {
+            if self.inbuf.len() - self.end < MIN_ROOM {
+                if self.start > 0 {
+                    self.inbuf.copy_within(self.start..self.end, 0);
+                    (self.start, self.end) = (0, self.end - self.start);
+                } else {
+                    self.inbuf.resize(self.inbuf.len() * 2, 0);
+                }
+            }
+            let room = self.inbuf.len() - self.end;
+            match socket::recv(self.fd.as_raw_fd(), &mut self.inbuf[self.end..])? {
+                Transfer::Bytes(0) if got == 0 => return Err(ClientError::Closed),
+                Transfer::Bytes(0) | Transfer::WouldBlock => return Ok(got),
+                Transfer::Bytes(n) => {
+                    self.end += n;
+                    got += n;
+                    // A short read emptied the socket: no need to ask again.
+                    if n < room {
+                        return Ok(got);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next complete reply already read, borrowing the receive buffer;
+    /// `None` until [`fill`](Self::fill) brings more.
+    pub fn next_reply(&mut self) -> Result<Option<Reply<'_>>, ClientError> {
+        match reply::decode(&self.inbuf[self.start..self.end]) {
+            Ok(Some((r, used))) => {
+                self.start += used;
+                Ok(Some(r))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(ClientError::Protocol(e.0)),
+        }
+    }
+
     /// Read one reply.
     pub fn read(&mut self) -> Result<Value, ClientError> {
         self.read_until(Instant::now() + self.timeout)
@@ -184,63 +267,33 @@ impl Client {
     /// Read one reply, waiting at most until `deadline`.
     pub fn read_until(&mut self, deadline: Instant) -> Result<Value, ClientError> {
         loop {
-            match reply::decode(&self.inbuf[self.start..]) {
-                Ok(Some((r, used))) => {
-                    let v = Value::from_reply(&r);
-                    self.start += used;
-                    if self.start == self.inbuf.len() {
-                        self.inbuf.clear();
-                        self.start = 0;
-                    }
-                    return Ok(v);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(ClientError::Protocol(e.0)),
+            if let Some(r) = self.next_reply()? {
+                return Ok(Value::from_reply(&r));
             }
-            if self.inbuf.len() - self.start > MAX_REPLY_BYTES {
+            if self.end - self.start > MAX_REPLY_BYTES {
                 return Err(ClientError::TooLarge(MAX_REPLY_BYTES));
             }
-            if self.start > 0 {
-                self.inbuf.drain(..self.start);
-                self.start = 0;
-            }
-            let len = self.inbuf.len();
-            self.inbuf.resize(len + (64 << 10), 0);
-            let got = socket::recv(self.fd.as_raw_fd(), &mut self.inbuf[len..]);
-            match got {
-                Ok(Transfer::Bytes(0)) => {
-                    self.inbuf.truncate(len);
-                    return Err(ClientError::Closed);
-                }
-                Ok(Transfer::Bytes(n)) => self.inbuf.truncate(len + n),
-                Ok(Transfer::WouldBlock) => {
-                    self.inbuf.truncate(len);
-                    self.wait(libc::POLLIN, deadline)?;
-                }
-                Err(e) => {
-                    self.inbuf.truncate(len);
-                    return Err(e.into());
-                }
+            if self.fill()? == 0 {
+                self.wait(libc::POLLIN, deadline)?;
             }
         }
     }
 
     /// One command and its reply (an error reply is a `Value::Error`).
+    /// Commands queued before it are sent first; read their replies first.
     pub fn call(&mut self, args: &[&[u8]]) -> Result<Value, ClientError> {
-        let mut out = Vec::new();
-        encode::command(&mut out, args);
-        self.send_raw(&out)?;
+        self.queue(args);
+        self.flush()?;
         self.read()
     }
 
     /// Several commands in one write; their replies in order.
     pub fn pipeline(&mut self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Value>, ClientError> {
-        let mut out = Vec::new();
         for cmd in cmds {
             let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_slice()).collect();
-            encode::command(&mut out, &args);
+            self.queue(&args);
         }
-        self.send_raw(&out)?;
+        self.flush()?;
         cmds.iter().map(|_| self.read()).collect()
     }
 
@@ -263,6 +316,22 @@ impl Client {
             }
         }
         Ok(replies)
+    }
+
+    /// `SUBSCRIBE` or `PSUBSCRIBE` (`command`) to `channels`, and wait for
+    /// Redis to confirm each. From then on Redis pushes messages unasked:
+    /// read them with [`fill`](Self::fill) and [`next_reply`](Self::next_reply).
+    pub fn subscribe(&mut self, command: &[u8], channels: &[&[u8]]) -> Result<(), ClientError> {
+        let mut args = Vec::with_capacity(1 + channels.len());
+        args.push(command);
+        args.extend_from_slice(channels);
+        self.queue(&args);
+        self.flush()?;
+        let deadline = Instant::now() + self.timeout;
+        for _ in channels {
+            check(&args, self.read_until(deadline)?)?;
+        }
+        Ok(())
     }
 
     /// Convenience for tests and tools: a command given as strings.
@@ -306,5 +375,111 @@ fn check(args: &[&[u8]], v: Value) -> Result<Value, ClientError> {
 impl AsRawFd for Client {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::PathBuf;
+
+    /// A client connected to a listener this test plays Redis on.
+    fn pair(name: &str) -> (Client, UnixStream, PathBuf) {
+        let path =
+            std::env::temp_dir().join(format!("syncd-client-{name}-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let client = Client::connect(&Address::Unix(path.clone()), Duration::from_secs(5)).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server, path)
+    }
+
+    /// Wait until the client's socket has something, then fill.
+    fn fill_ready(c: &mut Client) -> Result<usize, ClientError> {
+        socket::wait_fd(c.as_raw_fd(), libc::POLLIN, Duration::from_secs(5)).unwrap();
+        c.fill()
+    }
+
+    #[test]
+    fn pushed_replies_are_handed_over_borrowed_and_a_split_one_waits_for_its_rest() {
+        let (mut c, mut server, path) = pair("push");
+        assert_eq!(c.fill().unwrap(), 0);
+        assert_eq!(c.next_reply().unwrap(), None);
+        server
+            .write_all(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$4\r\nhset\r\n:1\r")
+            .unwrap();
+        fill_ready(&mut c).unwrap();
+        match c.next_reply().unwrap() {
+            Some(Reply::Array(items)) => assert_eq!(items[2], Reply::Bulk(b"hset")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.next_reply().unwrap(), None);
+        server.write_all(b"\n").unwrap();
+        fill_ready(&mut c).unwrap();
+        assert_eq!(c.next_reply().unwrap(), Some(Reply::Int(1)));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_peer_that_closed_is_closed_after_its_last_reply() {
+        let (mut c, mut server, path) = pair("closed");
+        server.write_all(b":5\r\n").unwrap();
+        drop(server);
+        fill_ready(&mut c).unwrap();
+        assert_eq!(c.next_reply().unwrap(), Some(Reply::Int(5)));
+        assert!(matches!(fill_ready(&mut c), Err(ClientError::Closed)));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_reply_larger_than_the_buffer_grows_it_and_arrives_whole() {
+        let (mut c, mut server, path) = pair("large");
+        let big = vec![b'x'; 5 * IN_BYTES / 2];
+        let writer = std::thread::spawn(move || {
+            let mut cmd = [0u8; 64];
+            let _ = server.read(&mut cmd).unwrap();
+            server.write_all(b"+OK\r\n").unwrap();
+            server
+                .write_all(format!("${}\r\n", big.len()).as_bytes())
+                .unwrap();
+            server.write_all(&big).unwrap();
+            server.write_all(b"\r\n").unwrap();
+            server
+        });
+        assert_eq!(c.call(&[b"PING"]).unwrap(), Value::Status(b"OK".to_vec()));
+        match c.read().unwrap() {
+            Value::Bulk(b) => assert!(b.len() == 5 * IN_BYTES / 2 && b.iter().all(|&x| x == b'x')),
+            other => panic!("{other:?}"),
+        }
+        drop(writer.join().unwrap());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn subscribe_waits_for_every_confirmation_and_an_error_names_the_command() {
+        let (mut c, mut server, path) = pair("subscribe");
+        let confirm = b"*3\r\n$10\r\npsubscribe\r\n$1\r\na\r\n:1\r\n\
+                        *3\r\n$10\r\npsubscribe\r\n$1\r\nb\r\n:2\r\n";
+        server.write_all(confirm).unwrap();
+        c.subscribe(b"PSUBSCRIBE", &[b"a", b"b"]).unwrap();
+        let mut sent = [0u8; 64];
+        let n = server.read(&mut sent).unwrap();
+        assert_eq!(
+            &sent[..n],
+            b"*3\r\n$10\r\nPSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n"
+        );
+        server.write_all(b"-ERR nope\r\n").unwrap();
+        match c.subscribe(b"SUBSCRIBE", &[b"c"]) {
+            Err(ClientError::Reply { command, error }) => {
+                assert_eq!(
+                    (command.as_str(), error.as_str()),
+                    ("SUBSCRIBE c", "ERR nope")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_file(path).unwrap();
     }
 }

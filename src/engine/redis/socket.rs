@@ -192,15 +192,22 @@ pub fn connect_wait(addr: &Address, timeout: Duration) -> io::Result<OwnedFd> {
 
 /// Wait until `fd` has one of `events`; `false` on timeout.
 pub fn wait_fd(fd: RawFd, events: i16, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
+    let mut pfd = [libc::pollfd {
         fd,
         events,
         revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: `pfd` is one valid pollfd.
-    let ready = retry_eintr(|| unsafe { libc::poll(&mut pfd, 1, ms) } as isize)?;
-    Ok(ready > 0)
+    }];
+    Ok(poll(&mut pfd, Some(timeout))? > 0)
+}
+
+/// `poll(2)`: wait until one of `fds` has one of its events, at most
+/// `timeout` (`None`: for ever); how many are ready, 0 on timeout. A signal
+/// restarts the wait (with the whole timeout).
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    let (ptr, len) = (fds.as_mut_ptr(), fds.len() as libc::nfds_t);
+    // SAFETY: `fds` is a valid array of `len` pollfd, alive for the call.
+    retry_eintr(|| unsafe { libc::poll(ptr, len, ms) } as isize)
 }
 
 /// Outcome of one non-blocking transfer.
@@ -235,4 +242,29 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
     transfer(retry_eintr(|| unsafe {
         libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn poll_says_which_fd_is_ready_and_times_out_with_zero() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let (_c, d) = UnixStream::pair().unwrap();
+        let pollin = |fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut fds = [pollin(b.as_raw_fd()), pollin(d.as_raw_fd())];
+        assert_eq!(poll(&mut fds, Some(Duration::ZERO)).unwrap(), 0);
+        a.write_all(b"x").unwrap();
+        assert_eq!(poll(&mut fds, None).unwrap(), 1);
+        assert_eq!((fds[0].revents, fds[1].revents), (libc::POLLIN, 0));
+        assert!(wait_fd(b.as_raw_fd(), libc::POLLIN, Duration::ZERO).unwrap());
+        assert!(!wait_fd(d.as_raw_fd(), libc::POLLIN, Duration::ZERO).unwrap());
+    }
 }

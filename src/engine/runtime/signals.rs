@@ -1,9 +1,10 @@
 //! Signals delivered through a `signalfd`, so the loop handles them like
 //! any other event, between two turns, never in the middle of one.
 //!
-//! SIGTERM, SIGINT and SIGHUP are blocked in the calling thread (and thus in
-//! every thread spawned after) and read from the fd. SIGPIPE is ignored:
-//! writes use `MSG_NOSIGNAL`, but nothing should ever die of it.
+//! SIGTERM, SIGINT and SIGHUP (or the set a tool asks for) are blocked in
+//! the calling thread (and thus in every thread spawned after) and read
+//! from the fd. SIGPIPE is ignored: writes use `MSG_NOSIGNAL`, but nothing
+//! should ever die of it.
 
 use std::io;
 use std::mem;
@@ -31,27 +32,37 @@ impl AsRawFd for Signals {
     }
 }
 
-fn handled_set() -> libc::sigset_t {
+/// What the daemon reads from its signalfd.
+const DAEMON_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn signal_set(signals: &[i32]) -> io::Result<libc::sigset_t> {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it.
     let mut set: libc::sigset_t = unsafe { mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
+    unsafe { libc::sigemptyset(&mut set) };
+    for &signo in signals {
+        // SAFETY: `set` is a valid, initialised sigset_t; a bad number is
+        // refused with EINVAL, nothing else.
+        cvt(unsafe { libc::sigaddset(&mut set, signo) } as isize)?;
     }
-    set
+    Ok(set)
 }
 
 impl Signals {
-    /// Block the handled signals in this thread and open the fd. Call it
-    /// before spawning any thread so that they inherit the mask.
+    /// Block SIGTERM, SIGINT and SIGHUP in this thread and open the fd.
+    /// Call it before spawning any thread so that they inherit the mask.
     pub fn install() -> io::Result<Signals> {
+        Signals::install_for(&DAEMON_SIGNALS)
+    }
+
+    /// Block `signals` in this thread and open a non-blocking fd that
+    /// reads them; SIGPIPE is ignored. Call it before spawning any thread
+    /// so that they inherit the mask.
+    pub fn install_for(signals: &[i32]) -> io::Result<Signals> {
         // SAFETY: setting SIGPIPE's disposition to SIG_IGN has no memory
         // safety preconditions.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-        let set = handled_set();
+        let set = signal_set(signals)?;
         // SAFETY: `set` is a valid, initialised sigset_t.
         let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
         if r != 0 {
@@ -84,5 +95,30 @@ impl Signals {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chosen_set_is_read_from_the_fd() {
+        // Blocked in this test's thread only; sent to this thread only.
+        let signals = Signals::install_for(&[libc::SIGUSR2]).unwrap();
+        assert_eq!(signals.read().unwrap(), None);
+        // SAFETY: pthread_kill to the calling thread, with a signal it blocks.
+        let r = unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
+        assert_eq!(r, 0);
+        assert_eq!(signals.read().unwrap(), Some(Signal::Stop(libc::SIGUSR2)));
+        assert_eq!(signals.read().unwrap(), None);
+    }
+
+    #[test]
+    fn a_number_that_is_no_signal_is_refused() {
+        let e = Signals::install_for(&[libc::SIGUSR1, 100_000])
+            .err()
+            .unwrap();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
 }

@@ -21,7 +21,7 @@ use memmap2::MmapMut;
 use syncd::engine::netlink::parse::{self, Event, LinkChange};
 use syncd::engine::netlink::socket::{NetlinkSocket, Recv};
 use syncd::engine::redis::client::Client;
-use syncd::engine::redis::encode;
+use syncd::engine::redis::{encode, socket};
 use syncd::engine::runtime::config::Sched;
 use syncd::engine::sonic::dbconfig::Address;
 use syncd::engine::sys::{cvt, monotonic_ns};
@@ -94,10 +94,8 @@ impl Floor {
         let shared = SharedMap::map(&memfd)?;
         let exe = std::env::current_exe()
             .map_err(|e| Error::failed(format!("locating the flood binary: {e}")))?;
-        let addr_arg = match addr {
-            Address::Unix(p) => format!("unix:{}", p.display()),
-            Address::Tcp(h, p) => format!("{h}:{p}"),
-        };
+        // Address's Display is the form `parse_address` reads back.
+        let addr_arg = addr.to_string();
         let mut cmd = Command::new(exe);
         cmd.arg("__floor")
             .arg(netns)
@@ -250,15 +248,7 @@ fn run(sock: &NetlinkSocket, mut client: Client, prefix: &[u8], st: &Shared) -> 
         revents: 0,
     }];
     loop {
-        // SAFETY: `fds` is a valid array of one pollfd.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 1, -1) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Error::failed(format!("poll: {e}")));
-        }
+        socket::poll(&mut fds, None).map_err(|e| Error::failed(format!("poll: {e}")))?;
         let mut any = false;
         loop {
             let n = match sock.recv(&mut buf) {

@@ -20,7 +20,9 @@ use crossbeam_channel::{select, Sender};
 use serde_json::{json, Value};
 use syncd::engine::netlink::parse::{self, LinkChange, RTM_NEWLINK};
 use syncd::engine::netlink::socket::{NetlinkSocket, Recv};
+use syncd::engine::redis::client::Client;
 use syncd::engine::redis::reply::Reply;
+use syncd::engine::redis::socket::poll;
 use syncd::engine::sonic::dbconfig::Address;
 use syncd::engine::sys::monotonic_ns;
 use testbed::Netns;
@@ -30,9 +32,9 @@ use crate::kernel::{in_netns, Requests};
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::median;
-use crate::resp::RespConn;
 use crate::setup::Bench;
 use crate::signal::Stop;
+use crate::watch::{pollfd, redis_failed};
 use crate::Error;
 
 /// APPL_DB's number in the database_config.json `flood run` writes.
@@ -42,6 +44,8 @@ const TARGET_MS: f64 = 20.0;
 /// Receive buffer of the stamping socket: never the one that overruns.
 const LISTENER_RCVBUF: usize = 16 << 20;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The subscriber's role, for messages.
+const SUBSCRIBER: &str = "PortInitDone subscriber";
 
 /// What the stamping thread saw.
 #[derive(Debug, Default)]
@@ -80,18 +84,10 @@ pub struct InitRun {
     pub daemon_cpu_ns: Option<u64>,
 }
 
-fn pollfd(fd: i32) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
 /// The stamping thread's loop.
 fn stamp(
     sock: NetlinkSocket,
-    mut sub: RespConn,
+    mut sub: Client,
     names: HashMap<Vec<u8>, usize>,
     stop: Stop,
     quit: Arc<AtomicBool>,
@@ -106,18 +102,11 @@ fn stamp(
     loop {
         let mut fds = [
             pollfd(sock.as_raw_fd()),
-            pollfd(sub.fd()),
+            pollfd(sub.as_raw_fd()),
             pollfd(stop.fd()),
         ];
-        // SAFETY: `fds` is a valid array of pollfd for its length.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Error::failed(format!("init: poll: {e}")));
-        }
+        poll(&mut fds, Some(Duration::from_millis(100)))
+            .map_err(|e| Error::failed(format!("init: poll: {e}")))?;
         if fds[2].revents != 0 || quit.load(Ordering::Relaxed) {
             return Ok(seen);
         }
@@ -152,19 +141,17 @@ fn stamp(
             }
         }
         if fds[1].revents != 0 {
-            sub.fill()?;
+            sub.fill().map_err(redis_failed(SUBSCRIBER))?;
             let now = monotonic_ns();
-            let at = &mut seen.init_done_ns;
-            sub.replies(|r| {
+            while let Some(r) = sub.next_reply().map_err(redis_failed(SUBSCRIBER))? {
                 if let Reply::Array(items) = r {
                     let kind = items.first().and_then(|i| i.as_bytes());
                     let event = items.last().and_then(|i| i.as_bytes());
-                    if kind == Some(b"message") && event == Some(b"hset") && at.is_none() {
-                        *at = Some(now);
+                    if kind == Some(b"message") && event == Some(b"hset") {
+                        seen.init_done_ns.get_or_insert(now);
                     }
                 }
-                Ok(())
-            })?;
+            }
         }
         if remaining == 0 && seen.init_done_ns.is_some() {
             let _ = done.send(());
@@ -186,9 +173,11 @@ fn start_stamping(
             .map_err(|e| Error::failed(format!("netlink event socket: {e}")))
     })?;
     let addr: &Address = &bench.address;
-    let mut sub = RespConn::connect(addr, "PortInitDone subscriber", SETUP_TIMEOUT)?;
+    let mut sub = Client::connect(addr, SETUP_TIMEOUT)
+        .map_err(|e| Error::failed(format!("{SUBSCRIBER}: connecting to Redis at {addr}: {e}")))?;
     let channel = format!("__keyspace@{APPL_DB}__:_PORT_TABLE:PortInitDone");
-    sub.call_wait(&[b"SUBSCRIBE", channel.as_bytes()], 1, SETUP_TIMEOUT)?;
+    sub.subscribe(b"SUBSCRIBE", &[channel.as_bytes()])
+        .map_err(redis_failed(SUBSCRIBER))?;
     let names = bench
         .ports
         .iter()

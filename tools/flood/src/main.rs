@@ -18,7 +18,6 @@ mod plot;
 mod procfs;
 mod progress;
 mod report;
-mod resp;
 mod setup;
 mod signal;
 mod watch;

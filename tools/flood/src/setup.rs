@@ -12,11 +12,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use syncd::engine::redis::client::Client;
+use syncd::engine::redis::socket::poll;
 use syncd::engine::sonic::dbconfig::{Address, Databases};
 use testbed::{Netns, RedisServer, TempDir};
 
 use crate::cli::{Options, RedisSource};
 use crate::signal::Stop;
+use crate::watch::pollfd;
 use crate::Error;
 
 /// How long the daemon may take to report `READY=1`.
@@ -49,18 +51,8 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, Error> {
 }
 
 fn poll_in(fds: &[i32], timeout: Duration) -> Vec<bool> {
-    let mut p: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: `p` is a valid array of pollfd for its length.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
-    if r <= 0 {
+    let mut p: Vec<libc::pollfd> = fds.iter().map(|&fd| pollfd(fd)).collect();
+    if !matches!(poll(&mut p, Some(timeout)), Ok(n) if n > 0) {
         return vec![false; fds.len()];
     }
     p.iter().map(|x| x.revents != 0).collect()

@@ -1,20 +1,54 @@
-//! Ctrl-C and SIGTERM: a thread reads them from a signalfd and tells every
-//! other thread, so each unwinds through its normal path and every `Drop`
-//! (daemon, namespaces, redis-server, temporary files) runs.
+//! Ctrl-C and SIGTERM: a thread reads them from the engine's signalfd
+//! ([`Signals`]) and tells every other thread, so each unwinds through its
+//! normal path and every `Drop` (daemon, namespaces, redis-server,
+//! temporary files) runs.
 //!
 //! Three ways to learn about a stop, for the three kinds of waits: a flag
 //! for busy loops, a channel that disconnects for `select!` waits, and an
 //! eventfd that stays readable for `poll` waits.
 
 use std::io;
-use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use syncd::engine::redis::socket::wait_fd;
+use syncd::engine::runtime::signals::{Signal, Signals};
 use syncd::engine::sys::cvt;
+
+/// An eventfd: readable from the first [`notify`](Self::notify) until
+/// [`clear`](Self::clear), for threads that wait in `poll`.
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: plain eventfd(2); the result is checked, then owned.
+        let raw =
+            cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as isize)?;
+        // SAFETY: `raw` is a fresh fd owned by no one else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(raw as RawFd) }))
+    }
+
+    /// Make it readable.
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a live u64 to our own eventfd.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Make it unreadable again.
+    pub fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reading 8 bytes into a live u64 from our own eventfd.
+        let _ = unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
 
 /// A stop request, shared by every thread.
 #[derive(Clone)]
@@ -23,7 +57,7 @@ pub struct Stop {
     /// Set when the stop came from a signal (not from a failing thread).
     signalled: Arc<AtomicBool>,
     /// Readable (and never reset) once stopped.
-    fd: Arc<OwnedFd>,
+    fd: Arc<EventFd>,
     /// Dropped on stop, which disconnects `rx` for every clone.
     tx: Arc<Mutex<Option<Sender<()>>>>,
     rx: Receiver<()>,
@@ -31,11 +65,7 @@ pub struct Stop {
 
 impl Stop {
     fn new() -> io::Result<Stop> {
-        // SAFETY: plain eventfd(2); the result is checked, then owned.
-        let raw =
-            cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as isize)?;
-        // SAFETY: `raw` is a fresh fd owned by no one else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        let fd = EventFd::new()?;
         let (tx, rx) = crossbeam_channel::bounded(0);
         Ok(Stop {
             flag: Arc::new(AtomicBool::new(false)),
@@ -63,15 +93,13 @@ impl Stop {
 
     /// An fd that becomes readable on stop.
     pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.fd.fd()
     }
 
     /// Ask every thread to stop.
     pub fn trigger(&self) {
         self.flag.store(true, Ordering::Relaxed);
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to our own eventfd.
-        let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        self.fd.notify();
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
@@ -94,47 +122,25 @@ impl Stop {
 /// perf, which must act on SIGINT, empties its mask before exec.
 pub fn install() -> io::Result<Stop> {
     let stop = Stop::new()?;
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-    let mut set: libc::sigset_t = unsafe { mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t for these calls.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-    }
-    // SAFETY: `set` is initialised; the old mask is not wanted.
-    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if r != 0 {
-        return Err(io::Error::from_raw_os_error(r));
-    }
-    // SAFETY: `set` is valid; the fd is checked, then owned.
-    let raw = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) } as isize)?;
-    // SAFETY: `raw` is a fresh fd owned by no one else.
-    let sfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+    let signals = Signals::install_for(&[libc::SIGINT, libc::SIGTERM])?;
     let s = stop.clone();
     std::thread::Builder::new()
         .name("flood-signals".into())
         .spawn(move || {
             let mut count = 0;
             loop {
-                // SAFETY: signalfd_siginfo is plain data; zero is valid.
-                let mut info: libc::signalfd_siginfo = unsafe { mem::zeroed() };
-                let size = mem::size_of::<libc::signalfd_siginfo>();
-                // SAFETY: `info` is valid for writes of `size` bytes; the fd
-                // is owned by this thread for its whole life.
-                let n = unsafe {
-                    libc::read(
-                        sfd.as_raw_fd(),
-                        (&mut info as *mut libc::signalfd_siginfo).cast(),
-                        size,
-                    )
+                // The fd is non-blocking: wait for it, then read.
+                let signo = match signals.read() {
+                    Ok(Some(Signal::Stop(signo))) => signo,
+                    Ok(Some(Signal::Reload)) => continue,
+                    Ok(None) | Err(_) => {
+                        let _ = wait_fd(signals.as_raw_fd(), libc::POLLIN, Duration::MAX);
+                        continue;
+                    }
                 };
-                if n != size as isize {
-                    continue;
-                }
                 count += 1;
                 match count {
-                    1 => eprintln!("\nflood: signal {}: cleaning up", info.ssi_signo),
+                    1 => eprintln!("\nflood: signal {signo}: cleaning up"),
                     2 => eprintln!(
                         "flood: still cleaning up; signal once more to exit at once \
                          (namespaces flood-* and a redis-server may be left behind)"

@@ -11,7 +11,7 @@
 //!   before the barrier has been counted and matched when it replies.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,15 +19,16 @@ use std::time::Duration;
 use crossbeam_channel::{select, Receiver, Sender};
 use syncd::engine::netlink::parse::{self, LinkChange, RTM_DELLINK, RTM_NEWLINK};
 use syncd::engine::netlink::socket::{NetlinkSocket, Recv};
+use syncd::engine::redis::client::{Client, ClientError};
 use syncd::engine::redis::reply::Reply;
+use syncd::engine::redis::socket::poll;
 use syncd::engine::sonic::dbconfig::Address;
-use syncd::engine::sys::{cvt, monotonic_ns};
+use syncd::engine::sys::monotonic_ns;
 use syncd::port::rules::is_port_name;
 
 use crate::kernel::in_netns;
 use crate::plan::Phase;
-use crate::resp::RespConn;
-use crate::signal::Stop;
+use crate::signal::{EventFd, Stop};
 use crate::Error;
 
 /// Which writer.
@@ -121,7 +122,7 @@ struct BarrierCmd {
 /// Handle on the watcher thread.
 pub struct Watcher {
     tx: Option<Sender<BarrierCmd>>,
-    wake: Arc<OwnedFd>,
+    wake: Arc<EventFd>,
     /// Every write read back, in order.
     pub seen: Receiver<Seen>,
     join: Option<JoinHandle<Result<(), Error>>>,
@@ -133,7 +134,7 @@ struct Listener {
 }
 
 struct Reader {
-    conn: RespConn,
+    conn: Client,
     /// (port, notified at) of each read in flight, in order.
     pending: VecDeque<(u32, u64)>,
 }
@@ -153,16 +154,16 @@ struct State {
 }
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The connections' roles, for messages.
+const SUBSCRIBER: &str = "keyspace subscriber";
+const READS: &str = "watcher reads";
+
+/// A failure of the Redis connection `role`, for messages.
+pub fn redis_failed(role: &'static str) -> impl Fn(ClientError) -> Error {
+    move |e| Error::failed(format!("{role}: {e}"))
+}
 /// Receive buffer of the counting sockets (the kernel doubles it).
 const LISTENER_RCVBUF: usize = 16 << 20;
-
-fn eventfd() -> Result<OwnedFd, Error> {
-    // SAFETY: plain eventfd(2); the result is checked, then owned.
-    let raw = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as isize)
-        .map_err(|e| Error::failed(format!("eventfd: {e}")))?;
-    // SAFETY: `raw` is a fresh fd owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw as RawFd) })
-}
 
 impl Watcher {
     /// Open every socket (so set-up errors are reported here) and start.
@@ -171,7 +172,7 @@ impl Watcher {
         let mut readers: [Option<Reader>; 2] = [None, None];
         let mut channel_prefix: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
         let mut table_prefix: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-        let mut sub: Option<RespConn> = None;
+        let mut sub: Option<Client> = None;
         let mut patterns = Vec::new();
         for s in sides {
             let sock = in_netns(s.netns.as_deref(), || {
@@ -180,8 +181,12 @@ impl Watcher {
                     .map_err(|e| Error::failed(format!("netlink event socket: {e}")))
             })?;
             listeners.push(Listener { side: s.side, sock });
-            let mut conn = RespConn::connect(&s.address, "watcher reads", SETUP_TIMEOUT)?;
-            conn.call_wait(&[b"SELECT", s.db.to_string().as_bytes()], 1, SETUP_TIMEOUT)?;
+            let conn = Client::connect_db(&s.address, s.db, SETUP_TIMEOUT).map_err(|e| {
+                Error::failed(format!(
+                    "{READS}: connecting to Redis at {}: {e}",
+                    s.address
+                ))
+            })?;
             readers[s.side.index()] = Some(Reader {
                 conn,
                 pending: VecDeque::new(),
@@ -193,19 +198,20 @@ impl Watcher {
             pattern.push(b'*');
             patterns.push(pattern);
             if sub.is_none() {
-                sub = Some(RespConn::connect(
-                    &s.address,
-                    "keyspace subscriber",
-                    SETUP_TIMEOUT,
-                )?);
+                sub = Some(Client::connect(&s.address, SETUP_TIMEOUT).map_err(|e| {
+                    Error::failed(format!(
+                        "{SUBSCRIBER}: connecting to Redis at {}: {e}",
+                        s.address
+                    ))
+                })?);
             }
         }
         let Some(mut sub) = sub else {
             return Err(Error::failed("watcher: nothing to watch"));
         };
-        let mut args: Vec<&[u8]> = vec![b"PSUBSCRIBE"];
-        args.extend(patterns.iter().map(|p| p.as_slice()));
-        sub.call_wait(&args, patterns.len(), SETUP_TIMEOUT)?;
+        let patterns: Vec<&[u8]> = patterns.iter().map(|p| p.as_slice()).collect();
+        sub.subscribe(b"PSUBSCRIBE", &patterns)
+            .map_err(redis_failed(SUBSCRIBER))?;
 
         let names = ports
             .iter()
@@ -223,7 +229,7 @@ impl Watcher {
             reads_answered: 0,
             barriers: VecDeque::new(),
         };
-        let wake = Arc::new(eventfd()?);
+        let wake = Arc::new(EventFd::new().map_err(|e| Error::failed(format!("eventfd: {e}")))?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let (seen_tx, seen) = crossbeam_channel::unbounded();
         let thread_wake = wake.clone();
@@ -269,9 +275,7 @@ impl Watcher {
         if !matches!(sent, Some(Ok(()))) {
             return Err(self.failure());
         }
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to our own eventfd.
-        let _ = unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        self.wake.notify();
         select! {
             recv(reply_rx) -> r => match r {
                 Ok(counts) => Ok(counts),
@@ -370,7 +374,7 @@ impl State {
                 b"hset" => {
                     self.counts[i].redis_writes += 1;
                     if let Some(reader) = readers[i].as_mut() {
-                        reader.conn.command(&[
+                        reader.conn.queue(&[
                             b"HMGET",
                             key,
                             b"admin_status",
@@ -491,21 +495,8 @@ impl State {
     }
 }
 
-fn poll_fds(fds: &mut [libc::pollfd]) -> Result<(), Error> {
-    loop {
-        // SAFETY: `fds` is a valid array of pollfd for its length.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if r >= 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::failed(format!("watcher: poll: {e}")));
-        }
-    }
-}
-
-fn pollfd(fd: RawFd) -> libc::pollfd {
+/// Wait for `fd` to be readable.
+pub fn pollfd(fd: RawFd) -> libc::pollfd {
     libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -517,29 +508,29 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
 fn run(
     mut st: State,
     listeners: Vec<Listener>,
-    mut sub: RespConn,
+    mut sub: Client,
     mut readers: [Option<Reader>; 2],
     rx: Receiver<BarrierCmd>,
-    wake: &OwnedFd,
+    wake: &EventFd,
     stop: &Stop,
     seen: Sender<Seen>,
 ) -> Result<(), Error> {
     let n_ports = st.names.len();
     let mut buf = vec![0u8; 64 << 10];
     // Fixed slots: 0 stop, 1 wake, 2 subscriber, 3..5 readers, then kernel.
-    let reader_fd = |r: &Option<Reader>| r.as_ref().map(|r| r.conn.fd()).unwrap_or(-1);
+    let reader_fd = |r: &Option<Reader>| r.as_ref().map(|r| r.conn.as_raw_fd()).unwrap_or(-1);
     loop {
         let mut fds = vec![
             pollfd(stop.fd()),
-            pollfd(wake.as_raw_fd()),
-            pollfd(sub.fd()),
+            pollfd(wake.fd()),
+            pollfd(sub.as_raw_fd()),
             pollfd(reader_fd(&readers[0])),
             pollfd(reader_fd(&readers[1])),
         ];
         if st.live_kernel {
             fds.extend(listeners.iter().map(|l| pollfd(l.sock.as_raw_fd())));
         }
-        poll_fds(&mut fds)?;
+        poll(&mut fds, None).map_err(|e| Error::failed(format!("watcher: poll: {e}")))?;
         if fds[0].revents != 0 {
             return Ok(());
         }
@@ -547,41 +538,36 @@ fn run(
         // taken before it could precede data that arrived during it (then
         // a write would seem to come before its own change was sent).
         if fds[2].revents != 0 {
-            sub.fill()?;
+            sub.fill().map_err(redis_failed(SUBSCRIBER))?;
             let now = monotonic_ns();
-            let readers_ref = &mut readers;
-            let st_ref = &mut st;
-            sub.replies(|r| st_ref.on_notification(r, now, readers_ref))?;
+            while let Some(r) = sub.next_reply().map_err(redis_failed(SUBSCRIBER))? {
+                st.on_notification(&r, now, &mut readers)?;
+            }
         }
         for side in Side::ALL {
             if fds[3 + side.index()].revents == 0 {
                 continue;
             }
             if let Some(Reader { conn, pending }) = readers[side.index()].as_mut() {
-                conn.fill()?;
-                let st_ref = &mut st;
-                conn.replies(|r| {
-                    st_ref.on_read(side, pending, r, &seen);
-                    Ok(())
-                })?;
+                conn.fill().map_err(redis_failed(READS))?;
+                while let Some(r) = conn.next_reply().map_err(redis_failed(READS))? {
+                    st.on_read(side, pending, &r, &seen);
+                }
             }
         }
         for r in readers.iter_mut().flatten() {
-            if !r.conn.out.is_empty() {
-                r.conn.flush()?;
-            }
+            // Nothing queued costs nothing.
+            r.conn.flush().map_err(redis_failed(READS))?;
         }
         if fds[1].revents != 0 {
-            let mut v: u64 = 0;
-            // SAFETY: reading 8 bytes into a live u64 from our own eventfd.
-            let _ = unsafe { libc::read(wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            wake.clear();
             while let Ok(cmd) = rx.try_recv() {
                 st.barriers.push_back((cmd, None));
                 // In subscribed mode PING is answered in order with the
                 // notifications: its PONG comes after every one before it.
-                sub.command(&[b"PING"]);
+                sub.queue(&[b"PING"]);
             }
-            sub.flush()?;
+            sub.flush().map_err(redis_failed(SUBSCRIBER))?;
         }
         st.drain_kernel(&listeners, &mut buf)?;
         st.complete_barriers(&listeners, &mut buf, n_ports)?;
