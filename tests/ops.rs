@@ -1046,7 +1046,8 @@ fn the_shipped_sysctl_profile_names_only_keys_this_kernel_has() {
 /// (`NO_BUILD=1`: a cargo build from inside the tests would relink the very
 /// binaries other tests are running).
 fn make(args: &[String]) -> Output {
-    let built = Path::new(Daemon::binary()).parent().unwrap();
+    let bin = Daemon::binary();
+    let built = Path::new(&bin).parent().unwrap();
     assert!(
         built.join("flood").is_file(),
         "{} has no flood binary",

@@ -268,7 +268,7 @@ impl Startup<'_> {
                 if sha.as_bytes() != Some(SET_SCRIPT_SHA.as_bytes()) {
                     log_warn!("APPL_DB: SCRIPT LOAD answered {sha:?}, expected {SET_SCRIPT_SHA}");
                 }
-                if !read_push_replies(c, &sets)? {
+                if read_push_replies(c, &sets)? {
                     log_notice!(
                         "PortConfigDone: {} ports pushed to APPL_DB PORT_TABLE",
                         config_ports.len()

@@ -110,8 +110,12 @@ impl Default for DaemonOptions {
 }
 
 impl Daemon {
-    pub fn binary() -> &'static str {
-        env!("CARGO_BIN_EXE_portsyncd")
+    /// The daemon under test: this build's, or the one
+    /// `TEST_PORTSYNCD_BIN` names (to show a new test fails on an older
+    /// build, e.g. `TEST_PORTSYNCD_BIN=/tmp/old/portsyncd cargo test --test chaos`).
+    pub fn binary() -> String {
+        std::env::var("TEST_PORTSYNCD_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_portsyncd").to_string())
     }
 
     pub fn start(ns: &Netns, redis: &RedisServer) -> Daemon {
@@ -131,7 +135,7 @@ impl Daemon {
                 c.args(args).arg(Daemon::binary());
                 c
             }
-            None => ns.command(Daemon::binary()),
+            None => ns.command(&Daemon::binary()),
         };
         cmd.arg("--config").arg(dir.path().join("none.toml"));
         std::fs::write(dir.path().join("none.toml"), "").unwrap();
