@@ -202,7 +202,7 @@ pub fn netlink(datagram: &[u8]) -> u8 {
 
     let mut cold = configured();
     cold.mark_old_interfaces_until_first_dump_ends();
-    cold.dump_started(DUMP_SEQ);
+    cold.dump_started(DUMP_SEQ, 0);
     apply(&mut cold, datagram, items, 1);
     for (_, name) in &cold.old_found {
         assert!(name.as_bytes().starts_with(b"Ethernet"));
@@ -210,7 +210,7 @@ pub fn netlink(datagram: &[u8]) -> u8 {
     cold.on_overrun();
     apply(&mut cold, datagram, items, 2);
     if cold.dump_wanted() {
-        cold.dump_started(DUMP_SEQ);
+        cold.dump_started(DUMP_SEQ, 0);
     }
     apply(&mut cold, datagram, items, 3);
     saw | drain(&mut cold, 0)
@@ -220,7 +220,7 @@ pub fn netlink(datagram: &[u8]) -> u8 {
 pub fn netlink_sequence<'a>(datagrams: impl IntoIterator<Item = &'a [u8]>) -> u8 {
     let mut saw = 0;
     let mut sync = configured();
-    sync.dump_started(DUMP_SEQ);
+    sync.dump_started(DUMP_SEQ, 0);
     for (turn, d) in datagrams.into_iter().enumerate() {
         let (items, s) = parse_datagram(d);
         saw |= s;
@@ -228,7 +228,7 @@ pub fn netlink_sequence<'a>(datagrams: impl IntoIterator<Item = &'a [u8]>) -> u8
         if turn % 3 == 2 {
             sync.on_overrun();
             if sync.dump_wanted() {
-                sync.dump_started(DUMP_SEQ);
+                sync.dump_started(DUMP_SEQ, 0);
             }
         }
         saw |= drain(&mut sync, turn as u64);

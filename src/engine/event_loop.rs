@@ -217,7 +217,7 @@ impl<S: Syncer> EventLoop<S> {
             if self.netlink.more && self.stopping.is_none() {
                 self.drain_netlink();
             }
-            if self.syncer.follow().dump_wanted() {
+            if self.syncer.follow().dump_due(monotonic_ns()) {
                 let n = &mut self.netlink;
                 request_dump(&n.reader, self.syncer.follow(), &mut n.dump_seq);
             }
@@ -326,6 +326,7 @@ impl<S: Syncer> EventLoop<S> {
                 recorder: &self.recorder,
             },
         );
+        let dump_next = self.syncer.follow().dump_timer(now);
         if let Some(interval) = self.notifier.watchdog_interval() {
             if now >= self.next_watchdog_ns {
                 self.notifier.watchdog();
@@ -341,7 +342,7 @@ impl<S: Syncer> EventLoop<S> {
             return Some(Duration::ZERO);
         }
         let mut next = self.next_tick_ns;
-        if let Some(t) = syncer_next {
+        for t in [syncer_next, dump_next].into_iter().flatten() {
             next = next.min(t);
         }
         if self.notifier.watchdog_interval().is_some() {

@@ -72,21 +72,36 @@ impl LinkSync {
         self.dump.running()
     }
 
-    /// Whether a dump must be started now.
+    /// Whether a dump is owed and not running (it may wait for a backoff).
     pub fn dump_wanted(&self) -> bool {
         self.dump.wanted()
     }
 
-    /// A dump request with sequence `seq` was sent.
-    pub fn dump_started(&mut self, seq: u32) {
-        let (dump, mut links) = self.split();
-        dump.started(seq, &mut links);
+    /// Whether a dump request should be sent at `now_ns`.
+    pub fn dump_due(&self, now_ns: u64) -> bool {
+        self.dump.due(now_ns)
     }
 
-    /// Our dump request was refused (`send` failed): try again later.
-    pub fn dump_failed(&mut self) {
+    /// A dump request with sequence `seq` was sent at `now_ns`.
+    pub fn dump_started(&mut self, seq: u32, now_ns: u64) {
         let (dump, mut links) = self.split();
-        dump.failed(&mut links);
+        let counters = links.counters;
+        dump.started(seq, now_ns, counters, &mut links);
+    }
+
+    /// Our dump request could not be sent: try again after a backoff.
+    pub fn dump_failed(&mut self, now_ns: u64) {
+        let (dump, mut links) = self.split();
+        let counters = links.counters;
+        dump.failed(now_ns, counters, &mut links);
+    }
+
+    /// Give up a dump past its deadline; the next instant to look again.
+    pub fn dump_timer(&mut self, now_ns: u64) -> Option<u64> {
+        let (dump, mut links) = self.split();
+        let counters = links.counters;
+        dump.on_timer(now_ns, counters, &mut links);
+        dump.next_timer()
     }
 
     /// The kernel reported `ENOBUFS`: messages were lost.
@@ -135,16 +150,20 @@ impl KernelFollow for LinkSync {
         }
     }
 
-    fn dump_wanted(&self) -> bool {
-        LinkSync::dump_wanted(self)
+    fn dump_due(&self, now_ns: u64) -> bool {
+        LinkSync::dump_due(self, now_ns)
     }
 
-    fn dump_started(&mut self, seq: u32) {
-        LinkSync::dump_started(self, seq)
+    fn dump_started(&mut self, seq: u32, now_ns: u64) {
+        LinkSync::dump_started(self, seq, now_ns)
     }
 
-    fn dump_failed(&mut self) {
-        LinkSync::dump_failed(self)
+    fn dump_failed(&mut self, now_ns: u64) {
+        LinkSync::dump_failed(self, now_ns)
+    }
+
+    fn dump_timer(&mut self, now_ns: u64) -> Option<u64> {
+        LinkSync::dump_timer(self, now_ns)
     }
 
     fn dump_request(&self, seq: u32) -> Request {

@@ -31,6 +31,7 @@ use crate::engine::sonic::logger;
 use crate::engine::sonic::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
 use crate::engine::sonic::warm::{WarmKeys, WarmStart};
 use crate::engine::startup::{Interrupt, StartError, StartupIo};
+use crate::engine::sys::monotonic_ns;
 use crate::port::follow::LinkSync;
 use crate::port::keys::{PortKeys, DAEMON};
 use crate::{log_info, log_notice, log_warn};
@@ -343,13 +344,20 @@ impl Startup<'_> {
                         source,
                     })
                 })?;
-            if drained == Drained::Empty && self.sync.dump_running() {
+            let now = monotonic_ns();
+            let next = self.sync.dump_timer(now);
+            if self.sync.dump_due(now) {
+                request_dump(reader, self.sync, dump_seq);
+            } else if drained == Drained::Empty {
+                // Nothing to read: wait for the kernel (or the dump's next
+                // timer), at most 100 ms between looks at the signals.
                 use std::os::fd::AsRawFd;
+                let wait = next.map_or(100_000_000, |t| t.saturating_sub(now).min(100_000_000));
                 let fd = reader.socket().as_raw_fd();
                 let _ = crate::engine::redis::socket::wait_fd(
                     fd,
                     libc::POLLIN,
-                    Duration::from_millis(100),
+                    Duration::from_nanos(wait),
                 );
                 self.io.check_signals()?;
             }

@@ -109,6 +109,17 @@ counters_table! {
             /// Interrupted means `NLM_F_DUMP_INTR`.
             dump_restarts: Counter totals "dump_restarts",
         }
+        "portsyncd_netlink_dump_requests_total" counter
+            "Dump requests sent (at start-up, and to recover after lost messages)." {
+            dump_requests: Counter,
+        }
+        "portsyncd_netlink_dump_failures_total" counter
+            "Dump requests that did not end in a complete dump, by reason: the kernel still ran an earlier dump (ebusy), refused it or it could not be sent (refused), the buffer was full when it started (enobufs: it goes on and is redone), or it went silent past its deadline (timeout)." {
+            dump_busy: Counter ("reason" = "ebusy"),
+            dump_refused: Counter ("reason" = "refused"),
+            dump_enobufs: Counter ("reason" = "enobufs"),
+            dump_timeouts: Counter ("reason" = "timeout"),
+        }
         "portsyncd_ports_vanished_total" counter "Ports found gone by a resync dump." {
             ports_vanished: Counter totals "vanished",
         }
@@ -243,7 +254,7 @@ mod tests {
     #[test]
     fn the_table_can_be_exported() {
         assert_eq!(check::<Counters>(), Ok(()));
-        assert_eq!(Counters::ENTRIES.len(), 31);
+        assert_eq!(Counters::ENTRIES.len(), 36);
     }
 
     /// The text `log_totals` in src/port/daemon.rs wrote by hand before the

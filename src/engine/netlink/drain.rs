@@ -10,7 +10,7 @@ use crate::engine::netlink::dump::DumpEnd;
 use crate::engine::netlink::reader::{LinkReader, Read};
 use crate::engine::netlink::request::Request;
 use crate::engine::sys::monotonic_ns;
-use crate::{log_debug, log_info, log_notice, log_warn};
+use crate::{log_info, log_notice, log_warn};
 
 /// A syncer's view of the kernel: it applies datagrams and tracks its dump.
 pub trait KernelFollow {
@@ -19,12 +19,15 @@ pub trait KernelFollow {
     /// Messages were lost (`overrun`: the kernel said `ENOBUFS`; else
     /// datagrams were cut short).
     fn on_lost(&mut self, overrun: bool);
-    /// Whether a dump must be requested now.
-    fn dump_wanted(&self) -> bool;
-    /// The dump request with this sequence was sent.
-    fn dump_started(&mut self, seq: u32);
+    /// Whether a dump request should be sent at `now_ns`.
+    fn dump_due(&self, now_ns: u64) -> bool;
+    /// The dump request with this sequence was sent at `now_ns`.
+    fn dump_started(&mut self, seq: u32, now_ns: u64);
     /// The dump request could not be sent.
-    fn dump_failed(&mut self);
+    fn dump_failed(&mut self, now_ns: u64);
+    /// Give up a dump past its deadline; returns the next instant it
+    /// wants to be asked again (a deadline, or the end of a backoff).
+    fn dump_timer(&mut self, now_ns: u64) -> Option<u64>;
     /// The request that dumps the table this syncer follows.
     fn dump_request(&self, seq: u32) -> Request;
     /// What the table holds, for the log ("ports", "neighbors").
@@ -81,7 +84,7 @@ pub fn drain(
             }
         }
     }
-    if follow.dump_wanted() {
+    if follow.dump_due(monotonic_ns()) {
         request_dump(reader, follow, dump_seq);
     }
     Ok(drained)
@@ -109,18 +112,19 @@ fn apply_batch(reader: &LinkReader, count: usize, follow: &mut impl KernelFollow
     }
 }
 
-/// Send the next dump request. A refusal (`EBUSY` while the kernel still
-/// runs one) leaves the dump wanted, for the next drain.
+/// Send the next dump request. A request that cannot be sent leaves the
+/// dump owed, asked again after a backoff.
 pub fn request_dump(reader: &LinkReader, follow: &mut impl KernelFollow, dump_seq: &mut u32) {
     let seq = dump_seq.wrapping_add(1);
+    let now = monotonic_ns();
     match reader.socket().send(&follow.dump_request(seq)) {
         Ok(()) => {
             *dump_seq = seq;
-            follow.dump_started(seq);
+            follow.dump_started(seq, now);
         }
         Err(e) => {
-            log_debug!("dump request: {e}");
-            follow.dump_failed();
+            log_warn!("dump request: {e}; asking again shortly");
+            follow.dump_failed(now);
         }
     }
 }

@@ -84,7 +84,7 @@ fn dump_completes_and_reconciles() {
     s.on_overrun();
     assert!(s.dump_wanted());
     assert_eq!(s.counters.resyncs.get(), 1);
-    s.dump_started(5);
+    s.dump_started(5, 0);
     assert!(!s.dump_wanted());
     let reply = dump_reply(5, 0);
     assert_eq!(
@@ -103,7 +103,7 @@ fn dump_completes_and_reconciles() {
 #[test]
 fn replies_to_someone_elses_dump_are_plain_events() {
     let mut s = sync_with(&["Ethernet4"]);
-    s.dump_started(5);
+    s.dump_started(5, 0);
     // Same seq, other pid: not ours, does not end our dump.
     assert_eq!(s.on_datagram(&dump_reply(5, 0), 1, OWN_PID + 1), None);
     assert!(s.dump_running());
@@ -115,14 +115,14 @@ fn replies_to_someone_elses_dump_are_plain_events() {
 #[test]
 fn interrupted_dump_is_redone() {
     let mut s = sync_with(&["Ethernet4"]);
-    s.dump_started(5);
+    s.dump_started(5, 0);
     assert_eq!(
         s.on_datagram(&dump_reply(5, NLM_F_DUMP_INTR), 1, OWN_PID),
         Some(DumpEnd::Redo)
     );
     assert!(s.dump_wanted());
     assert_eq!(s.counters.dump_restarts.get(), 1);
-    s.dump_started(6);
+    s.dump_started(6, 0);
     assert_eq!(
         s.on_datagram(&dump_reply(6, 0), 2, OWN_PID),
         Some(DumpEnd::Complete { vanished: 0 })
@@ -132,7 +132,7 @@ fn interrupted_dump_is_redone() {
 #[test]
 fn overrun_during_a_dump_redoes_it() {
     let mut s = sync_with(&["Ethernet4"]);
-    s.dump_started(5);
+    s.dump_started(5, 0);
     s.on_overrun();
     assert!(!s.dump_wanted(), "one dump at a time");
     assert_eq!(
@@ -147,7 +147,7 @@ fn overrun_during_a_dump_redoes_it() {
 fn first_dump_of_a_cold_start_marks_ethernet_ports_old() {
     let mut s = sync_with(&["Ethernet4"]);
     s.mark_old_interfaces_until_first_dump_ends();
-    s.dump_started(1);
+    s.dump_started(1, 0);
     assert_eq!(
         s.on_datagram(&dump_reply(1, 0), 1, OWN_PID),
         Some(DumpEnd::Complete { vanished: 0 })

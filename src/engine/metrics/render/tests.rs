@@ -31,6 +31,23 @@ const EXPORTED: &[(&str, &str)] = &[
     ("truncations", "portsyncd_netlink_truncations_total"),
     ("resyncs", "portsyncd_netlink_resyncs_total"),
     ("dump_restarts", "portsyncd_netlink_dump_restarts_total"),
+    ("dump_requests", "portsyncd_netlink_dump_requests_total"),
+    (
+        "dump_busy",
+        "portsyncd_netlink_dump_failures_total{reason=\"ebusy\"}",
+    ),
+    (
+        "dump_refused",
+        "portsyncd_netlink_dump_failures_total{reason=\"refused\"}",
+    ),
+    (
+        "dump_enobufs",
+        "portsyncd_netlink_dump_failures_total{reason=\"enobufs\"}",
+    ),
+    (
+        "dump_timeouts",
+        "portsyncd_netlink_dump_failures_total{reason=\"timeout\"}",
+    ),
     ("ports_vanished", "portsyncd_ports_vanished_total"),
     (
         "skipped_not_port",
@@ -96,6 +113,11 @@ fn numbered() -> Counters {
     c.truncations.add(v("truncations"));
     c.resyncs.add(v("resyncs"));
     c.dump_restarts.add(v("dump_restarts"));
+    c.dump_requests.add(v("dump_requests"));
+    c.dump_busy.add(v("dump_busy"));
+    c.dump_refused.add(v("dump_refused"));
+    c.dump_enobufs.add(v("dump_enobufs"));
+    c.dump_timeouts.add(v("dump_timeouts"));
     c.ports_vanished.add(v("ports_vanished"));
     c.skipped_not_port.add(v("skipped_not_port"));
     c.skipped_team.add(v("skipped_team"));
@@ -207,7 +229,7 @@ fn samples(text: &str) -> BTreeMap<String, String> {
 #[test]
 fn every_counter_and_gauge_is_exported_with_its_value() {
     let fields = counter_fields();
-    assert_eq!(fields.len(), 31, "{fields:?}");
+    assert_eq!(fields.len(), 36, "{fields:?}");
     for f in &fields {
         assert!(
             EXPORTED.iter().any(|(name, _)| name == f),

@@ -1,0 +1,95 @@
+//! Chaos with real parts, the daemon running throughout: the kernel's
+//! buffer overrun by parallel writers, Redis failing and coming back. After
+//! the load stops every port must be right, the daemon alive. Each test is
+//! bounded (the waits below) and cleans up after itself (namespaces and
+//! servers are dropped, also on a panic).
+
+mod util;
+
+use util::*;
+
+/// Ports, writers and changes per writer of the live overrun (issue 11:
+/// three `ip -batch` writers flapping 30 ports, 600 changes each).
+const PORTS: usize = 30;
+const WRITERS: usize = 3;
+const CHANGES_PER_WRITER: usize = 600;
+
+/// Flap every port of `names` (admin up/down and an MTU now and then) from
+/// `WRITERS` parallel `ip -batch` processes, each on its own share of the
+/// ports, and wait for them all.
+fn flap_in_parallel(ns: &Netns, names: &[String]) {
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let mine: Vec<&String> = names.iter().skip(w).step_by(WRITERS).collect();
+            s.spawn(move || {
+                let mut batch = Vec::with_capacity(CHANGES_PER_WRITER);
+                for i in 0..CHANGES_PER_WRITER {
+                    let n = mine[i % mine.len()];
+                    let round = i / mine.len();
+                    batch.push(match round % 5 {
+                        4 => format!("link set {n} mtu {}", 1500 + 100 * (round % 3)),
+                        r if r % 2 == 0 => format!("link set {n} up"),
+                        _ => format!("link set {n} down"),
+                    });
+                }
+                ns.batch(&batch).unwrap();
+            });
+        }
+    });
+}
+
+/// The live overrun of issue 11 at one receive buffer size: the daemon
+/// keeps running (no SIGSTOP), the kernel drops messages, and the daemon
+/// must recover by itself.
+fn live_overrun_converges(rcvbuf: Option<usize>) {
+    let names = port_names(PORTS);
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    redis.configure_ports(&refs(&names)).unwrap();
+    let mut opts = DaemonOptions::default();
+    if let Some(bytes) = rcvbuf {
+        opts.sets.push(format!("netlink.rcvbuf_bytes={bytes}"));
+    }
+    let mut d = Daemon::start_with(&ns, &redis, opts);
+    d.wait_ready();
+    redis.orchagent_pop().unwrap();
+    for n in &names {
+        ns.add_port(n).unwrap();
+    }
+    wait_converged(&ns, &redis, &names);
+
+    flap_in_parallel(&ns, &names);
+    // Then one more change on a port after the storm: recovery must not
+    // depend on it, but it must not be lost either.
+    ns.set_up(&names[0]).unwrap();
+
+    wait_converged(&ns, &redis, &names);
+    assert!(d.alive(), "the daemon died:\n{}", d.log());
+    let log = d.stop();
+    if rcvbuf == Some(4096) {
+        // A 4 KiB buffer holds one or two link messages: these writers
+        // overrun it every time, so recovery really ran.
+        assert!(total(&log, "enobufs") > 0, "no overrun happened:\n{log}");
+        assert!(total(&log, "resyncs") > 0, "no resync:\n{log}");
+    }
+}
+
+#[test]
+fn live_overrun_4k_converges() {
+    live_overrun_converges(Some(4096));
+}
+
+#[test]
+fn live_overrun_16k_converges() {
+    live_overrun_converges(Some(16384));
+}
+
+#[test]
+fn live_overrun_64k_converges() {
+    live_overrun_converges(Some(65536));
+}
+
+#[test]
+fn live_overrun_default_buffer_converges() {
+    live_overrun_converges(None);
+}
