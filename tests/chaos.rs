@@ -93,3 +93,58 @@ fn live_overrun_64k_converges() {
 fn live_overrun_default_buffer_converges() {
     live_overrun_converges(None);
 }
+
+/// Whether APPL_DB's ProducerStateTable staging holds `key` (orchagent
+/// has not popped it).
+fn staged(redis: &RedisServer, key: &str) -> bool {
+    !redis
+        .hgetall(0, &format!("_PORT_TABLE:{key}"))
+        .unwrap()
+        .is_empty()
+}
+
+/// Issue 11 point 2: writes answered `-OOM` were lost for good, and an OOM
+/// on the `PortInitDone` EVALSHA meant it was never written. Every write
+/// refused with an error must stay owed and land once Redis takes writes
+/// again, without any further event.
+#[test]
+fn writes_refused_with_oom_land_once_redis_takes_them_again() {
+    let names = port_names(32);
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    redis.configure_ports(&refs(&names)).unwrap();
+    let mut d = Daemon::start(&ns, &redis);
+    d.wait_ready();
+    redis.orchagent_pop().unwrap();
+    let (first, last) = names.split_at(31);
+    for n in first {
+        ns.add_port(n).unwrap();
+    }
+    wait_converged(&ns, &redis, first);
+    assert!(!staged(&redis, "PortInitDone"), "one port is still missing");
+
+    // Redis refuses every write from now on (maxmemory below what it uses,
+    // noeviction): 16 link changes, then the last port, whose netdev makes
+    // PortInitDone due.
+    redis
+        .cmd(0, &["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .unwrap();
+    redis.cmd(0, &["CONFIG", "SET", "maxmemory", "1"]).unwrap();
+    for n in &first[..16] {
+        ns.set_up(n).unwrap();
+    }
+    ns.add_port(&last[0]).unwrap();
+    d.wait_log("OOM");
+    let log = d.wait_log("EVALSHA set PORT_TABLE PortInitDone failed");
+    assert!(log.contains("OOM"), "{log}");
+
+    // Lifted: everything owed lands, with no further kernel event.
+    redis.cmd(0, &["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    wait_converged(&ns, &redis, &names);
+    redis
+        .wait_until("PortInitDone", |r| Ok(staged(r, "PortInitDone")))
+        .unwrap();
+    assert!(d.alive());
+    let log = d.stop();
+    assert!(total(&log, "error_replies") >= 17, "{log}");
+}

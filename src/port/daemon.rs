@@ -107,12 +107,14 @@ impl Syncer for PortSyncer {
             }
             self.next_poll_ns = now + self.poll_interval_ns;
         }
-        self.state.replies.retry_due(&mut w.sync.ports, now);
+        self.state.replies.on_timer(&mut w.sync.ports, now);
+        self.appl.on_timer(now);
         let mut next = [
             self.state.conn.retry_at(),
             self.appl.conn.retry_at(),
             self.events.conn.retry_at(),
             self.state.replies.next_retry(),
+            self.appl.next_resend(),
             (w.sync.ports.held() > 0).then_some(self.next_poll_ns),
         ]
         .into_iter()

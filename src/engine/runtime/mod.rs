@@ -7,5 +7,6 @@ pub mod launch;
 pub mod log;
 pub mod notify;
 pub mod placement;
+pub mod repeat;
 pub mod signals;
 pub mod sysctl_check;

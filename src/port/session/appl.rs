@@ -10,12 +10,21 @@ use crate::engine::redis::encode;
 use crate::engine::redis::reply::{Reply, Verdict};
 use crate::engine::redis::session::{self, Session};
 use crate::engine::runtime::log::Level;
+use crate::engine::runtime::repeat::{cut, Repeats, Say};
 use crate::engine::sonic::logger;
 use crate::engine::sonic::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
+use crate::engine::sys::monotonic_ns;
 use crate::port::keys::PortKeys;
 use crate::port::session::PortWork;
 use crate::port::table::{PortId, PortTable};
 use crate::{log_error, log_notice, log_warn};
+
+/// The wait before sending a refused set again: doubling from the first to
+/// the last while errors go on.
+const RESEND_FIRST_NS: u64 = 100_000_000;
+const RESEND_MAX_NS: u64 = 5_000_000_000;
+/// Bytes of a Redis error quoted in a log line.
+const MAX_QUOTE: usize = 200;
 
 /// What an APPL_DB command in flight is.
 #[derive(Debug, Clone, Copy)]
@@ -39,27 +48,49 @@ pub struct OutboxItem {
 
 /// What the APPL_DB replies decide, apart from the connection: pure, so it
 /// is tested without sockets.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ApplReplies {
     /// The ProducerStateTable script was loaded (answered) once.
     pub script_loaded: bool,
     /// A `NOSCRIPT` came back: load the script again.
     pub reload_script: bool,
     pub outbox: Vec<OutboxItem>,
+    /// Sets refused with an error are sent again at this time.
+    pub resend_at_ns: u64,
+    /// The wait before the next resend: doubling while errors go on.
+    backoff_ns: u64,
+    /// Error replies logged once per kind, the repeats counted.
+    errors: Repeats,
+    /// The log level to fall back to when CONFIG_DB has none.
+    pub configured_level: Level,
+}
+
+impl Default for ApplReplies {
+    fn default() -> Self {
+        ApplReplies {
+            configured_level: Level::Notice,
+            script_loaded: false,
+            reload_script: false,
+            outbox: Vec::new(),
+            resend_at_ns: 0,
+            backoff_ns: RESEND_FIRST_NS,
+            errors: Repeats::default(),
+        }
+    }
 }
 
 impl ApplReplies {
-    /// Handle the reply to `tag`. `configured` is the level to fall back
-    /// to when CONFIG_DB has none.
+    /// Handle the reply to `tag`, received at `now`.
     pub fn on_reply(
         &mut self,
         tag: ApplTag,
         reply: &Reply<'_>,
         ports: &mut PortTable,
         keys: &PortKeys,
-        configured: Level,
         counters: &Counters,
+        now: u64,
     ) {
+        let configured = self.configured_level;
         match tag {
             ApplTag::Select => {
                 if let Some(e) = reply.error() {
@@ -88,19 +119,34 @@ impl ApplReplies {
             ApplTag::Exists(port) => match reply {
                 Reply::Int(n) => ports.set_membership(port, *n > 0),
                 other => {
+                    // Asked again by the poll, as a port not in PORT_TABLE.
                     counters.redis_error_replies.inc();
-                    log_error!(
-                        "APPL_DB: EXISTS for {} answered {other:?}",
-                        ports.get(port).name
-                    );
+                    let kind = match other.error() {
+                        Some(e) => String::from_utf8_lossy(e)
+                            .split(' ')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                        None => "unexpected".to_string(),
+                    };
+                    if self.errors.note(&format!("EXISTS {kind}"), now) == Say::First {
+                        log_error!(
+                            "APPL_DB: EXISTS for {} answered {}; asked again",
+                            ports.get(port).name,
+                            cut(&format!("{other:?}"), MAX_QUOTE)
+                        );
+                    }
                     ports.set_membership(port, false);
                 }
             },
-            ApplTag::Pst(i) => self.on_pst_reply(i, reply, counters),
+            ApplTag::Pst(i) => self.on_pst_reply(i, reply, counters, now),
         }
     }
 
-    fn on_pst_reply(&mut self, i: usize, reply: &Reply<'_>, counters: &Counters) {
+    /// A ProducerStateTable set is done only when Redis acknowledged it:
+    /// an error reply (OOM, MISCONF, READONLY, anything) sends it again
+    /// after a backoff, `NOSCRIPT` after loading the script again.
+    fn on_pst_reply(&mut self, i: usize, reply: &Reply<'_>, counters: &Counters, now: u64) {
         let Some(item) = self.outbox.get_mut(i) else {
             return;
         };
@@ -108,6 +154,7 @@ impl ApplReplies {
         match reply.verdict() {
             Verdict::Done => {
                 item.acked = true;
+                self.backoff_ns = RESEND_FIRST_NS;
                 log_notice!("APPL_DB: {key} written");
             }
             Verdict::NoScript => {
@@ -116,18 +163,28 @@ impl ApplReplies {
                 item.sent = false;
                 self.reload_script = true;
             }
-            verdict => {
+            Verdict::RetryLater | Verdict::Failed => {
                 counters.redis_error_replies.inc();
-                log_error!(
-                    "APPL_DB: EVALSHA set PORT_TABLE {key} failed: {}",
-                    String::from_utf8_lossy(reply.error().unwrap_or_default())
-                );
-                if verdict == Verdict::RetryLater {
-                    item.sent = false;
-                } else {
-                    item.acked = true;
+                item.sent = false;
+                let text = String::from_utf8_lossy(reply.error().unwrap_or_default());
+                let code = text.split(' ').next().unwrap_or_default();
+                if self.errors.note(&format!("EVALSHA {code}"), now) == Say::First {
+                    log_error!(
+                        "APPL_DB: EVALSHA set PORT_TABLE {key} failed: {}; sent again in {} ms",
+                        cut(&text, MAX_QUOTE),
+                        self.backoff_ns / 1_000_000
+                    );
                 }
+                self.resend_at_ns = now + self.backoff_ns;
+                self.backoff_ns = (self.backoff_ns * 2).min(RESEND_MAX_NS);
             }
+        }
+    }
+
+    /// Repeated errors summed up.
+    fn on_timer(&mut self, now: u64) {
+        for (kind, n) in self.errors.due(now) {
+            log_error!("APPL_DB: {n} more {kind} error replies (each set is sent again)");
         }
     }
 }
@@ -137,8 +194,6 @@ pub struct ApplSession {
     pub conn: RedisConn<ApplTag>,
     pub replies: ApplReplies,
     keys: PortKeys,
-    /// The level to fall back to when CONFIG_DB has none.
-    configured_level: Level,
     init_done_queued: bool,
     /// Scratch: ports to ask APPL_DB about this turn.
     queries: Vec<PortId>,
@@ -148,9 +203,11 @@ impl ApplSession {
     pub fn new(conn: RedisConn<ApplTag>, keys: PortKeys, configured_level: Level) -> ApplSession {
         ApplSession {
             conn,
-            replies: ApplReplies::default(),
+            replies: ApplReplies {
+                configured_level,
+                ..ApplReplies::default()
+            },
             keys,
-            configured_level,
             init_done_queued: false,
             queries: Vec::with_capacity(256),
         }
@@ -161,9 +218,20 @@ impl ApplSession {
         self.keys.logger.live
     }
 
+    /// Resends due, and repeated errors summed up.
+    pub fn on_timer(&mut self, now: u64) {
+        self.replies.on_timer(now);
+    }
+
+    /// When a refused set is sent again, if one waits.
+    pub fn next_resend(&self) -> Option<u64> {
+        let waiting = self.replies.outbox.iter().any(|i| !i.acked && !i.sent);
+        (waiting && self.replies.resend_at_ns > 0).then_some(self.replies.resend_at_ns)
+    }
+
     /// SIGHUP changed the configured level.
     pub fn set_configured_level(&mut self, level: Level) {
-        self.configured_level = level;
+        self.replies.configured_level = level;
     }
 
     /// Queue membership queries, a log level read, `PortInitDone` when due,
@@ -205,6 +273,9 @@ impl ApplSession {
                 acked: false,
                 sent: false,
             });
+        }
+        if monotonic_ns() < self.replies.resend_at_ns {
+            return;
         }
         let producer = &self.keys.producer;
         for (i, item) in self.replies.outbox.iter_mut().enumerate() {
@@ -259,12 +330,12 @@ impl Session for ApplSession {
     }
 
     fn read(&mut self, work: &mut PortWork, io: &mut LoopIo<'_>) -> Result<(), Lost> {
-        let (replies, keys, level) = (&mut self.replies, &self.keys, self.configured_level);
+        let (replies, keys) = (&mut self.replies, &self.keys);
         let ports = &mut work.sync.ports;
         let counters = &*io.recorder.counters;
         self.conn.read_replies(|tag, reply| {
             if let Some(tag) = tag {
-                replies.on_reply(tag, reply, ports, keys, level, counters);
+                replies.on_reply(tag, reply, ports, keys, counters, monotonic_ns());
             }
         })
     }

@@ -20,3 +20,6 @@ pub struct PortWork {
     /// CONFIG_DB's `LOGLEVEL` may have changed: read it again.
     pub loglevel_wanted: bool,
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,16 +6,21 @@ use crate::engine::event_loop::LoopIo;
 use crate::engine::metrics::{Recorder, SampleKind};
 use crate::engine::redis::conn::{Connection, Lost, RedisConn};
 use crate::engine::redis::encode;
-use crate::engine::redis::reply::{Reply, Verdict};
+use crate::engine::redis::reply::Reply;
 use crate::engine::redis::session::{self, Session};
+use crate::engine::runtime::repeat::{cut, Repeats, Say};
 use crate::engine::sys::monotonic_ns;
 use crate::port::keys::PortKeys;
 use crate::port::session::PortWork;
 use crate::port::table::{PortId, PortTable};
 use crate::{log_error, log_notice};
 
-/// Delay before writing again after a retry-later error.
-const RETRY_LATER_MS: u64 = 100;
+/// The wait before writing again after an error reply: doubling from the
+/// first to the last while errors go on.
+const RETRY_FIRST_NS: u64 = 100_000_000;
+const RETRY_MAX_NS: u64 = 5_000_000_000;
+/// Bytes of a Redis error quoted in a log line.
+const MAX_QUOTE: usize = 200;
 
 /// What a STATE_DB command in flight is.
 #[derive(Debug, Clone, Copy)]
@@ -84,17 +89,36 @@ pub fn encode_port_writes(
 
 /// What the STATE_DB replies decide, apart from the connection: pure, so
 /// it is tested without sockets.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StateReplies {
     /// `SELECT` acknowledged on the current connection.
     pub selected: bool,
-    /// Ports whose write got a retry-later error, and when to retry.
+    /// Ports whose write got an error reply, and when to write them again.
     pub retry_ports: Vec<PortId>,
     pub retry_at_ns: u64,
+    /// The wait before the next retry: doubling while errors go on.
+    backoff_ns: u64,
+    /// Error replies logged once per kind, the repeats counted.
+    errors: Repeats,
+}
+
+impl Default for StateReplies {
+    fn default() -> Self {
+        StateReplies {
+            selected: false,
+            retry_ports: Vec::new(),
+            retry_at_ns: 0,
+            backoff_ns: RETRY_FIRST_NS,
+            errors: Repeats::default(),
+        }
+    }
 }
 
 impl StateReplies {
-    /// Handle the reply to `tag`, received at `now`.
+    /// Handle the reply to `tag`, received at `now`. A write answered with
+    /// an error (whatever the error: OOM, MISCONF, READONLY, BUSY, …) stays
+    /// owed and is written again after a backoff: Redis cannot lose state
+    /// by refusing it once.
     pub fn on_reply(
         &mut self,
         tag: StateTag,
@@ -118,32 +142,41 @@ impl StateReplies {
             StateTag::Del { port, since_ns } => (port, since_ns, "DEL"),
         };
         let Some(e) = reply.error() else {
+            self.backoff_ns = RETRY_FIRST_NS;
             recorder.record(SampleKind::RecvToReply, now.saturating_sub(since));
             return;
         };
         recorder.counters.redis_error_replies.inc();
-        log_error!(
-            "STATE_DB: {what} {}{} failed: {}",
-            String::from_utf8_lossy(prefix),
-            ports.get(port).name,
-            String::from_utf8_lossy(e)
-        );
-        if reply.verdict() == Verdict::RetryLater {
-            if self.retry_ports.is_empty() {
-                self.retry_at_ns = now + RETRY_LATER_MS * 1_000_000;
-            }
-            if !self.retry_ports.contains(&port) {
-                self.retry_ports.push(port);
-            }
+        let text = String::from_utf8_lossy(e);
+        let code = text.split(' ').next().unwrap_or_default();
+        if self.errors.note(&format!("{what} {code}"), now) == Say::First {
+            log_error!(
+                "STATE_DB: {what} {}{} failed: {}; written again in {} ms (repeats of this error are counted, not logged)",
+                String::from_utf8_lossy(prefix),
+                ports.get(port).name,
+                cut(&text, MAX_QUOTE),
+                self.backoff_ns / 1_000_000
+            );
+        }
+        if self.retry_ports.is_empty() {
+            self.retry_at_ns = now + self.backoff_ns;
+            self.backoff_ns = (self.backoff_ns * 2).min(RETRY_MAX_NS);
+        }
+        if !self.retry_ports.contains(&port) {
+            self.retry_ports.push(port);
         }
     }
 
-    /// Ports whose retry is due at `now` owe their write again.
-    pub fn retry_due(&mut self, ports: &mut PortTable, now: u64) {
+    /// Ports whose retry is due at `now` owe their write again; repeated
+    /// errors are summed up.
+    pub fn on_timer(&mut self, ports: &mut PortTable, now: u64) {
         if !self.retry_ports.is_empty() && now >= self.retry_at_ns {
             for port in self.retry_ports.drain(..) {
                 ports.rewrite(port, now);
             }
+        }
+        for (kind, n) in self.errors.due(now) {
+            log_error!("STATE_DB: {n} more {kind} error replies (each write stays owed)");
         }
     }
 
