@@ -148,3 +148,45 @@ fn writes_refused_with_oom_land_once_redis_takes_them_again() {
     let log = d.stop();
     assert!(total(&log, "error_replies") >= 17, "{log}");
 }
+
+/// Issue 11 point 3: with Redis slow at start (`CLIENT PAUSE 1500 WRITE`),
+/// ports created after the daemon started were taken for old interfaces:
+/// brought down, never written, and `PortInitDone` never came. Only the
+/// netdevs that existed when it started are old.
+#[test]
+fn ports_created_during_a_slow_start_up_are_ports() {
+    let names = port_names(8);
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    redis.configure_ports(&refs(&names)).unwrap();
+    // An interface that exists before the daemon: old (cold start).
+    ns.add_port("Ethernet400").unwrap();
+    ns.set_up("Ethernet400").unwrap();
+    redis.cmd(0, &["CLIENT", "PAUSE", "1500", "WRITE"]).unwrap();
+    let mut d = Daemon::start(&ns, &redis);
+    // The daemon is past its snapshot and now waits for Redis to take writes.
+    d.wait_notify("STATUS=starting: reading CONFIG_DB");
+    for n in &names {
+        ns.add_port(n).unwrap();
+        ns.set_up(n).unwrap();
+    }
+    d.wait_ready();
+    redis.orchagent_pop().unwrap();
+    wait_converged(&ns, &redis, &names);
+    for n in &names {
+        let (admin, _, _) = ns.link_state(n).unwrap();
+        assert!(admin, "{n} was brought down as an old interface");
+    }
+    redis
+        .wait_until("PortInitDone", |r| {
+            Ok(staged(r, "PortInitDone") || !r.hgetall(0, "PORT_TABLE:PortInitDone")?.is_empty())
+        })
+        .unwrap();
+    // The one that existed before is old: down, and never written.
+    assert_eq!(ns.link_state("Ethernet400").map(|s| s.0), Some(false));
+    assert!(redis
+        .hgetall(6, "PORT_TABLE|Ethernet400")
+        .unwrap()
+        .is_empty());
+    assert!(d.alive());
+}

@@ -190,7 +190,8 @@ fn configured() -> LinkSync {
 }
 
 /// Everything for one netlink datagram: the parser, then `LinkSync` in the
-/// steady state and during a cold start's first dump with an overrun.
+/// steady state and during a cold start's first dump (old interfaces from
+/// the datagram itself, as a snapshot) with an overrun.
 pub fn netlink(datagram: &[u8]) -> u8 {
     let (items, mut saw) = parse_datagram(datagram);
 
@@ -201,12 +202,24 @@ pub fn netlink(datagram: &[u8]) -> u8 {
     saw |= drain(&mut steady, 1);
 
     let mut cold = configured();
-    cold.mark_old_interfaces_until_first_dump_ends();
-    cold.dump_started(DUMP_SEQ, 0);
-    apply(&mut cold, datagram, items, 1);
-    for (_, name) in &cold.old_found {
+    // The datagram as the start-up snapshot: its Ethernet* links are old.
+    let old: Vec<_> = syncd::engine::netlink::parse::messages(datagram)
+        .filter_map(|m| {
+            let (h, p) = m.ok()?;
+            match syncd::engine::netlink::parse::parse_event(&h, p).ok()? {
+                syncd::engine::netlink::parse::Event::Link(l) => {
+                    syncd::port::follow::old_interface(&l)
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    for (_, name) in &old {
         assert!(name.as_bytes().starts_with(b"Ethernet"));
     }
+    cold.ignore_old_interfaces(old.iter().map(|(i, _)| *i));
+    cold.dump_started(DUMP_SEQ, 0);
+    apply(&mut cold, datagram, items, 1);
     cold.on_overrun();
     apply(&mut cold, datagram, items, 2);
     if cold.dump_wanted() {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::engine::metrics::Counters;
 use crate::engine::netlink::drain::KernelFollow;
 use crate::engine::netlink::dump::{DumpEnd, DumpTracker, Follower};
-use crate::engine::netlink::parse::{self, Event, LinkChange, NlHeader};
+use crate::engine::netlink::parse::{self, Event, LinkChange, LinkMessage, NlHeader};
 use crate::engine::netlink::request::{self, Request};
 use crate::log_debug;
 use crate::port::rules::Skip;
@@ -26,23 +26,26 @@ pub struct LinkSync {
     pub ports: PortTable,
     counters: Arc<Counters>,
     dump: DumpTracker,
-    /// During the first dump of a cold start: every `Ethernet*` link seen is
-    /// an old interface.
-    marking_old: bool,
-    /// Old interfaces found, for the start-up to bring down.
-    pub old_found: Vec<(i32, PortName)>,
 }
 
 /// The old-interface rule looks at this prefix only (SONiC's `INTFS_PREFIX`).
 const OLD_INTERFACE_PREFIX: &[u8] = b"Ethernet";
+
+/// Whether a link in the start-up snapshot is an old interface (on a cold
+/// start): an existing netdev named `Ethernet*`. Returns its ifindex and
+/// name.
+pub fn old_interface(link: &LinkMessage<'_>) -> Option<(i32, PortName)> {
+    if link.change != LinkChange::New || !link.name.starts_with(OLD_INTERFACE_PREFIX) {
+        return None;
+    }
+    Some((link.ifindex, PortName::new(link.name)?))
+}
 
 /// The port side of a [`LinkSync`], borrowed while the dump tracker walks
 /// a datagram.
 struct PortLinks<'a> {
     ports: &'a mut PortTable,
     counters: &'a Counters,
-    marking_old: &'a mut bool,
-    old_found: &'a mut Vec<(i32, PortName)>,
 }
 
 impl LinkSync {
@@ -51,15 +54,18 @@ impl LinkSync {
             ports,
             counters,
             dump: DumpTracker::default(),
-            marking_old: false,
-            old_found: Vec::new(),
         }
     }
 
-    /// Treat every `Ethernet*` link reported before the first dump ends as
-    /// an old interface (cold start, not a DPU).
-    pub fn mark_old_interfaces_until_first_dump_ends(&mut self) {
-        self.marking_old = true;
+    /// Ignore these ifindexes for good: the old interfaces of a cold start,
+    /// from the snapshot taken before subscribing. A netdev created later
+    /// is a port, whatever Redis is doing meanwhile.
+    pub fn ignore_old_interfaces(&mut self, ifindexes: impl IntoIterator<Item = i32>) {
+        for ifindex in ifindexes {
+            if self.ports.old_interfaces() < MAX_PORTS {
+                self.ports.add_old_interface(ifindex);
+            }
+        }
     }
 
     /// The counters it updates.
@@ -130,8 +136,6 @@ impl LinkSync {
             PortLinks {
                 ports: &mut self.ports,
                 counters: &self.counters,
-                marking_old: &mut self.marking_old,
-                old_found: &mut self.old_found,
             },
         )
     }
@@ -196,18 +200,6 @@ impl Follower for PortLinks<'_> {
             LinkChange::New => c.msgs_newlink.inc(),
             LinkChange::Del => c.msgs_dellink.inc(),
         }
-        if *self.marking_old && link.name.starts_with(OLD_INTERFACE_PREFIX) {
-            if link.change == LinkChange::New && self.ports.old_interfaces() < MAX_PORTS {
-                if let Some(name) = PortName::new(link.name) {
-                    if !self.old_found.iter().any(|(i, _)| *i == link.ifindex) {
-                        self.old_found.push((link.ifindex, name));
-                    }
-                }
-                self.ports.add_old_interface(link.ifindex);
-            }
-            c.skipped_old_interface.inc();
-            return;
-        }
         match self.ports.apply(&link, rx_ns, from_dump) {
             Applied::Skipped(Skip::NotAPort) => c.skipped_not_port.inc(),
             Applied::Skipped(Skip::Team) => c.skipped_team.inc(),
@@ -227,7 +219,6 @@ impl Follower for PortLinks<'_> {
     }
 
     fn dump_complete(&mut self, now_ns: u64) -> usize {
-        *self.marking_old = false;
         let vanished = self.ports.finish_resync(now_ns);
         self.counters.ports_vanished.add(vanished as u64);
         vanished

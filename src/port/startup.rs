@@ -6,7 +6,8 @@
 //! 4. CONFIG_DB `PORT|*` → APPL_DB `PORT_TABLE` (ProducerStateTable,
 //!    pipelined), skipped on warm start;
 //! 5. `PortConfigDone` with `count`, skipped on warm start;
-//! 6. cold start, not a DPU: every `Ethernet*` netdev that exists is an old
+//! 6. cold start, not a DPU: every `Ethernet*` netdev that existed when the
+//!    daemon started (a snapshot taken before anything else) is an old
 //!    interface, brought down by a netlink request and ignored for good;
 //! 7. `PortInitDone` — sent by the loop once every configured port is seen.
 //!
@@ -16,9 +17,11 @@
 //! being absent is retried with capped backoff until it comes (or a stop
 //! signal arrives); progress shows in the log and the `STATUS=` line.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use crate::engine::netlink::drain::{drain, request_dump, Drained};
+use crate::engine::netlink::parse::{Event, NLM_F_DUMP_INTR};
 use crate::engine::netlink::reader::LinkReader;
 use crate::engine::netlink::request;
 use crate::engine::netlink::ring::RecvRing;
@@ -32,8 +35,9 @@ use crate::engine::sonic::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
 use crate::engine::sonic::warm::{WarmKeys, WarmStart};
 use crate::engine::startup::{Interrupt, StartError, StartupIo};
 use crate::engine::sys::monotonic_ns;
-use crate::port::follow::LinkSync;
+use crate::port::follow::{old_interface, LinkSync};
 use crate::port::keys::{PortKeys, DAEMON};
+use crate::port::table::PortName;
 use crate::{log_info, log_notice, log_warn};
 
 /// How long start-up waits for the initial dump to end before leaving the
@@ -64,6 +68,36 @@ pub enum Started {
     },
     /// A stop signal arrived first.
     Stopped(i32),
+}
+
+/// One dump of every link on a request socket: the old-interface
+/// candidates, or `None` if the kernel marked the dump interrupted.
+fn snapshot_links(
+    timeout: Duration,
+    seq: u32,
+) -> Result<Option<Vec<(i32, PortName)>>, NetlinkError> {
+    let socket = NetlinkSocket::requests(timeout)?;
+    socket
+        .send(&request::getlink_dump(seq))
+        .map_err(|source| NetlinkError::Sys {
+            call: "sendto",
+            source,
+        })?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut old = Vec::new();
+    let mut interrupted = false;
+    socket.replies(seq, &mut buf, "link snapshot", |header, event| {
+        interrupted |= header.flags & NLM_F_DUMP_INTR != 0;
+        match event {
+            Event::Link(link) => {
+                old.extend(old_interface(&link));
+                ControlFlow::Continue(())
+            }
+            Event::Done => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    })?;
+    Ok((!interrupted).then_some(old))
 }
 
 /// A CONFIG_DB `PORT|<name>` entry: the name and its fields.
@@ -117,6 +151,7 @@ impl Startup<'_> {
     /// SONiC's steps, in SONiC's order; each is one method below.
     fn run_inner(mut self, ring: RecvRing) -> Result<Started, Interrupt> {
         let began = Instant::now();
+        let existing = self.snapshot_old_interfaces();
         self.io.notifier.status("starting: reading CONFIG_DB");
         let switch_type = self.read_log_level_and_switch_type()?;
         let start = self.warm_start()?;
@@ -125,10 +160,14 @@ impl Startup<'_> {
             if start.warm { "warm" } else { "cold" },
             start.restore_count
         );
+        let old = if !start.warm && switch_type != "dpu" {
+            existing
+        } else {
+            Vec::new()
+        };
+        self.sync
+            .ignore_old_interfaces(old.iter().map(|(ifindex, _)| *ifindex));
         let (mut reader, rcvbuf) = self.subscribe(ring)?;
-        if !start.warm && switch_type != "dpu" {
-            self.sync.mark_old_interfaces_until_first_dump_ends();
-        }
         let mut dump_seq = 0;
         request_dump(&reader, self.sync, &mut dump_seq);
         let config_ports = self.read_config_ports()?;
@@ -137,7 +176,7 @@ impl Startup<'_> {
         }
         self.learn_configured_ports(&config_ports)?;
         self.initial_dump(&mut reader, &mut dump_seq)?;
-        let old_interfaces = self.bring_down_old_interfaces()?;
+        let old_interfaces = self.bring_down_old_interfaces(&old)?;
         let info = StartInfo {
             switch_type,
             warm: start.warm,
@@ -368,10 +407,31 @@ impl Startup<'_> {
         Ok(())
     }
 
+    /// Before anything else: the netdevs that exist now and are named
+    /// `Ethernet*`, the old interfaces of a cold start (SONiC takes this
+    /// snapshot once, before it subscribes). Whatever is created after it
+    /// is a port, however long Redis makes the start-up wait. A dump that
+    /// fails or is interrupted is taken again (three tries), then the start
+    /// goes on without old interfaces, with a warning.
+    fn snapshot_old_interfaces(&self) -> Vec<(i32, PortName)> {
+        let mut last_error = String::new();
+        for seq in 1..=3 {
+            match snapshot_links(self.io.timeout(), seq) {
+                Ok(Some(old)) => {
+                    log_info!("{} netdevs named Ethernet* exist at start", old.len());
+                    return old;
+                }
+                Ok(None) => last_error = "interrupted (NLM_F_DUMP_INTR)".to_string(),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        log_warn!("the snapshot of existing netdevs failed ({last_error}); no old interfaces");
+        Vec::new()
+    }
+
     /// Step 6: old interfaces: bring them down, by netlink request. Returns
     /// how many there were.
-    fn bring_down_old_interfaces(&mut self) -> Result<usize, Interrupt> {
-        let old: Vec<_> = std::mem::take(&mut self.sync.old_found);
+    fn bring_down_old_interfaces(&mut self, old: &[(i32, PortName)]) -> Result<usize, Interrupt> {
         if old.is_empty() {
             return Ok(0);
         }

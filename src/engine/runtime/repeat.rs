@@ -108,12 +108,16 @@ mod tests {
         assert_eq!(r.note("OOM", 5), Say::First, "kinds are apart");
         assert!(r.due(SUMMARY_NS - 1).is_empty());
         assert_eq!(r.due(SUMMARY_NS), vec![("BUSY".to_string(), 2999)]);
-        // OOM had no repeats: forgotten, so the next one is logged again.
-        assert_eq!(r.note("OOM", SUMMARY_NS + 1), Say::First);
-        assert_eq!(r.note("BUSY", SUMMARY_NS + 1), Say::Quiet);
-        assert_eq!(r.due(2 * SUMMARY_NS), vec![("BUSY".to_string(), 1)]);
-        assert!(r.due(3 * SUMMARY_NS).is_empty());
-        assert_eq!(r.note("BUSY", 3 * SUMMARY_NS), Say::First);
+        assert_eq!(r.note("OOM", SUMMARY_NS + 4), Say::Quiet, "still followed");
+        assert_eq!(r.due(SUMMARY_NS + 5), vec![("OOM".to_string(), 1)]);
+        // Quiet for a whole interval: forgotten, so the next one is logged.
+        assert!(r.due(2 * SUMMARY_NS + 5).is_empty());
+        assert_eq!(r.note("OOM", 2 * SUMMARY_NS + 6), Say::First);
+        assert_eq!(r.note("BUSY", 2 * SUMMARY_NS + 6), Say::First);
+        assert_eq!(r.note("BUSY", 2 * SUMMARY_NS + 7), Say::Quiet);
+        assert_eq!(r.due(3 * SUMMARY_NS + 6), vec![("BUSY".to_string(), 1)]);
+        assert!(r.due(5 * SUMMARY_NS).is_empty());
+        assert_eq!(r.note("BUSY", 5 * SUMMARY_NS), Say::First);
     }
 
     #[test]
