@@ -190,3 +190,41 @@ fn ports_created_during_a_slow_start_up_are_ports() {
         .is_empty());
     assert!(d.alive());
 }
+
+/// Issue 11 point 4: after Redis came back empty, the daemon rewrote
+/// `PORT_TABLE|*` for every port, though APPL_DB no longer had them: the
+/// reconnect rewrote before membership was learned again.
+#[test]
+fn after_redis_comes_back_empty_only_ports_in_appl_db_are_written() {
+    let names = port_names(8);
+    let ns = Netns::new().unwrap();
+    let mut redis = RedisServer::start().unwrap();
+    redis.configure_ports(&refs(&names)).unwrap();
+    let mut opts = DaemonOptions::default();
+    opts.sets.push("redis.retry_max_ms=200".into());
+    let mut d = Daemon::start_with(&ns, &redis, opts);
+    d.wait_ready();
+    redis.orchagent_pop().unwrap();
+    for n in &names {
+        ns.add_port(n).unwrap();
+    }
+    wait_converged(&ns, &redis, &names);
+
+    redis.stop();
+    redis.restart().unwrap(); // no persistence: every database is empty
+    d.wait_log("STATE_DB: reconnected");
+    // orchagent puts one port back; its state follows, and on the same
+    // connection after anything the reconnect owed.
+    redis.add_to_port_table("Ethernet0").unwrap();
+    let (admin, oper, mtu) = ns.link_state("Ethernet0").unwrap();
+    let updown = |b: bool| if b { "up" } else { "down" };
+    redis
+        .wait_state("Ethernet0", updown(admin), updown(oper), mtu)
+        .unwrap();
+    assert_eq!(
+        redis.keys(6, "PORT_TABLE|*").unwrap(),
+        vec!["PORT_TABLE|Ethernet0".to_string()],
+        "ports no longer in APPL_DB were written"
+    );
+    assert!(d.alive());
+}

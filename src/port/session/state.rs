@@ -249,8 +249,12 @@ impl Session for StateSession {
         });
         if self.conn.connects > 1 {
             io.recorder.counters.redis_reconnects.inc();
-            log_notice!("STATE_DB: reconnected; rewriting the state of every port");
+            log_notice!("STATE_DB: reconnected; rewriting every port APPL_DB PORT_TABLE still has");
             io.notifier.status("running");
+            // Redis may have come back empty: which ports APPL_DB has is
+            // asked again first, and each port's HSET follows its answer
+            // (deletes are owed at once).
+            work.sync.ports.relearn_membership();
         }
         // Whatever happened while it was away: write everything.
         work.sync.ports.rewrite_all(monotonic_ns());
