@@ -228,3 +228,136 @@ fn after_redis_comes_back_empty_only_ports_in_appl_db_are_written() {
     );
     assert!(d.alive());
 }
+
+/// The daemon with `verify.interval_s = 1` (and whatever else `sets`
+/// says), ready, with orchagent's pop done.
+fn start_verifying(ns: &Netns, redis: &RedisServer, sets: &[&str]) -> Daemon {
+    let mut opts = DaemonOptions::default();
+    opts.sets.push("verify.interval_s=1".into());
+    opts.sets.extend(sets.iter().map(|s| s.to_string()));
+    let d = Daemon::start_with(ns, redis, opts);
+    d.wait_ready();
+    redis.orchagent_pop().unwrap();
+    d
+}
+
+/// Issue 11 point 4: ports deleted while the daemon was down kept their
+/// STATE_DB entries after a warm restart.
+#[test]
+fn ports_deleted_while_down_lose_their_entries_after_a_warm_restart() {
+    let names = port_names(6);
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    redis.configure_ports(&refs(&names)).unwrap();
+    let mut d = start_verifying(&ns, &redis, &[]);
+    for n in &names {
+        ns.add_port(n).unwrap();
+    }
+    wait_converged(&ns, &redis, &names);
+    d.stop();
+    ns.del_port("Ethernet4").unwrap();
+    ns.del_port("Ethernet12").unwrap();
+    enable_warm_restart(&redis, 1);
+    let mut d = start_verifying(&ns, &redis, &[]);
+    wait_converged(&ns, &redis, &names);
+    assert!(d.log().contains("no netdev behind it"), "{}", d.log());
+    d.stop();
+}
+
+/// Issue 11 point 4: a renamed port kept an entry under its old name.
+#[test]
+fn a_renamed_port_loses_the_entry_under_its_old_name() {
+    let names = port_names(4);
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    redis.configure_ports(&refs(&names)).unwrap();
+    let mut d = start_verifying(&ns, &redis, &[]);
+    for n in &names {
+        ns.add_port(n).unwrap();
+    }
+    wait_converged(&ns, &redis, &names);
+    ns.set_down("Ethernet8").unwrap();
+    ns.ip(&["link", "set", "Ethernet8", "name", "Ethernet808"])
+        .unwrap();
+    redis.wait_state_absent("Ethernet8").unwrap();
+    assert!(redis
+        .hgetall(6, "PORT_TABLE|Ethernet808")
+        .unwrap()
+        .is_empty());
+    assert!(d.alive());
+    d.stop();
+}
+
+/// Issue 11: drift injected behind the daemon's back — a lost write,
+/// another writer's HSET of one of its fields, a deleted entry, a FLUSHDB —
+/// is repaired by self-verification, touching only the daemon's fields.
+#[test]
+fn drift_behind_the_daemons_back_is_repaired_and_other_fields_stay() {
+    let names = port_names(6);
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    redis.configure_ports(&refs(&names)).unwrap();
+    let mut d = start_verifying(&ns, &redis, &[]);
+    for n in &names {
+        ns.add_port(n).unwrap();
+    }
+    wait_converged(&ns, &redis, &names);
+    let hset = |args: &[&str]| redis.cmd(6, args).unwrap();
+    hset(&["HSET", "PORT_TABLE|Ethernet0", "speed", "100000"]);
+    hset(&["HSET", "PORT_TABLE|Ethernet0", "admin_status", "up"]);
+    hset(&["HDEL", "PORT_TABLE|Ethernet4", "mtu"]);
+    hset(&["DEL", "PORT_TABLE|Ethernet8"]);
+    hset(&["HSET", "PORT_TABLE|Ethernet99", "state", "ok"]);
+    wait_converged(&ns, &redis, &names[1..]);
+    redis.wait_state_absent("Ethernet99").unwrap();
+    let (admin, oper, mtu) = ns.link_state("Ethernet0").unwrap();
+    let updown = |b: bool| if b { "up" } else { "down" };
+    let mut want = state_fields(updown(admin), updown(oper), mtu);
+    want.push(("speed".into(), "100000".into()));
+    want.sort();
+    redis
+        .wait_until("Ethernet0 repaired, speed kept", |r| {
+            let mut have = r.hgetall(6, "PORT_TABLE|Ethernet0")?;
+            have.sort();
+            Ok(have == want)
+        })
+        .unwrap();
+    // Everything at once.
+    redis.cmd(6, &["FLUSHDB"]).unwrap();
+    wait_converged(&ns, &redis, &names);
+    assert!(d.alive());
+    let log = d.stop();
+    assert!(log.contains("self-verification"), "{log}");
+}
+
+/// Issue 11 point 4: with keyspace notifications off, a port removed from
+/// APPL_DB `PORT_TABLE` was still written.
+#[test]
+fn removal_from_appl_db_is_noticed_without_keyspace_notifications() {
+    let names = port_names(4);
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start_with(RedisOptions {
+        notify: "",
+        ..Default::default()
+    })
+    .unwrap();
+    redis.configure_ports(&refs(&names)).unwrap();
+    let mut d = start_verifying(&ns, &redis, &[]);
+    for n in &names {
+        ns.add_port(n).unwrap();
+    }
+    wait_converged(&ns, &redis, &names);
+    redis.cmd(0, &["DEL", "PORT_TABLE:Ethernet0"]).unwrap();
+    d.wait_log("APPL_DB PORT_TABLE no longer has Ethernet0");
+    let before = redis.hgetall(6, "PORT_TABLE|Ethernet0").unwrap();
+    ns.set_up("Ethernet0").unwrap();
+    ns.set_up("Ethernet4").unwrap();
+    // Ethernet4's write follows Ethernet0's change on the same connection.
+    wait_converged(&ns, &redis, &names[1..]);
+    assert_eq!(
+        redis.hgetall(6, "PORT_TABLE|Ethernet0").unwrap(),
+        before,
+        "a port no longer in APPL_DB was written"
+    );
+    d.stop();
+}

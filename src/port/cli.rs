@@ -87,6 +87,10 @@ KEYS (default):
     log_interval_s      seconds between summary log lines, 0 disables (60)
   [log]
     level               error | warn | notice | info | debug (\"notice\")
+  [verify]
+    interval_s          seconds between self-verifications: a kernel dump and
+                        a read-back of what it owns in STATE_DB, differences
+                        repaired and counted; 0 disables (60)
 
 SIGNALS:
     SIGTERM, SIGINT     finish the batch in flight and exit 0

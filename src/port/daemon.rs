@@ -15,6 +15,7 @@ use crate::engine::sonic::dbconfig::{Database, Databases};
 use crate::log_debug;
 use crate::port::follow::LinkSync;
 use crate::port::keys::PortKeys;
+use crate::port::selfcheck::SelfCheck;
 use crate::port::session::appl::ApplSession;
 use crate::port::session::events::EventsSession;
 use crate::port::session::state::StateSession;
@@ -71,6 +72,7 @@ impl PortSyncer {
             work: PortWork {
                 sync,
                 loglevel_wanted: false,
+                selfcheck: SelfCheck::new(cfg.verify.interval_s, 0),
             },
             poll_interval_ns: r.port_table_poll_ms * 1_000_000,
             next_poll_ns: 0,
@@ -108,6 +110,8 @@ impl Syncer for PortSyncer {
             self.next_poll_ns = now + self.poll_interval_ns;
         }
         self.state.replies.on_timer(&mut w.sync.ports, now);
+        w.selfcheck
+            .on_timer(now, &mut w.sync, &io.recorder.counters);
         self.appl.on_timer(now);
         let mut next = [
             self.state.conn.retry_at(),
@@ -116,6 +120,7 @@ impl Syncer for PortSyncer {
             self.state.replies.next_retry(),
             self.appl.next_resend(),
             (w.sync.ports.held() > 0).then_some(self.next_poll_ns),
+            w.selfcheck.next_timer(),
         ]
         .into_iter()
         .flatten();
@@ -125,6 +130,14 @@ impl Syncer for PortSyncer {
 
     fn write(&mut self, io: &mut LoopIo<'_>) {
         let w = &mut self.work;
+        let settled = self.state.unsettled(&w.sync.ports) == Some(0) && self.appl.conn.is_up();
+        if w.selfcheck.read_due(settled) {
+            let queued = self.state.queue_verify(&w.sync.ports);
+            if queued > 0 {
+                self.appl.queue_recheck(&w.sync.ports);
+                w.selfcheck.reading(queued);
+            }
+        }
         self.state.write(w, io);
         self.appl.write(w, io);
         self.events.write(w, io);

@@ -110,6 +110,17 @@ impl LinkSync {
         dump.next_timer()
     }
 
+    /// Ask for a complete dump (self-verification); see
+    /// [`DumpTracker::want`].
+    pub fn want_dump(&mut self) {
+        self.dump.want();
+    }
+
+    /// Dumps that ended complete and consistent so far.
+    pub fn dumps_completed(&self) -> u64 {
+        self.dump.completed()
+    }
+
     /// The kernel reported `ENOBUFS`: messages were lost.
     pub fn on_overrun(&mut self) {
         self.counters.enobufs.inc();

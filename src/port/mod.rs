@@ -11,6 +11,7 @@ pub mod follow;
 pub mod keys;
 pub mod rules;
 pub mod run;
+pub mod selfcheck;
 pub mod session;
 pub mod startup;
 pub mod table;

@@ -126,6 +126,9 @@ pub struct Port {
     pub membership: Membership,
     /// Listed in CONFIG_DB `PORT` at start-up.
     pub configured: bool,
+    /// Its netdev is one the rules skip for good (an old interface, a team
+    /// device): its STATE_DB entry, if any, is someone else's.
+    ignored: bool,
     /// Still holds `PortInitDone` back.
     awaiting_init: bool,
     /// Its netdev went away and STATE_DB must not hold it.
@@ -253,6 +256,7 @@ impl PortTable {
             netdev: None,
             membership: Membership::Unknown,
             configured: false,
+            ignored: false,
             awaiting_init: false,
             deleted: false,
             pending_del: false,
@@ -343,7 +347,12 @@ impl PortTable {
         let resyncing = self.resync_active;
         let port = &mut self.ports[id as usize];
         match decide(msg, old, port.membership) {
-            Decision::Skip(why) => Applied::Skipped(why),
+            Decision::Skip(why) => {
+                if matches!(why, Skip::OldInterface | Skip::Team) {
+                    port.ignored = true;
+                }
+                Applied::Skipped(why)
+            }
             Decision::Delete => {
                 port.ifindex = msg.ifindex;
                 port.netdev = None;
@@ -542,6 +551,46 @@ impl PortTable {
     /// Abandon the dump in progress (interrupted): nothing is concluded.
     pub fn abort_resync(&mut self) {
         self.resync_active = false;
+    }
+
+    /// Ports whose STATE_DB entry self-verification reads back: a netdev
+    /// known in `PORT_TABLE`, and no write owed (an owed one is about to
+    /// change the entry anyway). With the status the entry must hold.
+    pub fn verifiable(&self) -> impl Iterator<Item = (PortId, LinkStatus)> + '_ {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p.netdev {
+                Some(status) if p.membership == Membership::Present && !p.queued => {
+                    Some((i as PortId, status))
+                }
+                _ => None,
+            })
+    }
+
+    /// STATE_DB holds `PORT_TABLE|<name>` and self-verification found no
+    /// netdev behind it (deleted while the daemon was down, renamed, or
+    /// our `DEL` undone): owe the `DEL`. Not for names that cannot be
+    /// ports, nor for netdevs the rules skip (their entries are someone
+    /// else's). Returns whether a `DEL` is now owed.
+    pub fn stale_entry(&mut self, name: &[u8], now_ns: u64) -> bool {
+        if !is_port_name(name) {
+            return false;
+        }
+        if let Some(id) = self.find(name) {
+            let p = &self.ports[id as usize];
+            if p.netdev.is_some() || p.ignored || p.queued {
+                return false;
+            }
+        }
+        let Some(id) = self.intern(name) else {
+            return false;
+        };
+        let port = &mut self.ports[id as usize];
+        port.deleted = true;
+        port.pending_del = true;
+        self.queue(id, now_ns);
+        true
     }
 
     /// The dump is complete and consistent: every port that had a netdev

@@ -120,6 +120,14 @@ counters_table! {
             dump_enobufs: Counter ("reason" = "enobufs"),
             dump_timeouts: Counter ("reason" = "timeout"),
         }
+        "portsyncd_drift_repaired_total" counter
+            "Differences self-verification found and repaired, by source: the kernel (a netdev gone without its event reaching the daemon, found by the dump or by its entry left in STATE_DB) or Redis (an entry that lost or changed one of the daemon's fields)." {
+            drift_kernel: Counter ("source" = "kernel"),
+            drift_redis: Counter ("source" = "redis"),
+        }
+        "portsyncd_verify_runs_total" counter "Self-verifications completed." {
+            verify_runs: Counter,
+        }
         "portsyncd_ports_vanished_total" counter "Ports found gone by a resync dump." {
             ports_vanished: Counter totals "vanished",
         }
@@ -254,7 +262,7 @@ mod tests {
     #[test]
     fn the_table_can_be_exported() {
         assert_eq!(check::<Counters>(), Ok(()));
-        assert_eq!(Counters::ENTRIES.len(), 36);
+        assert_eq!(Counters::ENTRIES.len(), 39);
     }
 
     /// The text `log_totals` in src/port/daemon.rs wrote by hand before the

@@ -101,6 +101,8 @@ pub struct DumpTracker {
     /// No request before this instant (backoff after a failure).
     not_before_ns: u64,
     backoff_ns: u64,
+    /// Dumps that ended complete and consistent, ever.
+    completed: u64,
 }
 
 impl Default for DumpTracker {
@@ -110,6 +112,7 @@ impl Default for DumpTracker {
             wanted: false,
             not_before_ns: 0,
             backoff_ns: BACKOFF_FIRST_NS,
+            completed: 0,
         }
     }
 }
@@ -162,6 +165,19 @@ impl DumpTracker {
                 self.wanted = true;
             }
             _ => {}
+        }
+    }
+
+    /// Dumps that ended complete and consistent so far.
+    pub fn completed(&self) -> u64 {
+        self.completed
+    }
+
+    /// Ask for a complete dump (self-verification): one that is running
+    /// serves, else one is owed. Unlike a loss, it is not a resync.
+    pub fn want(&mut self) {
+        if self.state == State::Idle {
+            self.wanted = true;
         }
     }
 
@@ -345,6 +361,7 @@ impl DumpTracker {
             return DumpEnd::Redo;
         }
         self.backoff_ns = BACKOFF_FIRST_NS;
+        self.completed += 1;
         DumpEnd::Complete {
             vanished: follower.dump_complete(now_ns),
         }

@@ -269,6 +269,22 @@ impl Default for LogConfig {
     }
 }
 
+/// `[verify]`: the daemon's periodic check of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Seconds between self-verifications (a kernel dump and a read-back
+    /// of what the daemon owns in Redis, any difference repaired); 0 turns
+    /// them off. One also runs right after start-up.
+    pub interval_s: u64,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig { interval_s: 60 }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -278,6 +294,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub verify: VerifyConfig,
 }
 
 /// Where the configuration file comes from.
@@ -470,6 +487,7 @@ impl Config {
             0,
             86_400,
         )?;
+        in_range("verify.interval_s", self.verify.interval_s, 0, 86_400)?;
         Ok(())
     }
 

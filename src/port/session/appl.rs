@@ -34,6 +34,9 @@ pub enum ApplTag {
     /// Index into the ProducerStateTable outbox.
     Pst(usize),
     Exists(PortId),
+    /// Self-verification: does APPL_DB `PORT_TABLE` still have this port
+    /// (one it writes)? Noticed even with keyspace notifications off.
+    Recheck(PortId),
     /// `HGET LOGGER|portsyncd LOGLEVEL` in CONFIG_DB (between two SELECTs).
     LogLevel,
 }
@@ -140,6 +143,15 @@ impl ApplReplies {
                 }
             },
             ApplTag::Pst(i) => self.on_pst_reply(i, reply, counters, now),
+            ApplTag::Recheck(port) => {
+                if let Reply::Int(0) = reply {
+                    log_notice!(
+                        "APPL_DB PORT_TABLE no longer has {}: its state is no longer written",
+                        ports.get(port).name
+                    );
+                    ports.set_membership(port, false);
+                }
+            }
         }
     }
 
@@ -284,6 +296,21 @@ impl ApplSession {
                 self.conn
                     .push(ApplTag::Pst(i), |out| item.set.encode(producer, out));
             }
+        }
+    }
+
+    /// Self-verification: ask APPL_DB again about every port written.
+    pub fn queue_recheck(&mut self, ports: &PortTable) {
+        let prefix = &self.keys.appl_prefix;
+        for (port, _) in ports.verifiable() {
+            let name = ports.get(port).name;
+            self.conn.push(ApplTag::Recheck(port), |out| {
+                let mut key = [0u8; 64];
+                let n = prefix.len() + name.as_bytes().len();
+                key[..prefix.len()].copy_from_slice(prefix);
+                key[prefix.len()..n].copy_from_slice(name.as_bytes());
+                encode::command(out, &[b"EXISTS", &key[..n]])
+            });
         }
     }
 

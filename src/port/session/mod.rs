@@ -8,6 +8,7 @@
 //!   CONFIG_DB `LOGGER|portsyncd`.
 
 use crate::port::follow::LinkSync;
+use crate::port::selfcheck::SelfCheck;
 
 pub mod appl;
 pub mod events;
@@ -19,6 +20,8 @@ pub struct PortWork {
     pub sync: LinkSync,
     /// CONFIG_DB's `LOGLEVEL` may have changed: read it again.
     pub loglevel_wanted: bool,
+    /// Self-verification: its read-back replies come through the sessions.
+    pub selfcheck: SelfCheck,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::engine::redis::session::{self, Session};
 use crate::engine::runtime::repeat::{cut, Repeats, Say};
 use crate::engine::sys::monotonic_ns;
 use crate::port::keys::PortKeys;
+use crate::port::rules::LinkStatus;
 use crate::port::session::PortWork;
 use crate::port::table::{PortId, PortTable};
 use crate::{log_error, log_notice};
@@ -26,8 +27,22 @@ const MAX_QUOTE: usize = 200;
 #[derive(Debug, Clone, Copy)]
 pub enum StateTag {
     Select,
-    Hset { port: PortId, since_ns: u64 },
-    Del { port: PortId, since_ns: u64 },
+    Hset {
+        port: PortId,
+        since_ns: u64,
+    },
+    Del {
+        port: PortId,
+        since_ns: u64,
+    },
+    /// Self-verification: `KEYS PORT_TABLE|*`.
+    VerifyKeys,
+    /// Self-verification: `HMGET` of a port's four fields, read back while
+    /// the table said `expected`.
+    VerifyFields {
+        port: PortId,
+        expected: LinkStatus,
+    },
 }
 
 /// One loop turn's STATE_DB encoding: take every write owed while the
@@ -140,6 +155,7 @@ impl StateReplies {
             }
             StateTag::Hset { port, since_ns } => (port, since_ns, "HSET"),
             StateTag::Del { port, since_ns } => (port, since_ns, "DEL"),
+            StateTag::VerifyKeys | StateTag::VerifyFields { .. } => return,
         };
         let Some(e) = reply.error() else {
             self.backoff_ns = RETRY_FIRST_NS;
@@ -227,6 +243,45 @@ impl StateSession {
         self.written_since.clear();
     }
 
+    /// Queue self-verification's read-back: `KEYS PORT_TABLE|*` and an
+    /// `HMGET` of the four fields of every port it owns. Returns the
+    /// commands queued (0 when the buffer has no room: tried next time).
+    pub fn queue_verify(&mut self, ports: &PortTable) -> usize {
+        const HMGET_MAX: usize = 128;
+        let prefix = &self.keys.state_prefix;
+        let count = ports.verifiable().count();
+        if !self.conn.is_up() || self.conn.room() < (count + 1) * HMGET_MAX {
+            return 0;
+        }
+        let mut pattern = prefix.clone();
+        pattern.push(b'*');
+        self.conn.push(StateTag::VerifyKeys, |out| {
+            encode::command(out, &[b"KEYS", &pattern])
+        });
+        for (port, expected) in ports.verifiable() {
+            let name = ports.get(port).name;
+            let mut key = [0u8; 64];
+            let n = prefix.len() + name.as_bytes().len();
+            key[..prefix.len()].copy_from_slice(prefix);
+            key[prefix.len()..n].copy_from_slice(name.as_bytes());
+            self.conn
+                .push(StateTag::VerifyFields { port, expected }, |out| {
+                    encode::command(
+                        out,
+                        &[
+                            b"HMGET",
+                            &key[..n],
+                            b"state",
+                            b"netdev_oper_status",
+                            b"admin_status",
+                            b"mtu",
+                        ],
+                    )
+                });
+        }
+        count + 1
+    }
+
     /// Writes not yet acknowledged or not yet sent; `None` while down.
     pub fn unsettled(&self, ports: &PortTable) -> Option<usize> {
         self.conn
@@ -261,17 +316,29 @@ impl Session for StateSession {
     }
 
     fn read(&mut self, work: &mut PortWork, io: &mut LoopIo<'_>) -> Result<(), Lost> {
-        let (replies, ports, prefix) =
-            (&mut self.replies, &work.sync.ports, &self.keys.state_prefix);
+        let (replies, prefix) = (&mut self.replies, &self.keys.state_prefix);
+        let counters = &*io.recorder.counters;
         self.conn.read_replies(|tag, reply| {
-            if let Some(tag) = tag {
-                replies.on_reply(tag, reply, ports, prefix, io.recorder, monotonic_ns());
+            let now = monotonic_ns();
+            let (check, ports) = (&mut work.selfcheck, &mut work.sync.ports);
+            match tag {
+                Some(StateTag::VerifyKeys) => check.on_keys(prefix, reply, ports, counters, now),
+                Some(StateTag::VerifyFields { port, expected }) => {
+                    check.on_fields(port, expected, reply, ports, counters, now)
+                }
+                Some(tag) => replies.on_reply(tag, reply, ports, prefix, io.recorder, now),
+                None => {}
             }
         })
     }
 
-    fn drop_connection(&mut self, _work: &mut PortWork, now_ns: u64) {
+    fn drop_connection(&mut self, work: &mut PortWork, now_ns: u64) {
         self.replies.selected = false;
-        self.conn.drop_connection(now_ns, drop);
+        let check = &mut work.selfcheck;
+        self.conn.drop_connection(now_ns, |tag| {
+            if matches!(tag, StateTag::VerifyKeys | StateTag::VerifyFields { .. }) {
+                check.abandon(now_ns);
+            }
+        });
     }
 }

@@ -33,6 +33,15 @@ const EXPORTED: &[(&str, &str)] = &[
     ("dump_restarts", "portsyncd_netlink_dump_restarts_total"),
     ("dump_requests", "portsyncd_netlink_dump_requests_total"),
     (
+        "drift_kernel",
+        "portsyncd_drift_repaired_total{source=\"kernel\"}",
+    ),
+    (
+        "drift_redis",
+        "portsyncd_drift_repaired_total{source=\"redis\"}",
+    ),
+    ("verify_runs", "portsyncd_verify_runs_total"),
+    (
         "dump_busy",
         "portsyncd_netlink_dump_failures_total{reason=\"ebusy\"}",
     ),
@@ -114,6 +123,9 @@ fn numbered() -> Counters {
     c.resyncs.add(v("resyncs"));
     c.dump_restarts.add(v("dump_restarts"));
     c.dump_requests.add(v("dump_requests"));
+    c.drift_kernel.add(v("drift_kernel"));
+    c.drift_redis.add(v("drift_redis"));
+    c.verify_runs.add(v("verify_runs"));
     c.dump_busy.add(v("dump_busy"));
     c.dump_refused.add(v("dump_refused"));
     c.dump_enobufs.add(v("dump_enobufs"));
@@ -229,7 +241,7 @@ fn samples(text: &str) -> BTreeMap<String, String> {
 #[test]
 fn every_counter_and_gauge_is_exported_with_its_value() {
     let fields = counter_fields();
-    assert_eq!(fields.len(), 36, "{fields:?}");
+    assert_eq!(fields.len(), 39, "{fields:?}");
     for f in &fields {
         assert!(
             EXPORTED.iter().any(|(name, _)| name == f),
