@@ -361,3 +361,98 @@ fn removal_from_appl_db_is_noticed_without_keyspace_notifications() {
     );
     d.stop();
 }
+
+/// A Redis fault injected while parallel writers flap every port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// `CLIENT KILL TYPE normal`: every connection dropped.
+    Kill,
+    /// `CLIENT PAUSE 300`: nothing answered for a while.
+    Pause,
+    /// A script that runs 800 ms: everyone else is answered `BUSY`.
+    BusyScript,
+    /// Restarted, its data kept.
+    RestartWithData,
+    /// Restarted empty (orchagent then puts `PORT_TABLE` back).
+    RestartEmpty,
+}
+
+fn inject(redis: &mut RedisServer, fault: Fault) {
+    match fault {
+        Fault::Kill => {
+            redis.cmd(0, &["CLIENT", "KILL", "TYPE", "normal"]).unwrap();
+        }
+        Fault::Pause => {
+            redis.cmd(0, &["CLIENT", "PAUSE", "300"]).unwrap();
+        }
+        Fault::BusyScript => {
+            redis
+                .cmd(0, &["CONFIG", "SET", "busy-reply-threshold", "100"])
+                .unwrap();
+            // Returns when the script ends: the writers go on meanwhile.
+            let spin = "local t = redis.call('TIME') \
+                 while true do local n = redis.call('TIME') \
+                 if (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 800000 then break end end";
+            redis.cmd(0, &["EVAL", spin, "0"]).unwrap();
+        }
+        Fault::RestartWithData => redis.restart().unwrap(),
+        Fault::RestartEmpty => {
+            redis.cmd(0, &["FLUSHALL"]).unwrap();
+            redis.restart().unwrap();
+        }
+    }
+}
+
+/// The daemon's resident set in kB.
+fn rss_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Issue 11: `CLIENT KILL`, `CLIENT PAUSE`, a script-blocked Redis and
+/// restarts with and without data, each during a burst: afterwards every
+/// port is right, the daemon alive, its memory bounded.
+#[test]
+fn redis_faults_during_bursts_end_with_every_port_right() {
+    let names = port_names(15);
+    let ns = Netns::new().unwrap();
+    let mut redis = RedisServer::start_with(RedisOptions {
+        persist: true,
+        ..Default::default()
+    })
+    .unwrap();
+    redis.configure_ports(&refs(&names)).unwrap();
+    let mut d = start_verifying(&ns, &redis, &["redis.retry_max_ms=200"]);
+    for n in &names {
+        ns.add_port(n).unwrap();
+    }
+    wait_converged(&ns, &redis, &names);
+    let rss_before = rss_kb(d.pid());
+    for fault in [
+        Fault::Kill,
+        Fault::Pause,
+        Fault::BusyScript,
+        Fault::RestartWithData,
+        Fault::RestartEmpty,
+    ] {
+        std::thread::scope(|s| {
+            s.spawn(|| flap_in_parallel(&ns, &names));
+            inject(&mut redis, fault);
+        });
+        if fault == Fault::RestartEmpty {
+            for n in &names {
+                redis.add_to_port_table(n).unwrap();
+            }
+        }
+        wait_converged(&ns, &redis, &names);
+        assert!(d.alive(), "after {fault:?}:\n{}", d.log());
+    }
+    let rss_after = rss_kb(d.pid());
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "RSS grew from {rss_before} kB to {rss_after} kB"
+    );
+    let log = d.stop();
+    assert!(total(&log, "reconnects") >= 3, "{log}");
+}

@@ -327,6 +327,7 @@ impl<S: Syncer> EventLoop<S> {
             },
         );
         let dump_next = self.syncer.follow().dump_timer(now);
+        self.notifier.flush();
         if let Some(interval) = self.notifier.watchdog_interval() {
             if now >= self.next_watchdog_ns {
                 self.notifier.watchdog();

@@ -148,6 +148,11 @@ impl SelfCheck {
         counters: &Counters,
         now_ns: u64,
     ) {
+        // An error reply (BUSY, LOADING, …) tells nothing about the entry:
+        // no repair; the next run reads it again.
+        if reply.error().is_some() {
+            return self.answered(now_ns, counters);
+        }
         if let Some(diff) = difference(expected, reply) {
             counters.drift_redis.inc();
             self.repaired += 1;

@@ -5,15 +5,23 @@
 //! `READY=1` once the initial dump and config push are done, `STATUS=`
 //! lines, `WATCHDOG=1` from the loop thread, `STOPPING=1` on shutdown.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
 /// A connection to the service manager, or nothing when not under one.
+///
+/// The socket is non-blocking: the loop thread never waits for the
+/// manager (a full receive queue blocked the loop for good before). A
+/// `STATUS=` or `WATCHDOG=1` that does not fit is dropped (the next one
+/// says more); a `READY=1` or `STOPPING=1` that does not fit is kept and
+/// sent again by [`flush`](Notifier::flush).
 pub struct Notifier {
     socket: Option<(UnixDatagram, SocketAddr)>,
     watchdog: Option<Duration>,
+    pending: RefCell<Option<String>>,
 }
 
 impl Notifier {
@@ -28,6 +36,7 @@ impl Notifier {
                 SocketAddr::from_pathname(std::path::Path::new(&path)).ok()?
             };
             let sock = UnixDatagram::unbound().ok()?;
+            sock.set_nonblocking(true).ok()?;
             Some((sock, addr))
         });
         let watchdog = std::env::var("WATCHDOG_USEC")
@@ -39,7 +48,11 @@ impl Notifier {
                 Err(_) => true,
             })
             .map(Duration::from_micros);
-        Notifier { socket, watchdog }
+        Notifier {
+            socket,
+            watchdog,
+            pending: RefCell::default(),
+        }
     }
 
     /// A notifier that sends nothing.
@@ -47,6 +60,7 @@ impl Notifier {
         Notifier {
             socket: None,
             watchdog: None,
+            pending: RefCell::default(),
         }
     }
 
@@ -69,9 +83,27 @@ impl Notifier {
         Ok(())
     }
 
+    /// Send a message the manager must get; kept for [`flush`](Self::flush)
+    /// when the socket is full.
+    fn send_surely(&self, msg: String) {
+        if let Err(e) = self.send(&msg) {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                *self.pending.borrow_mut() = Some(msg);
+            }
+        }
+    }
+
+    /// Send again what did not fit before, if anything.
+    pub fn flush(&self) {
+        let pending = self.pending.borrow_mut().take();
+        if let Some(msg) = pending {
+            self.send_surely(msg);
+        }
+    }
+
     /// `READY=1` with a status line.
     pub fn ready(&self, status: &str) {
-        let _ = self.send(&format!("READY=1\nSTATUS={status}"));
+        self.send_surely(format!("READY=1\nSTATUS={status}"));
     }
 
     /// A `STATUS=` line.
@@ -86,6 +118,6 @@ impl Notifier {
 
     /// `STOPPING=1`.
     pub fn stopping(&self) {
-        let _ = self.send("STOPPING=1\nSTATUS=stopping");
+        self.send_surely("STOPPING=1\nSTATUS=stopping".to_string());
     }
 }
