@@ -5,6 +5,7 @@
 //! `follow` (netlink messages and dumps into the table); `startup` runs
 //! SONiC's start-up contract; `daemon` is the loop that writes the table.
 
+pub mod check;
 pub mod cli;
 pub mod daemon;
 pub mod follow;

@@ -270,7 +270,7 @@ impl Report {
 
 /// Sort key putting `Ethernet4` before `Ethernet12`: the name without its
 /// trailing digits, then their value, then the whole name.
-fn port_order(name: &[u8]) -> (&[u8], u128, usize, &[u8]) {
+pub fn port_order(name: &[u8]) -> (&[u8], u128, usize, &[u8]) {
     let digits = name.iter().rev().take_while(|b| b.is_ascii_digit()).count();
     let (stem, number) = name.split_at(name.len() - digits);
     let value = number.iter().fold(0u128, |n, &d| {
