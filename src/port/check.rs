@@ -461,7 +461,7 @@ mod tests {
              Ethernet8: STATE_DB has no entry, kernel up/up mtu 9100\n\
              Ethernet12: STATE_DB entry but no netdev\n\
              3 ports checked: 0 in step, 3 differing \
-             (1 port netdevs not in APPL_DB PORT_TABLE, not checked)\n"
+             (1 netdev not in APPL_DB PORT_TABLE, not checked)\n"
         );
     }
 

@@ -215,16 +215,21 @@ pub struct Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
         write!(
             f,
-            "{} ports checked: {} in step, {} differing",
-            self.checked, self.in_step, self.differing
+            "{} port{} checked: {} in step, {} differing",
+            self.checked,
+            plural(self.checked),
+            self.in_step,
+            self.differing
         )?;
         if self.not_in_port_table > 0 {
             write!(
                 f,
-                " ({} port netdevs not in APPL_DB PORT_TABLE, not checked)",
-                self.not_in_port_table
+                " ({} netdev{} not in APPL_DB PORT_TABLE, not checked)",
+                self.not_in_port_table,
+                plural(self.not_in_port_table)
             )?;
         }
         Ok(())
@@ -553,7 +558,10 @@ mod tests {
             &state(vec![("Ethernet0", entry)]),
         );
         assert!(r.is_in_step(), "{:?}", lines(&r));
-        assert_eq!(r.summary().in_step, 1);
+        assert_eq!(
+            r.summary().to_string(),
+            "1 port checked: 1 in step, 0 differing"
+        );
     }
 
     #[test]
@@ -602,7 +610,7 @@ mod tests {
         assert_eq!(
             r.summary().to_string(),
             "0 ports checked: 0 in step, 0 differing \
-             (2 port netdevs not in APPL_DB PORT_TABLE, not checked)"
+             (2 netdevs not in APPL_DB PORT_TABLE, not checked)"
         );
     }
 
