@@ -13,6 +13,13 @@ pub enum Command {
         sets: Vec<Override>,
         print_config: bool,
     },
+    /// Compare STATE_DB `PORT_TABLE` with the kernel, once, and exit.
+    Check {
+        config: ConfigFile,
+        sets: Vec<Override>,
+        /// One JSON document instead of lines.
+        json: bool,
+    },
     /// Compare live sysctl values with the shipped profile.
     SysctlCheck {
         file: Option<PathBuf>,
@@ -33,6 +40,7 @@ PortConfigDone / PortInitDone handshake orchagent waits for.
 
 USAGE:
     portsyncd [OPTIONS]
+    portsyncd check [--json] [-c FILE] [-s SECTION.KEY=VALUE]...
     portsyncd sysctl-check [FILE]
 
 OPTIONS:
@@ -45,6 +53,13 @@ OPTIONS:
     -h, --help                   print this help
     -V, --version                print the version
 
+    check [--json]               compare STATE_DB PORT_TABLE with the kernel's
+                                 links in this network namespace, once, with
+                                 the daemon's configuration (database_config,
+                                 timeout_ms); reads only. Prints one line per
+                                 port out of step, then a summary; --json
+                                 prints one JSON document instead. Exits 0 all
+                                 in step, 1 some port differs, 2 cannot check
     sysctl-check [FILE]          compare live kernel settings with the
                                  shipped profile (default
                                  /etc/sysctl.d/99-portsyncd.conf); exits 1 on drift
@@ -98,26 +113,29 @@ SIGNALS:
 
 EXIT STATUS:
     0 stopped by a signal; 1 runtime failure; 2 bad command line or configuration
+    check: 0 all in step; 1 a port differs; 2 cannot check (configuration,
+    Redis not answering within redis.timeout_ms, netlink)
 ";
 
 /// Parse the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.next_if(|a| a == "sysctl-check").is_some() {
+        let file = args.next().map(PathBuf::from);
+        if let Some(extra) = args.next() {
+            return Err(ConfigError(format!(
+                "sysctl-check: unexpected argument {extra:?}"
+            )));
+        }
+        return Ok(Command::SysctlCheck { file });
+    }
+    // `check` takes the daemon's configuration options, and `--json`.
+    let check = args.next_if(|a| a == "check").is_some();
     let mut config = ConfigFile::Default;
     let mut sets = Vec::new();
     let mut print_config = false;
-    let mut first = true;
+    let mut json = false;
     while let Some(arg) = args.next() {
-        if first && arg == "sysctl-check" {
-            let file = args.next().map(PathBuf::from);
-            if let Some(extra) = args.next() {
-                return Err(ConfigError(format!(
-                    "sysctl-check: unexpected argument {extra:?}"
-                )));
-            }
-            return Ok(Command::SysctlCheck { file });
-        }
-        first = false;
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
@@ -133,18 +151,24 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigE
             "-V" | "--version" => return Ok(Command::Version),
             "-c" | "--config" => config = ConfigFile::Given(PathBuf::from(value("--config")?)),
             "-s" | "--set" => sets.push(Override::from_flag(&value("--set")?)?),
-            "--print-config" => print_config = true,
+            "--print-config" if !check => print_config = true,
+            "--json" if check => json = true,
             other => {
+                let context = if check { "check: " } else { "" };
                 return Err(ConfigError(format!(
-                    "unknown argument {other:?}; see --help"
+                    "{context}unknown argument {other:?}; see --help"
                 )));
             }
         }
     }
-    Ok(Command::Run {
-        config,
-        sets,
-        print_config,
+    Ok(if check {
+        Command::Check { config, sets, json }
+    } else {
+        Command::Run {
+            config,
+            sets,
+            print_config,
+        }
     })
 }
 
@@ -205,6 +229,48 @@ mod tests {
                 file: Some("f.conf".into())
             }
         );
+    }
+
+    #[test]
+    fn check_takes_the_configuration_options_and_json() {
+        assert_eq!(
+            p(&["check"]).unwrap(),
+            Command::Check {
+                config: ConfigFile::Default,
+                sets: vec![],
+                json: false
+            }
+        );
+        let Command::Check { config, sets, json } = p(&[
+            "check",
+            "--json",
+            "-c",
+            "/x.toml",
+            "--set=redis.timeout_ms=100",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(config, ConfigFile::Given("/x.toml".into()));
+        assert_eq!(
+            (sets[0].key.as_str(), sets[0].value.as_str()),
+            ("timeout_ms", "100")
+        );
+        assert!(json);
+        assert_eq!(p(&["check", "--help"]).unwrap(), Command::Help);
+        // Each command's own flags only.
+        let e = p(&["check", "--print-config"]).unwrap_err().0;
+        assert!(
+            e.contains("check: unknown argument \"--print-config\""),
+            "{e}"
+        );
+        assert!(p(&["--json"]).unwrap_err().0.contains("--json"));
+        // `check` is a command only in first place.
+        assert!(p(&["--config", "/x", "check"]).is_err());
+        assert!(p(&["check", "--set", "novalue"])
+            .unwrap_err()
+            .0
+            .contains("SECTION.KEY=VALUE"));
     }
 
     #[test]

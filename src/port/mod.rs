@@ -5,6 +5,7 @@
 //! `follow` (netlink messages and dumps into the table); `startup` runs
 //! SONiC's start-up contract; `daemon` is the loop that writes the table.
 
+pub mod check;
 pub mod cli;
 pub mod daemon;
 pub mod follow;
@@ -15,3 +16,4 @@ pub mod selfcheck;
 pub mod session;
 pub mod startup;
 pub mod table;
+pub mod verify;
