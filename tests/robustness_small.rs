@@ -1,0 +1,61 @@
+//! Issue 11's smaller items, each against the real binary: what an
+//! unrelated environment variable, a Redis host name, a low `nofile`
+//! limit, non-UTF-8 CONFIG_DB bytes and a huge CONFIG_DB log level used
+//! to do to the daemon.
+//!
+//! Each test fails on the build before its fix; run one against an older
+//! binary with `TEST_PORTSYNCD_BIN=/path/to/old/portsyncd`.
+
+mod util;
+
+use std::process::{Command, Output};
+
+use util::Daemon;
+
+/// The binary with a clean `PORTSYNCD_*` environment plus `env`.
+fn portsyncd(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(Daemon::binary());
+    c.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PORTSYNCD_") || k == "NOTIFY_SOCKET" {
+            c.env_remove(k);
+        }
+    }
+    c.envs(env.iter().copied());
+    c.output().unwrap()
+}
+
+/// Item 3: `PORTSYNCD_BIN` (set for a wrapper, a test harness, …) made the
+/// daemon exit 2 as if it were a bad setting.
+#[test]
+fn an_unrelated_portsyncd_variable_is_warned_about_not_fatal() {
+    let out = portsyncd(
+        &["--config", "/dev/null", "--print-config"],
+        &[
+            ("PORTSYNCD_BIN", "/usr/local/bin/portsyncd"),
+            ("PORTSYNCD_NETLINK_RING_BYTES", "65536"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("PORTSYNCD_BIN") && stderr.contains("ignored"),
+        "{stderr}"
+    );
+    // The known variable next to it still applies.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ring_bytes = 65536"), "{stdout}");
+    // A known section with an unknown key, or a bad value: exit 2 as before.
+    for (name, value) in [
+        ("PORTSYNCD_NETLINK_RING", "65536"),
+        ("PORTSYNCD_NETLINK_RING_BYTES", "lots"),
+    ] {
+        let out = portsyncd(
+            &["--config", "/dev/null", "--print-config"],
+            &[(name, value)],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(name), "{stderr}");
+    }
+}
