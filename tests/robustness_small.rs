@@ -10,7 +10,7 @@ mod util;
 
 use std::process::{Command, Output};
 
-use util::Daemon;
+use util::{Daemon, Netns, RedisServer};
 
 /// The binary with a clean `PORTSYNCD_*` environment plus `env`.
 fn portsyncd(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -58,4 +58,57 @@ fn an_unrelated_portsyncd_variable_is_warned_about_not_fatal() {
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         assert!(stderr.contains(name), "{stderr}");
     }
+}
+
+/// The log line holding `needle` (the last one).
+fn line_with<'a>(log: &'a str, needle: &str) -> &'a str {
+    log.lines()
+        .rev()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in the log"))
+}
+
+/// Item 5: 92 KB of junk in CONFIG_DB `LOGGER|portsyncd LOGLEVEL` was
+/// quoted whole: one 92 KB log line at start-up and one at every change.
+#[test]
+fn a_huge_loglevel_is_quoted_cut_with_the_count_of_what_was_left_out() {
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let junk = "junk\n".repeat(92 * 1024 / 5);
+    redis
+        .cmd(4, &["HSET", "LOGGER|portsyncd", "LOGLEVEL", &junk])
+        .unwrap();
+    let d = Daemon::start(&ns, &redis);
+    d.wait_ready();
+    let log = d.wait_log("is not a level");
+    let line = line_with(&log, "is not a level");
+    assert!(line.len() < 400, "{} bytes: {line}", line.len());
+    assert!(
+        line.contains("\"junk\\njunk") && line.contains("more bytes)"),
+        "{line}"
+    );
+    // Followed live, through the loop's APPL_DB connection: cut the same way.
+    let more = format!("{junk}more");
+    redis
+        .cmd(4, &["HSET", "LOGGER|portsyncd", "LOGLEVEL", &more])
+        .unwrap();
+    let deadline = std::time::Instant::now() + util::WAIT;
+    let log = loop {
+        let log = d.log();
+        if log.matches("is not a level").count() >= 2 {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "not followed:\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let later: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("is not a level"))
+        .collect();
+    assert!(
+        later
+            .iter()
+            .all(|l| l.len() < 400 && l.contains("more bytes)")),
+        "{later:?}"
+    );
 }

@@ -267,7 +267,10 @@ impl Startup<'_> {
                 c.send_raw(&out)?;
                 let sha = c.read()?;
                 if sha.as_bytes() != Some(SET_SCRIPT_SHA.as_bytes()) {
-                    log_warn!("APPL_DB: SCRIPT LOAD answered {sha:?}, expected {SET_SCRIPT_SHA}");
+                    log_warn!(
+                        "APPL_DB: SCRIPT LOAD answered {}, expected {SET_SCRIPT_SHA}",
+                        crate::engine::runtime::repeat::cut(&format!("{sha:?}"), 200)
+                    );
                 }
                 if read_push_replies(c, &sets)? {
                     log_notice!(

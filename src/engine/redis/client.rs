@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::encode;
 use super::reply::{self, Reply};
 use super::socket::{self, Transfer};
+use crate::engine::runtime::repeat::cut;
 use crate::engine::sonic::dbconfig::Address;
 
 /// An owned reply.
@@ -111,7 +112,8 @@ impl fmt::Display for ClientError {
             ClientError::Timeout => f.write_str("timed out waiting for Redis"),
             ClientError::Closed => f.write_str("Redis closed the connection"),
             ClientError::TooLarge(n) => write!(f, "reply larger than {n} bytes"),
-            ClientError::Reply { command, error } => write!(f, "{command}: {error}"),
+            // The error text is Redis's (a Lua error can quote a script).
+            ClientError::Reply { command, error } => write!(f, "{command}: {}", cut(error, 200)),
         }
     }
 }
