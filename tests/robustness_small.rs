@@ -112,3 +112,50 @@ fn a_huge_loglevel_is_quoted_cut_with_the_count_of_what_was_left_out() {
         "{later:?}"
     );
 }
+
+/// Item 4: CONFIG_DB `PORT|<name>` bytes that are not UTF-8 (in the name,
+/// a field, a value) reached APPL_DB with U+FFFD in their place: the
+/// start-up push went through a lossy `String`.
+#[test]
+fn config_db_bytes_reach_appl_db_byte_identical() {
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let mut config = redis.client(4).unwrap();
+    let name: &[u8] = b"Ethernet\xff\xfe0";
+    let fields: [(&[u8], &[u8]); 3] = [
+        (b"alias", b"etp\xff\xfe1"),
+        (b"description\xfe", b"\xff\xfe"),
+        (b"mtu", b"9100"),
+    ];
+    let mut hset: Vec<&[u8]> = vec![b"HSET", b"PORT|Ethernet\xff\xfe0"];
+    for (f, v) in &fields {
+        hset.extend([*f, *v]);
+    }
+    assert!(config.call(&hset).unwrap().error().is_none());
+    let d = Daemon::start(&ns, &redis);
+    d.wait_ready();
+    let mut appl = redis.client(0).unwrap();
+    let staged = [&b"_PORT_TABLE:"[..], name].concat();
+    let got = appl.call(&[b"HGETALL", &staged]).unwrap();
+    let mut got: Vec<(Vec<u8>, Vec<u8>)> = got
+        .items()
+        .chunks_exact(2)
+        .map(|kv| {
+            (
+                kv[0].as_bytes().unwrap().to_vec(),
+                kv[1].as_bytes().unwrap().to_vec(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(Vec<u8>, Vec<u8>)> = fields
+        .iter()
+        .map(|(f, v)| (f.to_vec(), v.to_vec()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "log:\n{}", d.log());
+    let member = appl
+        .call(&[b"SISMEMBER", b"PORT_TABLE_KEY_SET", name])
+        .unwrap();
+    assert_eq!(member.as_int(), Some(1));
+}

@@ -47,7 +47,8 @@ impl Value {
         }
     }
 
-    /// Text of a bulk or status reply (lossy).
+    /// Text of a bulk or status reply (lossy: for logs and tests; what is
+    /// written on goes by [`as_bytes`](Self::as_bytes)).
     pub fn as_string(&self) -> Option<String> {
         self.as_bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())
@@ -69,7 +70,17 @@ impl Value {
         }
     }
 
-    /// Field/value pairs of an `HGETALL` reply, as strings.
+    /// Field/value pairs of an `HGETALL` reply, as they are: SONiC's
+    /// tables hold bytes, and what is copied on must stay byte-identical.
+    pub fn pairs_bytes(&self) -> Vec<(&[u8], &[u8])> {
+        self.items()
+            .chunks_exact(2)
+            .filter_map(|kv| Some((kv[0].as_bytes()?, kv[1].as_bytes()?)))
+            .collect()
+    }
+
+    /// Field/value pairs of an `HGETALL` reply, as strings (lossy: for
+    /// logs and tests, never for what is written on).
     pub fn pairs(&self) -> Vec<(String, String)> {
         self.items()
             .chunks_exact(2)
