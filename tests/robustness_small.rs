@@ -8,9 +8,12 @@
 
 mod util;
 
+use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
-use util::{Daemon, Netns, RedisServer};
+use util::metrics::{http_raw, in_netns};
+use util::{Daemon, DaemonOptions, Netns, RedisOptions, RedisServer, TempDir, WAIT};
 
 /// The binary with a clean `PORTSYNCD_*` environment plus `env`.
 fn portsyncd(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -92,14 +95,14 @@ fn a_huge_loglevel_is_quoted_cut_with_the_count_of_what_was_left_out() {
     redis
         .cmd(4, &["HSET", "LOGGER|portsyncd", "LOGLEVEL", &more])
         .unwrap();
-    let deadline = std::time::Instant::now() + util::WAIT;
+    let deadline = Instant::now() + WAIT;
     let log = loop {
         let log = d.log();
         if log.matches("is not a level").count() >= 2 {
             break log;
         }
-        assert!(std::time::Instant::now() < deadline, "not followed:\n{log}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(Instant::now() < deadline, "not followed:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
     };
     let later: Vec<&str> = log
         .lines()
@@ -158,4 +161,120 @@ fn config_db_bytes_reach_appl_db_byte_identical() {
         .call(&[b"SISMEMBER", b"PORT_TABLE_KEY_SET", name])
         .unwrap();
     assert_eq!(member.as_int(), Some(1));
+}
+
+/// The daemon's TCP connections to Redis, from `CLIENT LIST` (the test's
+/// own client uses the unix socket).
+fn tcp_clients(redis: &RedisServer) -> usize {
+    let list = redis.cmd(0, &["CLIENT", "LIST"]).unwrap();
+    let list = list.as_string().unwrap_or_default();
+    list.lines()
+        .filter(|l| l.contains("addr=127.0.0.1:"))
+        .count()
+}
+
+fn wait_tcp_clients(redis: &RedisServer, d: &Daemon, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while tcp_clients(redis) < n {
+        assert!(
+            Instant::now() < deadline,
+            "no {n} connections; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Item 1: a Redis `hostname` that is a name was resolved by
+/// `getaddrinfo` on the loop thread at every (re)connect: with a DNS
+/// server that does not answer, the loop stood still for the resolver's
+/// timeouts (8 s here), `/healthz` said 503 and no link event was read.
+/// Now names are resolved on a helper thread: the loop keeps turning, the
+/// failure is a clear retrying error, and the connection comes back once
+/// the name resolves again.
+///
+/// The daemon runs in a private mount namespace whose `/etc/hosts` and
+/// `/etc/resolv.conf` are the test's, next to a "DNS server" inside the
+/// network namespace that never answers.
+#[test]
+fn a_host_name_is_resolved_off_the_loop_and_a_dead_resolver_stalls_nothing() {
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start_with(RedisOptions {
+        netns: Some(ns.name.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let files = TempDir::new().unwrap();
+    let hosts = files.path().join("hosts");
+    let resolv = files.path().join("resolv.conf");
+    std::fs::write(&hosts, "127.0.0.1 redis-test-host\n").unwrap();
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.53\noptions timeout:4 attempts:2\n",
+    )
+    .unwrap();
+    let silent_dns = in_netns(&ns.name, || UdpSocket::bind("127.0.0.53:53").unwrap());
+    let db = files.path().join("database_config.json");
+    std::fs::write(
+        &db,
+        format!(
+            r#"{{"INSTANCES": {{"redis": {{"hostname": "redis-test-host", "port": {}}}}},
+  "DATABASES": {{
+    "APPL_DB": {{"id": 0, "separator": ":", "instance": "redis"}},
+    "CONFIG_DB": {{"id": 4, "separator": "|", "instance": "redis"}},
+    "STATE_DB": {{"id": 6, "separator": "|", "instance": "redis"}}
+  }}, "VERSION": "1.0"}}"#,
+            redis.port
+        ),
+    )
+    .unwrap();
+    let mount = format!(
+        "mount --bind {} /etc/hosts && mount --bind {} /etc/resolv.conf && exec \"$@\"",
+        hosts.display(),
+        resolv.display()
+    );
+    let mut opts = DaemonOptions {
+        wrap: vec![
+            "unshare".into(),
+            "-m".into(),
+            "sh".into(),
+            "-c".into(),
+            mount,
+            "sh".into(),
+        ],
+        ..Default::default()
+    };
+    opts.sets
+        .push(format!("redis.database_config={}", db.display()));
+    opts.sets.push("metrics.listen=127.0.0.1:9101".into());
+    let mut d = Daemon::start_with(&ns, &redis, opts);
+    d.wait_ready();
+    // STATE_DB, APPL_DB and APPL_DB events, over TCP to the named host.
+    wait_tcp_clients(&redis, &d, 3);
+
+    // The name stops resolving through the file: it goes to the dead DNS.
+    std::fs::write(&hosts, "# nothing\n").unwrap();
+    redis.cmd(0, &["CLIENT", "KILL", "TYPE", "normal"]).unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9101));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(7) {
+        let r = http_raw(&ns, addr, b"GET /healthz HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            r.status,
+            200,
+            "the loop stalled {:?} after the names stopped resolving; log:\n{}",
+            started.elapsed(),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = d.wait_log("cannot resolve redis-test-host");
+    assert!(log.contains("retrying"), "{log}");
+    assert!(d.alive());
+
+    // Back in the file: the connections come back.
+    std::fs::write(&hosts, "127.0.0.1 redis-test-host\n").unwrap();
+    wait_tcp_clients(&redis, &d, 3);
+    drop(silent_dns);
+    d.stop();
 }
