@@ -278,3 +278,113 @@ fn a_host_name_is_resolved_off_the_loop_and_a_dead_resolver_stalls_nothing() {
     drop(silent_dns);
     d.stop();
 }
+
+/// The daemon's own Redis connections (all but the one asking).
+fn daemon_clients(redis: &RedisServer) -> usize {
+    let list = redis.cmd(0, &["CLIENT", "LIST"]).unwrap();
+    list.as_string().unwrap_or_default().lines().count() - 1
+}
+
+/// Close every connection the daemon has (normal and pub/sub).
+fn kill_clients(redis: &RedisServer) {
+    for kind in ["normal", "pubsub"] {
+        redis.cmd(0, &["CLIENT", "KILL", "TYPE", kind]).unwrap();
+    }
+}
+
+fn set_nofile(pid: i32, n: usize) {
+    let out = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={n}:"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "prlimit: {out:?}");
+}
+
+/// Item 2: with `nofile` (the soft limit, lowered on the running daemon) too low, a Redis connection that was lost could
+/// not be opened again (EMFILE), the metrics endpoint could not accept,
+/// and nothing said so but a warning per attempt. Now each need short of
+/// fds is logged once, counted, and `/healthz` answers 503 naming it —
+/// answered on a spare fd kept for that — until the limit is raised.
+#[test]
+fn out_of_fds_is_counted_logged_once_and_healthz_says_503_until_it_passes() {
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let mut opts = DaemonOptions::default();
+    opts.sets.push("metrics.listen=127.0.0.1:9101".into());
+    let mut d = Daemon::start_with(&ns, &redis, opts);
+    d.wait_ready();
+    // Each failed connect sends a STATUS= line to the notify socket, whose
+    // sendto blocks the loop once the queue is full (runtime/notify.rs):
+    // read them as systemd would.
+    let drain_notify =
+        |d: &Daemon| d.notify_messages(None, Instant::now() + Duration::from_millis(20));
+    let wait_clients = |d: &Daemon, n: usize| {
+        let deadline = Instant::now() + WAIT;
+        while daemon_clients(&redis) != n {
+            assert!(
+                Instant::now() < deadline,
+                "not {n} connections:\n{}",
+                d.log()
+            );
+            drain_notify(d);
+        }
+    };
+    wait_clients(&d, 3);
+    let pid = d.pid();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    // Lower the limit (a real RLIMIT_NOFILE) and make the daemon reopen its
+    // connections, until it no longer can.
+    let mut limit = open;
+    'lower: loop {
+        limit -= 1;
+        assert!(
+            limit + 4 > open,
+            "never short of fds at {limit}:\n{}",
+            d.log()
+        );
+        set_nofile(pid, limit);
+        kill_clients(&redis);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if d.log().contains("cannot open a socket") {
+                break 'lower;
+            }
+            drain_notify(&d);
+        }
+    }
+    // Several retries later: still one line per need.
+    let later = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < later {
+        drain_notify(&d);
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9101));
+    let r = http_raw(&ns, addr, b"GET /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 503, "{r:?}\n{}", d.log());
+    assert!(
+        r.body.contains("file descriptors exhausted") && r.body.contains("Too many open files"),
+        "{r:?}"
+    );
+    let log = d.log();
+    let lines = log.matches("cannot open a socket").count();
+    assert!((1..=4).contains(&lines), "{lines} lines:\n{log}");
+
+    set_nofile(pid, 1024);
+    wait_clients(&d, 3);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = http_raw(&ns, addr, b"GET /healthz HTTP/1.1\r\n\r\n");
+        if r.status == 200 {
+            break;
+        }
+        // The endpoint itself is short until its next accept: this one.
+        assert!(Instant::now() < deadline, "{r:?}\n{}", d.log());
+        drain_notify(&d);
+    }
+    let m = util::metrics::scrape(&ns, addr);
+    assert!(m.int("portsyncd_fd_exhausted_total") > 0);
+    assert!(d.log().contains("file descriptors available again"));
+    d.stop();
+}

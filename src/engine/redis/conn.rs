@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 
 use super::reply::{self, Reply};
 use super::socket::{self, Connecting, Endpoint, Transfer};
+use crate::engine::metrics::fds;
 use crate::engine::sonic::dbconfig::{Address, Instance};
 
 /// Largest reply accepted on a loop connection; a bigger one is a protocol
@@ -262,7 +263,12 @@ impl<T> RedisConn<T> {
                 return ConnectStep::Failed(e);
             }
         };
-        match socket::connect(&endpoint) {
+        let connected = socket::connect(&endpoint);
+        match &connected {
+            Ok(_) => fds::opened(self.role),
+            Err(e) => fds::failed(self.role, e),
+        }
+        match connected {
             Ok(Connecting::Done(fd)) => {
                 let raw = fd.as_raw_fd();
                 self.fd = Some(fd);
