@@ -100,8 +100,9 @@ fn snapshot_links(
     Ok((!interrupted).then_some(old))
 }
 
-/// A CONFIG_DB `PORT|<name>` entry: the name and its fields.
-type ConfigPort = (String, Vec<(String, String)>);
+/// A CONFIG_DB `PORT|<name>` entry: the name and its fields, as bytes
+/// (copied to APPL_DB unchanged, UTF-8 or not).
+type ConfigPort = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// Read the reply to every set of a push: `Ok(true)` when all were
 /// written, `Ok(false)` when a `NOSCRIPT` asks for the push again, the
@@ -258,21 +259,28 @@ impl Startup<'_> {
         let prefix_len = "PORT".len() + 1;
         self.io.retry("CONFIG_DB PORT", &self.dbs.config, |c| {
             let keys = c.call_ok(&[b"KEYS", pattern.as_bytes()])?;
-            let names: Vec<String> = keys
+            let names: Vec<&[u8]> = keys
                 .items()
                 .iter()
-                .filter_map(|k| k.as_string())
+                .filter_map(|k| k.as_bytes())
                 .filter(|k| k.len() > prefix_len)
                 .collect();
             let cmds: Vec<Vec<Vec<u8>>> = names
                 .iter()
-                .map(|k| vec![b"HGETALL".to_vec(), k.as_bytes().to_vec()])
+                .map(|k| vec![b"HGETALL".to_vec(), k.to_vec()])
                 .collect();
             let replies = c.pipeline_ok(&cmds)?;
             Ok(names
                 .into_iter()
                 .zip(replies)
-                .map(|(k, v)| (k[prefix_len..].to_string(), v.pairs()))
+                .map(|(k, v)| {
+                    let fields = v
+                        .pairs_bytes()
+                        .into_iter()
+                        .map(|(f, v)| (f.to_vec(), v.to_vec()))
+                        .collect();
+                    (k[prefix_len..].to_vec(), fields)
+                })
                 .collect())
         })
     }
@@ -284,11 +292,11 @@ impl Startup<'_> {
         let mut sets: Vec<PstSet> = config_ports
             .iter()
             .map(|(name, fields)| {
-                let f: Vec<(&str, &str)> = fields
+                let f: Vec<(&[u8], &[u8])> = fields
                     .iter()
-                    .map(|(a, b)| (a.as_str(), b.as_str()))
+                    .map(|(a, b)| (a.as_slice(), b.as_slice()))
                     .collect();
-                PstSet::new(name, &f)
+                PstSet::from_bytes(name, &f)
             })
             .collect();
         sets.push(PstSet::new("PortConfigDone", &[("count", &count)]));
@@ -306,7 +314,10 @@ impl Startup<'_> {
                 c.send_raw(&out)?;
                 let sha = c.read()?;
                 if sha.as_bytes() != Some(SET_SCRIPT_SHA.as_bytes()) {
-                    log_warn!("APPL_DB: SCRIPT LOAD answered {sha:?}, expected {SET_SCRIPT_SHA}");
+                    log_warn!(
+                        "APPL_DB: SCRIPT LOAD answered {}, expected {SET_SCRIPT_SHA}",
+                        crate::engine::runtime::repeat::cut(&format!("{sha:?}"), 200)
+                    );
                 }
                 if read_push_replies(c, &sets)? {
                     log_notice!(
@@ -325,39 +336,38 @@ impl Startup<'_> {
     /// and which already have `admin_status` (no need to wait for them);
     /// every configured port goes into the table.
     fn learn_configured_ports(&mut self, config_ports: &[ConfigPort]) -> Result<(), Interrupt> {
-        let appl_prefix = String::from_utf8_lossy(&self.keys.appl_prefix).into_owned();
+        let appl_prefix = &self.keys.appl_prefix;
         let presence: Vec<(bool, bool)> =
             self.io
                 .retry("APPL_DB PORT_TABLE read", &self.dbs.appl, |c| {
                     let cmds: Vec<Vec<Vec<u8>>> = config_ports
                         .iter()
                         .map(|(name, _)| {
-                            vec![
-                                b"HGETALL".to_vec(),
-                                format!("{appl_prefix}{name}").into_bytes(),
-                            ]
+                            vec![b"HGETALL".to_vec(), [&appl_prefix[..], name].concat()]
                         })
                         .collect();
                     let replies = c.pipeline_ok(&cmds)?;
                     Ok(replies
                         .iter()
                         .map(|v| {
-                            let pairs = v.pairs();
+                            let pairs = v.pairs_bytes();
                             (
                                 !pairs.is_empty(),
-                                pairs.iter().any(|(f, _)| f == "admin_status"),
+                                pairs.iter().any(|(f, _)| *f == b"admin_status"),
                             )
                         })
                         .collect())
                 })?;
         let cfg_sep = self.dbs.config.separator as char;
         for ((name, _), (present, has_admin)) in config_ports.iter().zip(presence) {
-            if !self
-                .sync
-                .ports
-                .add_configured(name.as_bytes(), present, has_admin)
-            {
-                log_warn!("CONFIG_DB PORT{cfg_sep}{name}: not a usable interface name, ignored");
+            if !self.sync.ports.add_configured(name, present, has_admin) {
+                log_warn!(
+                    "CONFIG_DB PORT{cfg_sep}{}: not a usable interface name, ignored",
+                    crate::engine::runtime::repeat::cut(
+                        &format!("{:?}", String::from_utf8_lossy(name)),
+                        200
+                    )
+                );
             }
         }
         Ok(())

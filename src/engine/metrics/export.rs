@@ -14,6 +14,12 @@
 //! deadline ([`CONNECTION_DEADLINE`]) from accept to close. A connection
 //! over the cap gets `503` and is closed; one past its deadline gets `408`
 //! (best effort) and is closed. One request per connection.
+//!
+//! Out of file descriptors, `accept` fails and the client would wait in
+//! vain: the thread keeps one spare fd (`/dev/null`), gives it up to
+//! accept the connection, answers `503` naming the shortage, and takes it
+//! back. `/healthz` also answers `503` while any connection the daemon
+//! needs cannot be opened for lack of fds ([`super::fds`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -30,7 +36,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::http::{self, Parsed, Route, Status, MAX_REQUEST_BYTES};
 use super::render::{self, HttpStats, Snapshot};
 use super::series::Series;
-use super::{Counters, Sample, SampleKind};
+use super::{fds, Counters, Sample, SampleKind};
 use crate::engine::runtime::config::MetricsConfig;
 use crate::engine::runtime::placement::{self, Refused};
 use crate::{log_debug, log_error, log_info, log_notice};
@@ -55,6 +61,8 @@ pub const LOOP_STALL: Duration = Duration::from_secs(5);
 const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 const FIRST_CONN: usize = 2;
+/// The metrics endpoint, as it names itself in the fd shortage.
+const ENDPOINT: &str = "metrics endpoint";
 
 /// A cheap handle to change the metrics thread's settings at run time.
 #[derive(Debug, Clone)]
@@ -141,6 +149,7 @@ impl MetricsThread {
             listener,
             conns: (0..MAX_CONNECTIONS).map(|_| None).collect(),
             accept_pending: false,
+            spare: spare_fd(),
             counters,
             rx,
             recv_to_write: Series::latency(false).map_err(hist_err)?,
@@ -222,6 +231,11 @@ impl Drop for MetricsThread {
     fn drop(&mut self) {
         self.shut_down();
     }
+}
+
+/// The fd kept in reserve for answering when fds run out.
+fn spare_fd() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 fn bind(poll: &Poll, addr: SocketAddr) -> io::Result<(TcpListener, SocketAddr)> {
@@ -373,6 +387,8 @@ struct Worker {
     conns: Vec<Option<Conn>>,
     /// Accepting stopped on a transient error (`EMFILE`, …): retry.
     accept_pending: bool,
+    /// Given up to accept one more connection when fds run out.
+    spare: Option<std::fs::File>,
     counters: Arc<Counters>,
     rx: Receiver<Sample>,
     recv_to_write: Series,
@@ -470,7 +486,13 @@ impl Worker {
                 {
                     continue
                 }
+                Err(e) if fds::is_exhaustion(&e) && self.spare.is_some() => {
+                    fds::failed(ENDPOINT, &e);
+                    self.answer_short_of_fds();
+                    continue;
+                }
                 Err(e) => {
+                    fds::failed(ENDPOINT, &e);
                     if !self.accept_pending {
                         log_error!("metrics: accept: {e}; retrying");
                     }
@@ -478,6 +500,7 @@ impl Worker {
                     return;
                 }
             };
+            fds::opened(ENDPOINT);
             let Some(slot) = self.conns.iter().position(Option::is_none) else {
                 self.reject(stream);
                 continue;
@@ -509,17 +532,42 @@ impl Worker {
         }
     }
 
+    /// `accept` failed for lack of fds: give up the spare fd, accept one
+    /// connection, tell it why (503) and close it, take the spare back.
+    /// Without a spare (it could not be taken back) accepting waits.
+    fn answer_short_of_fds(&mut self) {
+        self.spare = None;
+        let accepted = self.listener.as_ref().map(|l| l.accept());
+        if let Some(Ok((stream, _))) = accepted {
+            let why = fds::shortage().unwrap_or_default();
+            self.reject_with(stream, why.as_bytes());
+        }
+        self.spare = spare_fd();
+        if self.spare.is_none() {
+            self.accept_pending = true;
+        }
+    }
+
     /// Over the connection cap: a best-effort 503 on a fresh socket (its
     /// send buffer is empty, one write fits) and close.
-    fn reject(&mut self, mut stream: TcpStream) {
+    fn reject(&mut self, stream: TcpStream) {
+        self.reject_with(stream, b"");
+    }
+
+    /// A best-effort 503 with `why` as its body (a generic one when empty).
+    fn reject_with(&mut self, mut stream: TcpStream, why: &[u8]) {
         if stream.set_nonblocking(true).is_err() {
             return;
         }
         let mut scratch = [0u8; 1024];
         // Read what already came, so the close is a FIN rather than a reset.
         let _ = stream.read(&mut scratch);
-        let mut out = Vec::with_capacity(160);
-        http::write_error(&mut out, Status::Unavailable);
+        let mut out = Vec::with_capacity(160 + why.len());
+        if why.is_empty() {
+            http::write_error(&mut out, Status::Unavailable);
+        } else {
+            http::write_response(&mut out, Status::Unavailable, http::PLAIN_TEXT, why);
+        }
         let _ = stream.write(&out);
         let _ = stream.shutdown(Shutdown::Write);
         self.http.responses[Status::Unavailable.index()] += 1;
@@ -557,6 +605,7 @@ impl Worker {
             Answer::Route(Route::Metrics) => {
                 // Everything sent before the scrape is in it.
                 self.drain_samples();
+                self.counters.fd_exhausted.set(fds::exhausted_total());
                 let snap = Snapshot {
                     counters: &self.counters,
                     recv_to_write: &self.recv_to_write,
@@ -572,6 +621,16 @@ impl Worker {
                 // The loop turns at least once a second; a counter that has
                 // not moved for LOOP_STALL means it is stuck.
                 self.watch_loop(Instant::now());
+                if let Some(why) = fds::shortage() {
+                    http::write_response(
+                        out,
+                        Status::Unavailable,
+                        http::PLAIN_TEXT,
+                        why.as_bytes(),
+                    );
+                    self.http.responses[Status::Unavailable.index()] += 1;
+                    return;
+                }
                 if self.turns_moved_at.elapsed() < self.stall {
                     http::write_response(out, Status::Ok, http::PLAIN_TEXT, b"ok\n");
                     Status::Ok
@@ -636,6 +695,7 @@ impl Worker {
 
     fn follow_control(&mut self, now: Instant) {
         self.watch_loop(now);
+        self.counters.fd_exhausted.set(fds::exhausted_total());
         let want = self.control.log_interval();
         if want != self.log.interval_s {
             self.log.set_interval(want, now);

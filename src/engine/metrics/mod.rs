@@ -24,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 pub mod docs;
 pub mod export;
+pub mod fds;
 pub mod http;
 pub mod render;
 pub mod series;
@@ -166,6 +167,11 @@ counters_table! {
             "Redis error replies to the daemon's commands." {
             redis_error_replies: Counter totals "error_replies",
         }
+        "portsyncd_fd_exhausted_total" counter
+            "Sockets that could not be opened or accepted for lack of file descriptors (EMFILE, ENFILE); /healthz says 503 while a needed one cannot be opened." {
+            /// Process-wide (`fds`), copied by the metrics thread.
+            fd_exhausted: Gauge,
+        }
         "portsyncd_samples_dropped_total" counter
             "Latency samples dropped because the metrics thread fell behind." {
             samples_dropped: Counter totals "samples_dropped",
@@ -262,7 +268,7 @@ mod tests {
     #[test]
     fn the_table_can_be_exported() {
         assert_eq!(check::<Counters>(), Ok(()));
-        assert_eq!(Counters::ENTRIES.len(), 39);
+        assert_eq!(Counters::ENTRIES.len(), 40);
     }
 
     /// The text `log_totals` in src/port/daemon.rs wrote by hand before the

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::encode;
 use super::reply::{self, Reply};
 use super::socket::{self, Transfer};
+use crate::engine::runtime::repeat::cut;
 use crate::engine::sonic::dbconfig::Address;
 
 /// An owned reply.
@@ -46,7 +47,8 @@ impl Value {
         }
     }
 
-    /// Text of a bulk or status reply (lossy).
+    /// Text of a bulk or status reply (lossy: for logs and tests; what is
+    /// written on goes by [`as_bytes`](Self::as_bytes)).
     pub fn as_string(&self) -> Option<String> {
         self.as_bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())
@@ -68,7 +70,17 @@ impl Value {
         }
     }
 
-    /// Field/value pairs of an `HGETALL` reply, as strings.
+    /// Field/value pairs of an `HGETALL` reply, as they are: SONiC's
+    /// tables hold bytes, and what is copied on must stay byte-identical.
+    pub fn pairs_bytes(&self) -> Vec<(&[u8], &[u8])> {
+        self.items()
+            .chunks_exact(2)
+            .filter_map(|kv| Some((kv[0].as_bytes()?, kv[1].as_bytes()?)))
+            .collect()
+    }
+
+    /// Field/value pairs of an `HGETALL` reply, as strings (lossy: for
+    /// logs and tests, never for what is written on).
     pub fn pairs(&self) -> Vec<(String, String)> {
         self.items()
             .chunks_exact(2)
@@ -111,7 +123,8 @@ impl fmt::Display for ClientError {
             ClientError::Timeout => f.write_str("timed out waiting for Redis"),
             ClientError::Closed => f.write_str("Redis closed the connection"),
             ClientError::TooLarge(n) => write!(f, "reply larger than {n} bytes"),
-            ClientError::Reply { command, error } => write!(f, "{command}: {error}"),
+            // The error text is Redis's (a Lua error can quote a script).
+            ClientError::Reply { command, error } => write!(f, "{command}: {}", cut(error, 200)),
         }
     }
 }

@@ -5,13 +5,22 @@
 //! per command in flight, so each reply is matched to what caused it. When
 //! the connection breaks it goes `Down` and retries with capped exponential
 //! backoff; the loop decides what to replay.
+//!
+//! A Redis `hostname` that is a name, not an IP literal, is resolved on a
+//! helper thread ([`Lookup`]): first when the connection is made, again
+//! whenever a connection fails or is lost (the name may point elsewhere
+//! now). `getaddrinfo` can take seconds; the loop only looks whether the
+//! answer is there at its retry times, and connects to an address.
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::thread::JoinHandle;
 
 use super::reply::{self, Reply};
-use super::socket::{self, Connecting, Transfer};
+use super::socket::{self, Connecting, Endpoint, Transfer};
+use crate::engine::metrics::fds;
 use crate::engine::sonic::dbconfig::{Address, Instance};
 
 /// Largest reply accepted on a loop connection; a bigger one is a protocol
@@ -99,6 +108,25 @@ impl<T> Connection for RedisConn<T> {
     }
 }
 
+/// A host name being resolved on a thread of its own.
+struct Lookup {
+    host: String,
+    handle: JoinHandle<std::io::Result<SocketAddr>>,
+}
+
+impl Lookup {
+    fn start(host: &str, port: u16) -> io::Result<Lookup> {
+        let name = host.to_string();
+        let handle = std::thread::Builder::new()
+            .name("redis-resolve".into())
+            .spawn(move || socket::resolve(&name, port))?;
+        Ok(Lookup {
+            host: host.to_string(),
+            handle,
+        })
+    }
+}
+
 /// A loop-owned Redis connection; `T` tags each command in flight.
 pub struct RedisConn<T> {
     /// The database it serves (`STATE_DB`, …), for logs.
@@ -122,6 +150,9 @@ pub struct RedisConn<T> {
     retry_max_ms: u64,
     /// Times the connection was established.
     pub connects: u64,
+    /// The last answer for a host name, and the lookup under way.
+    resolved: Option<(String, SocketAddr)>,
+    lookup: Option<Lookup>,
 }
 
 impl<T> RedisConn<T> {
@@ -133,7 +164,17 @@ impl<T> RedisConn<T> {
         retry_min_ms: u64,
         retry_max_ms: u64,
     ) -> RedisConn<T> {
+        // Resolve a host name now, off the loop, so the first connect
+        // finds the answer.
+        let lookup = match instance.address() {
+            Address::Tcp(host, port) if socket::literal(&host, port).is_none() => {
+                Lookup::start(&host, port).ok()
+            }
+            _ => None,
+        };
         RedisConn {
+            lookup,
+            resolved: None,
             role,
             instance,
             address: None,
@@ -208,7 +249,26 @@ impl<T> RedisConn<T> {
         }
         let address = self.instance.address();
         self.address = Some(address.clone());
-        match socket::connect(&address) {
+        let endpoint = match self.endpoint(&address) {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                // The name is being resolved: look again soon.
+                self.state = LinkState::Down {
+                    retry_at_ns: now_ns + self.retry_min_ms * 1_000_000,
+                };
+                return ConnectStep::Idle;
+            }
+            Err(e) => {
+                self.schedule_retry(now_ns);
+                return ConnectStep::Failed(e);
+            }
+        };
+        let connected = socket::connect(&endpoint);
+        match &connected {
+            Ok(_) => fds::opened(self.role),
+            Err(e) => fds::failed(self.role, e),
+        }
+        match connected {
             Ok(Connecting::Done(fd)) => {
                 let raw = fd.as_raw_fd();
                 self.fd = Some(fd);
@@ -229,8 +289,59 @@ impl<T> RedisConn<T> {
             }
             Err(e) => {
                 self.schedule_retry(now_ns);
+                self.resolve_again();
                 ConnectStep::Failed(e)
             }
+        }
+    }
+
+    /// Where to connect: `Ok(None)` while a host name is being resolved;
+    /// an error when it could not be (the next call starts a new lookup).
+    fn endpoint(&mut self, address: &Address) -> io::Result<Option<Endpoint>> {
+        let (host, port) = match address {
+            Address::Unix(path) => return Ok(Some(Endpoint::Unix(path.clone()))),
+            Address::Tcp(host, port) => (host, *port),
+        };
+        if let Some(a) = socket::literal(host, port) {
+            return Ok(Some(Endpoint::Tcp(a)));
+        }
+        if let Some((h, a)) = &self.resolved {
+            if h == host {
+                return Ok(Some(Endpoint::Tcp(*a)));
+            }
+        }
+        match self.lookup.take() {
+            Some(l) if l.host == *host && !l.handle.is_finished() => {
+                self.lookup = Some(l);
+                Ok(None)
+            }
+            // Finished: join() returns at once.
+            Some(l) if l.host == *host => match l.handle.join() {
+                Ok(Ok(a)) => {
+                    self.resolved = Some((host.clone(), a));
+                    Ok(Some(Endpoint::Tcp(a)))
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(io::Error::other(format!(
+                    "resolving {host}: the lookup thread panicked"
+                ))),
+            },
+            _ => {
+                self.lookup = Some(Lookup::start(host, port)?);
+                Ok(None)
+            }
+        }
+    }
+
+    /// A connection to a resolved name failed or was lost: forget the
+    /// answer and ask again now, off the loop, so the retry finds a fresh
+    /// one.
+    fn resolve_again(&mut self) {
+        let Some((host, addr)) = self.resolved.take() else {
+            return;
+        };
+        if self.lookup.is_none() {
+            self.lookup = Lookup::start(&host, addr.port()).ok();
         }
     }
 
@@ -271,6 +382,7 @@ impl<T> RedisConn<T> {
     /// capacity, so the next connection does not grow it again.
     pub fn drop_connection(&mut self, now_ns: u64, unanswered: impl FnMut(T)) {
         self.fd = None;
+        self.resolve_again();
         self.out.clear();
         self.sent = 0;
         self.in_start = 0;
@@ -394,5 +506,54 @@ impl<T> RedisConn<T> {
                 Err(e) => return Err(Lost::Io(e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn tcp(host: &str, port: u16) -> RedisConn<()> {
+        let instance = Instance {
+            unix_socket_path: None,
+            hostname: host.into(),
+            port,
+        };
+        RedisConn::new("STATE_DB", instance, 1 << 16, 1, 1)
+    }
+
+    /// Poll as the loop does, at most 10 s, until something other than Idle.
+    fn step(c: &mut RedisConn<()>) -> ConnectStep {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            match c.poll_connect(crate::engine::sys::monotonic_ns()) {
+                ConnectStep::Idle => std::thread::sleep(Duration::from_millis(1)),
+                other => return other,
+            }
+        }
+        panic!("still idle after 10 s");
+    }
+
+    /// Issue 11: a host name was resolved by getaddrinfo on the loop thread
+    /// at every connect. The name is resolved on a helper thread; the loop
+    /// connects to the address it found (`socket::connect` takes an
+    /// `Endpoint`, which has no host name), and resolves again after a loss.
+    #[test]
+    fn a_host_name_is_resolved_off_the_loop_and_again_after_a_loss() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut c = tcp("localhost", port);
+        assert!(c.lookup.is_some(), "the lookup starts with the connection");
+        assert!(matches!(step(&mut c), ConnectStep::Started { .. }));
+        let addr = c.resolved.as_ref().map(|(_, a)| *a).unwrap();
+        assert_eq!(addr.port(), port);
+        assert!(addr.ip().is_loopback());
+        c.drop_connection(0, |_| {});
+        assert!(c.resolved.is_none() && c.lookup.is_some(), "asked again");
+        assert!(matches!(step(&mut c), ConnectStep::Started { .. }));
+        // An IP literal needs no lookup.
+        let c = tcp("127.0.0.1", port);
+        assert!(c.lookup.is_none());
     }
 }

@@ -2,13 +2,18 @@
 //!
 //! Writes use `send(MSG_NOSIGNAL)`, so a closed peer is an `EPIPE` error,
 //! never a SIGPIPE.
+//!
+//! Host names: [`connect`] (the loop's) takes an [`Endpoint`], whose TCP
+//! address is already resolved, so the loop cannot end up waiting in
+//! `getaddrinfo`; [`resolve`] is for threads that may wait (start-up, a
+//! helper thread of `RedisConn`), and [`connect_wait`] uses it.
 
 use std::io;
 use std::mem;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::engine::sonic::dbconfig::Address;
@@ -35,16 +40,46 @@ fn new_socket(domain: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw as RawFd) })
 }
 
-fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
+/// A resolved address: what a non-blocking connect is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+/// `host` as an IP literal, which needs no resolver.
+pub fn literal(host: &str, port: u16) -> Option<SocketAddr> {
+    host.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port))
+}
+
+/// Resolve `host` (an IP literal, or a name through `getaddrinfo`, which
+/// can block for seconds: never call this on the loop thread). The error
+/// names the host.
+pub fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
+    if let Some(a) = literal(host, port) {
+        return Ok(a);
     }
-    (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+    let cannot = |why: String| {
         io::Error::new(
             io::ErrorKind::NotFound,
-            format!("{host} resolves to no address"),
+            format!("cannot resolve {host}: {why}"),
         )
-    })
+    };
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| cannot(e.to_string()))?
+        .next()
+        .ok_or_else(|| cannot("no address".into()))
+}
+
+/// `addr` with its host name resolved; may block (see [`resolve`]).
+pub fn resolve_address(addr: &Address) -> io::Result<Endpoint> {
+    match addr {
+        Address::Unix(path) => Ok(Endpoint::Unix(path.clone())),
+        Address::Tcp(host, port) => resolve(host, *port).map(Endpoint::Tcp),
+    }
 }
 
 fn connect_unix(path: &Path) -> io::Result<Connecting> {
@@ -77,9 +112,8 @@ fn connect_unix(path: &Path) -> io::Result<Connecting> {
     }
 }
 
-fn connect_tcp(host: &str, port: u16) -> io::Result<Connecting> {
-    let addr = resolve(host, port)?;
-    let (domain, storage, len) = sockaddr(&addr);
+fn connect_tcp(addr: &SocketAddr) -> io::Result<Connecting> {
+    let (domain, storage, len) = sockaddr(addr);
     let fd = new_socket(domain)?;
     set_nodelay(fd.as_raw_fd())?;
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
@@ -145,11 +179,12 @@ fn set_nodelay(fd: RawFd) -> io::Result<()> {
     .map(drop)
 }
 
-/// Start a non-blocking connection to `addr`.
-pub fn connect(addr: &Address) -> io::Result<Connecting> {
-    match addr {
-        Address::Unix(path) => connect_unix(path),
-        Address::Tcp(host, port) => connect_tcp(host, *port),
+/// Start a non-blocking connection to `endpoint`. It takes no host name:
+/// nothing here waits for a resolver.
+pub fn connect(endpoint: &Endpoint) -> io::Result<Connecting> {
+    match endpoint {
+        Endpoint::Unix(path) => connect_unix(path),
+        Endpoint::Tcp(addr) => connect_tcp(addr),
     }
 }
 
@@ -174,8 +209,9 @@ pub fn finish_connect(fd: RawFd) -> io::Result<()> {
 }
 
 /// Connect and wait at most `timeout`; the socket stays non-blocking.
+/// A host name is resolved first, on the calling thread.
 pub fn connect_wait(addr: &Address, timeout: Duration) -> io::Result<OwnedFd> {
-    match connect(addr)? {
+    match connect(&resolve_address(addr)?)? {
         Connecting::Done(fd) => Ok(fd),
         Connecting::InProgress(fd) => {
             if !wait_fd(fd.as_raw_fd(), libc::POLLOUT, timeout)? {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::runtime::log::Level;
+use crate::log_warn;
 
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sonic/portsyncd.conf";
@@ -333,31 +334,58 @@ impl Override {
         })
     }
 
-    /// Overrides from `PORTSYNCD_<SECTION>_<KEY>` variables. Section names
-    /// hold no underscore, so the first `_` after the prefix splits them.
+    /// Overrides from `PORTSYNCD_<SECTION>_<KEY>` variables; every other
+    /// `PORTSYNCD_*` variable is named in a warning and ignored (see
+    /// [`Override::split_env`]).
     pub fn from_env<I: IntoIterator<Item = (String, String)>>(
         vars: I,
     ) -> Result<Vec<Override>, ConfigError> {
+        let (out, ignored) = Override::split_env(vars);
+        for name in ignored {
+            log_warn!(
+                "environment variable {name}: not {ENV_PREFIX}<SECTION>_<KEY> of a section ({}); ignored",
+                Config::sections().join(", ")
+            );
+        }
+        Ok(out)
+    }
+
+    /// Split the environment: variables `PORTSYNCD_<SECTION>_<KEY>` of a
+    /// known section become overrides (an unknown key or a bad value there
+    /// is still an error, later, naming the variable), and the names of
+    /// the other `PORTSYNCD_*` variables (`PORTSYNCD_BIN`, set for some
+    /// other tool) are returned to be warned about: they are not ours to
+    /// refuse. Section names hold no underscore, so the first `_` after
+    /// the prefix splits them.
+    pub fn split_env<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+    ) -> (Vec<Override>, Vec<String>) {
+        let sections = Config::sections();
         let mut out = Vec::new();
+        let mut ignored = Vec::new();
         for (name, value) in vars {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            let (section, key) = rest.split_once('_').ok_or_else(|| {
-                ConfigError(format!(
-                    "environment variable {name}: expected {ENV_PREFIX}<SECTION>_<KEY>"
-                ))
-            })?;
+            let split = rest
+                .split_once('_')
+                .map(|(s, k)| (s.to_ascii_lowercase(), k.to_ascii_lowercase()))
+                .filter(|(s, _)| sections.contains(s));
+            let Some((section, key)) = split else {
+                ignored.push(name);
+                continue;
+            };
             out.push(Override {
-                section: section.to_ascii_lowercase(),
-                key: key.to_ascii_lowercase(),
+                section,
+                key,
                 value,
                 origin: format!("environment variable {name}"),
             });
         }
         // Deterministic order whatever the environment's.
         out.sort_by(|a, b| a.origin.cmp(&b.origin));
-        Ok(out)
+        ignored.sort();
+        (out, ignored)
     }
 
     /// The value as TOML: numbers and booleans as such, anything else as a
@@ -552,6 +580,14 @@ impl Config {
             .map_err(|e| ConfigError(format!("{name}: {e}")))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The section names (`redis`, `netlink`, …), read off the struct
+    /// itself so a new section needs no second list.
+    pub fn sections() -> Vec<String> {
+        toml::Table::try_from(Config::default())
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The configuration as TOML, as `--print-config` shows it.

@@ -4,8 +4,13 @@
 //! when CONFIG_DB shares an instance with the loop's connection.
 
 use crate::engine::runtime::log::{self, Level};
+use crate::engine::runtime::repeat::cut;
 use crate::engine::sonic::dbconfig::Databases;
 use crate::log_warn;
+
+/// Longest quoted value in a log line, in bytes; CONFIG_DB can hold any
+/// amount of junk.
+const MAX_QUOTE: usize = 200;
 
 /// The names one daemon's LOGGER entry goes by, built once.
 #[derive(Debug, Clone)]
@@ -53,9 +58,9 @@ pub fn follow_level(keys: &LoggerKeys, value: Option<&[u8]>, configured: Level) 
             Some(l) => l,
             None => {
                 log_warn!(
-                    "CONFIG_DB {} LOGLEVEL {:?} is not a level; ignored",
+                    "CONFIG_DB {} LOGLEVEL {} is not a level; ignored",
                     keys.name(),
-                    String::from_utf8_lossy(v)
+                    cut(&format!("{:?}", String::from_utf8_lossy(v)), MAX_QUOTE)
                 );
                 return;
             }

@@ -79,12 +79,23 @@ pub struct PstSet {
 }
 
 impl PstSet {
+    /// A set of text fields (`PortConfigDone`, tests).
     pub fn new(key: &str, fields: &[(&str, &str)]) -> PstSet {
+        let fields: Vec<(&[u8], &[u8])> = fields
+            .iter()
+            .map(|(f, v)| (f.as_bytes(), v.as_bytes()))
+            .collect();
+        PstSet::from_bytes(key.as_bytes(), &fields)
+    }
+
+    /// A set of whatever bytes the key and fields hold (CONFIG_DB entries
+    /// copied to APPL_DB: not necessarily UTF-8, passed on unchanged).
+    pub fn from_bytes(key: &[u8], fields: &[(&[u8], &[u8])]) -> PstSet {
         PstSet {
-            key: key.as_bytes().to_vec(),
+            key: key.to_vec(),
             fields: fields
                 .iter()
-                .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .map(|(f, v)| (f.to_vec(), v.to_vec()))
                 .collect(),
         }
     }
@@ -184,6 +195,29 @@ mod tests {
         let mut out = Vec::new();
         PstSet::new("PortConfigDone", &[("count", "4")]).encode(&table, &mut out);
         assert_eq!(args_of(&out), monitor_args(line));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_encoded_unchanged() {
+        let table = ProducerTable::new("PORT_TABLE", 0, b':');
+        let set = PstSet::from_bytes(b"Eth\xff0", &[(b"alias\xfe", b"\xff\xfe")]);
+        let mut out = Vec::new();
+        set.encode(&table, &mut out);
+        let (r, _) = crate::engine::redis::reply::decode(&out).unwrap().unwrap();
+        let crate::engine::redis::reply::Reply::Array(items) = r else {
+            panic!("not an array")
+        };
+        let args: Vec<&[u8]> = items.iter().map(|i| i.as_bytes().unwrap()).collect();
+        assert_eq!(
+            args[5..],
+            [
+                &b"_PORT_TABLE:Eth\xff0"[..],
+                b"G",
+                b"Eth\xff0",
+                b"alias\xfe",
+                b"\xff\xfe"
+            ]
+        );
     }
 
     #[test]

@@ -81,6 +81,7 @@ const EXPORTED: &[(&str, &str)] = &[
     ("loop_turns", "portsyncd_loop_turns_total"),
     ("redis_reconnects", "portsyncd_redis_reconnects_total"),
     ("redis_error_replies", "portsyncd_redis_error_replies_total"),
+    ("fd_exhausted", "portsyncd_fd_exhausted_total"),
     ("samples_dropped", "portsyncd_samples_dropped_total"),
     ("known_ports", "portsyncd_known_ports"),
     ("pending_ports", "portsyncd_pending_ports"),
@@ -142,6 +143,7 @@ fn numbered() -> Counters {
     c.loop_turns.add(v("loop_turns"));
     c.redis_reconnects.add(v("redis_reconnects"));
     c.redis_error_replies.add(v("redis_error_replies"));
+    c.fd_exhausted.set(v("fd_exhausted"));
     c.samples_dropped.add(v("samples_dropped"));
     c.known_ports.set(v("known_ports"));
     c.pending_ports.set(v("pending_ports"));
@@ -241,7 +243,7 @@ fn samples(text: &str) -> BTreeMap<String, String> {
 #[test]
 fn every_counter_and_gauge_is_exported_with_its_value() {
     let fields = counter_fields();
-    assert_eq!(fields.len(), 39, "{fields:?}");
+    assert_eq!(fields.len(), 40, "{fields:?}");
     for f in &fields {
         assert!(
             EXPORTED.iter().any(|(name, _)| name == f),

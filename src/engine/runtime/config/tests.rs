@@ -126,10 +126,45 @@ fn override_errors_name_their_origin() {
         e.contains("--set nosuch.key=1") && e.contains("nosuch"),
         "{e}"
     );
-    let e = Override::from_env([("PORTSYNCD_X".to_string(), "1".to_string())])
-        .unwrap_err()
-        .0;
-    assert!(e.contains("PORTSYNCD_X"), "{e}");
+}
+
+/// Issue 11: `PORTSYNCD_BIN` (a path some other tool reads) made the daemon
+/// exit 2. Variables that are not `<SECTION>_<KEY>` of one of our sections
+/// are set aside by name, for a warning; a known section still errors on
+/// an unknown key (above).
+#[test]
+fn unrelated_portsyncd_variables_are_set_aside_not_refused() {
+    let vars = [
+        ("PORTSYNCD_BIN", "/usr/bin/portsyncd"),
+        ("PORTSYNCD_X", "1"),
+        ("PORTSYNCD_FOO_BAR", "1"),
+        ("PORTSYNCD_NETLINK_RCVBUF_BYTES", "2097152"),
+        ("PORTSYNCD_METRICS_BOGUS", "1"),
+        ("PATH", "/bin"),
+    ];
+    let (o, ignored) =
+        Override::split_env(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    assert_eq!(
+        ignored,
+        vec!["PORTSYNCD_BIN", "PORTSYNCD_FOO_BAR", "PORTSYNCD_X"]
+    );
+    let names: Vec<&str> = o.iter().map(|o| o.origin.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "environment variable PORTSYNCD_METRICS_BOGUS",
+            "environment variable PORTSYNCD_NETLINK_RCVBUF_BYTES"
+        ]
+    );
+    let e = err("", &o);
+    assert!(
+        e.contains("PORTSYNCD_METRICS_BOGUS") && e.contains("unknown field `bogus`"),
+        "{e}"
+    );
+    let sections = Config::sections();
+    for s in ["redis", "netlink", "runtime", "metrics", "log"] {
+        assert!(sections.iter().any(|k| k == s), "{s} in {sections:?}");
+    }
 }
 
 #[test]
