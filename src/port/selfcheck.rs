@@ -30,6 +30,7 @@ use crate::engine::runtime::repeat::cut;
 use crate::port::follow::LinkSync;
 use crate::port::rules::LinkStatus;
 use crate::port::table::{PortId, PortTable};
+use crate::port::verify::{show, Field};
 use crate::{log_info, log_notice};
 
 /// Bytes of a value quoted in a log line.
@@ -212,37 +213,25 @@ impl SelfCheck {
 }
 
 /// What differs between the four fields portsyncd writes for `expected`
-/// and an `HMGET` of them, in words; `None` when they match.
+/// and an `HMGET` of them (in [`Field::ALL`] order), in words; `None` when
+/// they match.
 pub fn difference(expected: LinkStatus, reply: &Reply<'_>) -> Option<String> {
-    let updown = |b: bool| if b { &b"up"[..] } else { &b"down"[..] };
-    let mtu = expected.mtu.to_string();
-    let want: [(&str, &[u8]); 4] = [
-        ("state", b"ok"),
-        ("netdev_oper_status", updown(expected.oper_up)),
-        ("admin_status", updown(expected.admin_up)),
-        ("mtu", mtu.as_bytes()),
-    ];
     let Reply::Array(got) = reply else {
         return Some(format!(
             "read back as {}",
             cut(&format!("{reply:?}"), MAX_QUOTE)
         ));
     };
-    let wrong: Vec<String> = want
+    let wrong: Vec<String> = Field::ALL
         .iter()
         .enumerate()
-        .filter_map(|(i, (field, value))| {
+        .filter_map(|(i, field)| {
+            let want = field.expected(&expected);
             let have = got.get(i).and_then(|r| r.as_bytes());
-            (have != Some(*value)).then(|| match have {
-                None => format!(
-                    "{field} missing (kernel: {})",
-                    String::from_utf8_lossy(value)
-                ),
-                Some(h) => format!(
-                    "{field} {} (kernel: {})",
-                    cut(&String::from_utf8_lossy(h), MAX_QUOTE),
-                    String::from_utf8_lossy(value)
-                ),
+            let name = field.name();
+            (have != Some(want.as_bytes())).then(|| match have {
+                None => format!("{name} missing (kernel: {want})"),
+                Some(h) => format!("{name} {} (kernel: {want})", cut(&show(h), MAX_QUOTE)),
             })
         })
         .collect();

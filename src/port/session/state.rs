@@ -14,6 +14,7 @@ use crate::port::keys::PortKeys;
 use crate::port::rules::LinkStatus;
 use crate::port::session::PortWork;
 use crate::port::table::{PortId, PortTable};
+use crate::port::verify::Field;
 use crate::{log_error, log_notice};
 
 /// The wait before writing again after an error reply: doubling from the
@@ -266,17 +267,8 @@ impl StateSession {
             key[prefix.len()..n].copy_from_slice(name.as_bytes());
             self.conn
                 .push(StateTag::VerifyFields { port, expected }, |out| {
-                    encode::command(
-                        out,
-                        &[
-                            b"HMGET",
-                            &key[..n],
-                            b"state",
-                            b"netdev_oper_status",
-                            b"admin_status",
-                            b"mtu",
-                        ],
-                    )
+                    let [a, b, c, d] = Field::ALL.map(|f| f.name().as_bytes());
+                    encode::command(out, &[b"HMGET", &key[..n], a, b, c, d])
                 });
         }
         count + 1
