@@ -334,7 +334,9 @@ impl PortTable {
         applied
     }
 
-    /// [`apply`](Self::apply) to the port `id`, known by name.
+    /// [`apply`](Self::apply) to the port `id`, known by name. (Longer
+    /// than a screenful: SONiC's decision and its effect on the port's
+    /// pending writes and resync marks are one step, read top to bottom.)
     fn apply_to(
         &mut self,
         id: PortId,

@@ -468,6 +468,10 @@ impl Worker {
         n
     }
 
+    /// Accept every waiting connection, each into a free slot with its
+    /// deadline; over the cap, or out of fds, answer 503 and close. (One
+    /// function: the spare fd given up and taken back around an accept
+    /// that hit EMFILE must stay next to that accept.)
     fn accept(&mut self) {
         let now = Instant::now();
         loop {

@@ -83,6 +83,13 @@ impl<'a> Reply<'a> {
         }
     }
 
+    /// The first word of an error reply (`OOM`, `BUSY`, …), for counting
+    /// errors by kind.
+    pub fn error_code(&self) -> Option<&'a [u8]> {
+        let e = self.error()?;
+        Some(e.split(|&b| b == b' ').next().unwrap_or(e))
+    }
+
     /// What to do about this reply (see [`Verdict`]).
     pub fn verdict(&self) -> Verdict {
         Verdict::of(self.error())

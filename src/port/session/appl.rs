@@ -119,29 +119,7 @@ impl ApplReplies {
                     keys.logger.name()
                 ),
             },
-            ApplTag::Exists(port) => match reply {
-                Reply::Int(n) => ports.set_membership(port, *n > 0),
-                other => {
-                    // Asked again by the poll, as a port not in PORT_TABLE.
-                    counters.redis_error_replies.inc();
-                    let kind = match other.error() {
-                        Some(e) => String::from_utf8_lossy(e)
-                            .split(' ')
-                            .next()
-                            .unwrap_or_default()
-                            .to_string(),
-                        None => "unexpected".to_string(),
-                    };
-                    if self.errors.note(&format!("EXISTS {kind}"), now) == Say::First {
-                        log_error!(
-                            "APPL_DB: EXISTS for {} answered {}; asked again",
-                            ports.get(port).name,
-                            cut(&format!("{other:?}"), MAX_QUOTE)
-                        );
-                    }
-                    ports.set_membership(port, false);
-                }
-            },
+            ApplTag::Exists(port) => self.on_exists(port, reply, ports, counters, now),
             ApplTag::Pst(i) => self.on_pst_reply(i, reply, counters, now),
             ApplTag::Recheck(port) => {
                 if let Reply::Int(0) = reply {
@@ -153,6 +131,31 @@ impl ApplReplies {
                 }
             }
         }
+    }
+
+    /// Whether APPL_DB `PORT_TABLE` has `port`. Anything but a number is
+    /// counted and taken as "not yet": the poll asks again.
+    fn on_exists(
+        &mut self,
+        port: PortId,
+        reply: &Reply<'_>,
+        ports: &mut PortTable,
+        counters: &Counters,
+        now: u64,
+    ) {
+        if let Reply::Int(n) = reply {
+            return ports.set_membership(port, *n > 0);
+        }
+        counters.redis_error_replies.inc();
+        let kind = String::from_utf8_lossy(reply.error_code().unwrap_or(b"unexpected"));
+        if self.errors.note(&format!("EXISTS {kind}"), now) == Say::First {
+            log_error!(
+                "APPL_DB: EXISTS for {} answered {}; asked again",
+                ports.get(port).name,
+                cut(&format!("{reply:?}"), MAX_QUOTE)
+            );
+        }
+        ports.set_membership(port, false);
     }
 
     /// A ProducerStateTable set is done only when Redis acknowledged it:
@@ -179,7 +182,7 @@ impl ApplReplies {
                 counters.redis_error_replies.inc();
                 item.sent = false;
                 let text = String::from_utf8_lossy(reply.error().unwrap_or_default());
-                let code = text.split(' ').next().unwrap_or_default();
+                let code = String::from_utf8_lossy(reply.error_code().unwrap_or_default());
                 if self.errors.note(&format!("EVALSHA {code}"), now) == Say::First {
                     log_error!(
                         "APPL_DB: EVALSHA set PORT_TABLE {key} failed: {}; sent again in {} ms",

@@ -165,7 +165,7 @@ impl StateReplies {
         };
         recorder.counters.redis_error_replies.inc();
         let text = String::from_utf8_lossy(e);
-        let code = text.split(' ').next().unwrap_or_default();
+        let code = String::from_utf8_lossy(reply.error_code().unwrap_or_default());
         if self.errors.note(&format!("{what} {code}"), now) == Say::First {
             log_error!(
                 "STATE_DB: {what} {}{} failed: {}; written again in {} ms (repeats of this error are counted, not logged)",
