@@ -59,11 +59,17 @@ fn live_overrun_converges(rcvbuf: Option<usize>) {
     wait_converged(&ns, &redis, &names);
 
     flap_in_parallel(&ns, &names);
+    let writers_done = std::time::Instant::now();
     // Then one more change on a port after the storm: recovery must not
     // depend on it, but it must not be lost either.
     ns.set_up(&names[0]).unwrap();
 
     wait_converged(&ns, &redis, &names);
+    // For PERF.md (not asserted: timings belong to benchmarks).
+    eprintln!(
+        "live overrun, rcvbuf {rcvbuf:?}: every port right {:.1} ms after the writers ended",
+        writers_done.elapsed().as_secs_f64() * 1e3
+    );
     assert!(d.alive(), "the daemon died:\n{}", d.log());
     let log = d.stop();
     if rcvbuf == Some(4096) {

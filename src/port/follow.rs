@@ -191,6 +191,8 @@ impl KernelFollow for LinkSync {
 }
 
 impl Follower for PortLinks<'_> {
+    // Inlined into the tracker's walk over a datagram: called per message.
+    #[inline]
     fn on_message(&mut self, header: &NlHeader, payload: &[u8], rx_ns: u64, from_dump: bool) {
         let c = self.counters;
         let event = match parse::parse_event(header, payload) {
