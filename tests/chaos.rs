@@ -462,3 +462,33 @@ fn redis_faults_during_bursts_end_with_every_port_right() {
     let log = d.stop();
     assert!(total(&log, "reconnects") >= 3, "{log}");
 }
+
+/// Issue 11 point 5: repeated identical errors are rate-limited with a
+/// count. A Redis away was one "cannot connect" line per attempt and
+/// connection; now the 1st, 2nd, 4th, 8th… attempt in a row is said.
+#[test]
+fn failed_connects_are_logged_ever_more_rarely() {
+    let ns = Netns::new().unwrap();
+    let mut redis = RedisServer::start().unwrap();
+    redis.configure_ports(&["Ethernet0"]).unwrap();
+    let mut opts = DaemonOptions::default();
+    opts.sets.push("redis.retry_min_ms=5".into());
+    opts.sets.push("redis.retry_max_ms=10".into());
+    let mut d = Daemon::start_with(&ns, &redis, opts);
+    d.wait_ready();
+    redis.stop();
+    let log = d.wait_log("(attempt 16;");
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot connect"))
+        .collect();
+    // Three connections, each at most at attempts 1, 2, 4, 8 and 16.
+    assert!(
+        said.len() <= 15,
+        "16 failed attempts said {} times:\n{}",
+        said.len(),
+        said.join("\n")
+    );
+    assert!(d.alive());
+    d.stop();
+}

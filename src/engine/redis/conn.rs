@@ -82,6 +82,9 @@ pub trait Connection {
     fn poll_connect(&mut self, now_ns: u64) -> ConnectStep;
     fn finish_connect(&mut self) -> Result<bool, Lost>;
     fn flush(&mut self) -> Result<bool, Lost>;
+    /// One more failed attempt to connect since the last success; returns
+    /// how many in a row (for logging the first and then fewer).
+    fn note_failed_attempt(&mut self) -> u32;
 }
 
 impl<T> Connection for RedisConn<T> {
@@ -105,6 +108,10 @@ impl<T> Connection for RedisConn<T> {
     }
     fn flush(&mut self) -> Result<bool, Lost> {
         RedisConn::flush(self)
+    }
+    fn note_failed_attempt(&mut self) -> u32 {
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.failed_attempts
     }
 }
 
@@ -150,6 +157,8 @@ pub struct RedisConn<T> {
     retry_max_ms: u64,
     /// Times the connection was established.
     pub connects: u64,
+    /// Failed attempts to connect since it was last up.
+    failed_attempts: u32,
     /// The last answer for a host name, and the lookup under way.
     resolved: Option<(String, SocketAddr)>,
     lookup: Option<Lookup>,
@@ -192,6 +201,7 @@ impl<T> RedisConn<T> {
             retry_min_ms,
             retry_max_ms,
             connects: 0,
+            failed_attempts: 0,
         }
     }
 
@@ -346,6 +356,7 @@ impl<T> RedisConn<T> {
     }
 
     fn up(&mut self) {
+        self.failed_attempts = 0;
         self.state = LinkState::Up;
         self.backoff_ms = self.retry_min_ms;
         self.connects += 1;

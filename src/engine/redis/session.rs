@@ -105,12 +105,22 @@ fn close<S: Session>(s: &mut S, work: &mut S::Work, io: &mut LoopIo<'_>) {
     s.drop_connection(work, monotonic_ns());
 }
 
+/// Say that an attempt to connect failed: the first in a row, then the
+/// 2nd, 4th, 8th… (a Redis away for a minute is retried every couple of
+/// seconds by each connection: a line per attempt said nothing new).
 fn report_connect_failure(conn: &mut dyn Connection, e: &std::io::Error, io: &LoopIo<'_>) {
+    let attempt = conn.note_failed_attempt();
+    if !attempt.is_power_of_two() {
+        return;
+    }
     let (role, addr) = (
         conn.role(),
         conn.address().map(|a| a.to_string()).unwrap_or_default(),
     );
-    log_warn!("{role}: cannot connect to Redis at {addr}: {e}; retrying");
+    log_warn!(
+        "{role}: cannot connect to Redis at {addr}: {e}; retrying (attempt {attempt}; the next said at {})",
+        attempt * 2
+    );
     io.notifier
         .status(&format!("Redis unreachable at {addr}: {e}; retrying"));
 }
