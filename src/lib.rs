@@ -6,4 +6,5 @@
 //! portsyncd. The binaries are in `src/bin/`.
 
 pub mod engine;
+pub mod neigh;
 pub mod port;

@@ -2,6 +2,7 @@
 
 pub mod drain;
 pub mod dump;
+pub mod neigh;
 pub mod parse;
 pub mod reader;
 pub mod request;

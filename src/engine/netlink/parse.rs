@@ -71,6 +71,8 @@ pub enum ParseError {
     MissingName { ifindex: i32 },
     /// An `NLMSG_ERROR` too short for its errno.
     ShortError { payload: usize },
+    /// A neighbor message too short for its `ndmsg`.
+    ShortNdmsg { payload: usize },
 }
 
 impl fmt::Display for ParseError {
@@ -114,6 +116,12 @@ impl fmt::Display for ParseError {
                     "NLMSG_ERROR payload of {payload} bytes, too short for an errno"
                 )
             }
+            ParseError::ShortNdmsg { payload } => {
+                write!(
+                    f,
+                    "neighbor message payload of {payload} bytes, too short for ndmsg"
+                )
+            }
         }
     }
 }
@@ -121,13 +129,13 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 #[inline]
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+pub(crate) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     let bytes = b.get(at..at + 2)?;
     Some(u16::from_ne_bytes([bytes[0], bytes[1]]))
 }
 
 #[inline]
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     let bytes = b.get(at..at + 4)?;
     Some(u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
@@ -236,8 +244,8 @@ impl LinkMessage<'_> {
 }
 
 /// Walks the `rtattr`s of one attribute block.
-struct Attributes<'a> {
-    rest: &'a [u8],
+pub(crate) struct Attributes<'a> {
+    pub(crate) rest: &'a [u8],
 }
 
 impl<'a> Iterator for Attributes<'a> {
