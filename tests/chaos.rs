@@ -314,8 +314,23 @@ fn drift_behind_the_daemons_back_is_repaired_and_other_fields_stay() {
     hset(&["HDEL", "PORT_TABLE|Ethernet4", "mtu"]);
     hset(&["DEL", "PORT_TABLE|Ethernet8"]);
     hset(&["HSET", "PORT_TABLE|Ethernet99", "state", "ok"]);
+    // An entry with no netdev behind it loses our fields only.
+    hset(&[
+        "HSET",
+        "PORT_TABLE|Ethernet98",
+        "mtu",
+        "9100",
+        "host_tx_ready",
+        "true",
+    ]);
     wait_converged(&ns, &redis, &names[1..]);
     redis.wait_state_absent("Ethernet99").unwrap();
+    redis
+        .wait_until("Ethernet98 keeps only the other writer's field", |r| {
+            Ok(r.hgetall(6, "PORT_TABLE|Ethernet98")?
+                == vec![("host_tx_ready".to_string(), "true".to_string())])
+        })
+        .unwrap();
     let (admin, oper, mtu) = ns.link_state("Ethernet0").unwrap();
     let updown = |b: bool| if b { "up" } else { "down" };
     let mut want = state_fields(updown(admin), updown(oper), mtu);

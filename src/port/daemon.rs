@@ -138,6 +138,10 @@ impl Syncer for PortSyncer {
                 w.selfcheck.reading(queued);
             }
         }
+        let stale = w.selfcheck.take_stale();
+        if !stale.is_empty() {
+            self.state.queue_remove(&stale);
+        }
         self.state.write(w, io);
         self.appl.write(w, io);
         self.events.write(w, io);

@@ -16,7 +16,8 @@
 //!    writer's `HSET`, a `FLUSHDB`) is written again with the same `HSET`
 //!    an event makes — only its own four fields, another writer's fields in
 //!    the hash stay; an entry for a netdev that is gone (deleted while the
-//!    daemon was down, renamed) is deleted. Each repair is logged once per
+//!    daemon was down, renamed) loses its four fields (`HDEL`: a hash left
+//!    empty is gone; orchagent's fields in it stay). Each repair is logged once per
 //!    port at NOTICE and counted by source: the kernel (a netdev gone
 //!    without its event reaching the daemon) or Redis (its fields lost or
 //!    changed there).
@@ -29,7 +30,7 @@ use crate::engine::redis::reply::Reply;
 use crate::engine::runtime::repeat::cut;
 use crate::port::follow::LinkSync;
 use crate::port::rules::LinkStatus;
-use crate::port::table::{PortId, PortTable};
+use crate::port::table::{PortId, PortName, PortTable};
 use crate::port::verify::{show, Field};
 use crate::{log_info, log_notice};
 
@@ -63,6 +64,9 @@ pub struct SelfCheck {
     phase: Phase,
     /// Repairs of the run in progress, for its summary line.
     repaired: u64,
+    /// Entries with no netdev behind them, whose four fields are owed an
+    /// `HDEL` (another writer's fields in the hash stay).
+    stale: Vec<PortName>,
 }
 
 impl SelfCheck {
@@ -77,7 +81,13 @@ impl SelfCheck {
                 Phase::Waiting { at_ns: first_ns }
             },
             repaired: 0,
+            stale: Vec::new(),
         }
+    }
+
+    /// The stale entries found, to remove our fields from (taken once).
+    pub fn take_stale(&mut self) -> Vec<PortName> {
+        std::mem::take(&mut self.stale)
     }
 
     /// When the cycle next wants a turn by itself, if it waits for a time.
@@ -171,7 +181,7 @@ impl SelfCheck {
         &mut self,
         prefix: &[u8],
         reply: &Reply<'_>,
-        ports: &mut PortTable,
+        ports: &PortTable,
         counters: &Counters,
         now_ns: u64,
     ) {
@@ -180,14 +190,18 @@ impl SelfCheck {
                 let Some(name) = key.as_bytes().and_then(|k| k.strip_prefix(prefix)) else {
                     continue;
                 };
-                if ports.stale_entry(name, now_ns) {
-                    counters.drift_kernel.inc();
-                    self.repaired += 1;
-                    log_notice!(
-                        "self-verification: STATE_DB PORT_TABLE|{} has no netdev behind it; deleted",
-                        String::from_utf8_lossy(name)
-                    );
+                if !ports.is_stale_entry(name) {
+                    continue;
                 }
+                let Some(name) = PortName::new(name) else {
+                    continue;
+                };
+                counters.drift_kernel.inc();
+                self.repaired += 1;
+                log_notice!(
+                    "self-verification: STATE_DB PORT_TABLE|{name} has no netdev behind it; its fields removed"
+                );
+                self.stale.push(name);
             }
         }
         self.answered(now_ns, counters);

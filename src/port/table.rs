@@ -570,29 +570,22 @@ impl PortTable {
             })
     }
 
-    /// STATE_DB holds `PORT_TABLE|<name>` and self-verification found no
-    /// netdev behind it (deleted while the daemon was down, renamed, or
-    /// our `DEL` undone): owe the `DEL`. Not for names that cannot be
-    /// ports, nor for netdevs the rules skip (their entries are someone
-    /// else's). Returns whether a `DEL` is now owed.
-    pub fn stale_entry(&mut self, name: &[u8], now_ns: u64) -> bool {
+    /// Whether a STATE_DB `PORT_TABLE|<name>` entry has no netdev behind
+    /// it (deleted while the daemon was down, renamed, or our `DEL`
+    /// undone): a name that can be a port, with no netdev the table knows,
+    /// not one the rules skip for good (its entry is someone else's), and
+    /// no write owed.
+    pub fn is_stale_entry(&self, name: &[u8]) -> bool {
         if !is_port_name(name) {
             return false;
         }
-        if let Some(id) = self.find(name) {
-            let p = &self.ports[id as usize];
-            if p.netdev.is_some() || p.ignored || p.queued {
-                return false;
+        match self.find(name) {
+            None => true,
+            Some(id) => {
+                let p = &self.ports[id as usize];
+                p.netdev.is_none() && !p.ignored && !p.queued
             }
         }
-        let Some(id) = self.intern(name) else {
-            return false;
-        };
-        let port = &mut self.ports[id as usize];
-        port.deleted = true;
-        port.pending_del = true;
-        self.queue(id, now_ns);
-        true
     }
 
     /// The dump is complete and consistent: every port that had a netdev

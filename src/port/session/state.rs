@@ -13,7 +13,7 @@ use crate::engine::sys::monotonic_ns;
 use crate::port::keys::PortKeys;
 use crate::port::rules::LinkStatus;
 use crate::port::session::PortWork;
-use crate::port::table::{PortId, PortTable};
+use crate::port::table::{PortId, PortName, PortTable};
 use crate::port::verify::Field;
 use crate::{log_error, log_notice};
 
@@ -44,6 +44,9 @@ pub enum StateTag {
         port: PortId,
         expected: LinkStatus,
     },
+    /// Self-verification: `HDEL` of the four fields of an entry with no
+    /// netdev behind it (a failure is found again by the next run).
+    VerifyRemove,
 }
 
 /// One loop turn's STATE_DB encoding: take every write owed while the
@@ -156,7 +159,7 @@ impl StateReplies {
             }
             StateTag::Hset { port, since_ns } => (port, since_ns, "HSET"),
             StateTag::Del { port, since_ns } => (port, since_ns, "DEL"),
-            StateTag::VerifyKeys | StateTag::VerifyFields { .. } => return,
+            StateTag::VerifyKeys | StateTag::VerifyFields { .. } | StateTag::VerifyRemove => return,
         };
         let Some(e) = reply.error() else {
             self.backoff_ns = RETRY_FIRST_NS;
@@ -272,6 +275,25 @@ impl StateSession {
                 });
         }
         count + 1
+    }
+
+    /// Remove our four fields from the stale entries self-verification
+    /// found (`HDEL`: other writers' fields stay).
+    pub fn queue_remove(&mut self, names: &[PortName]) {
+        if !self.conn.is_up() {
+            return;
+        }
+        let prefix = &self.keys.state_prefix;
+        for name in names {
+            let mut key = [0u8; 64];
+            let n = prefix.len() + name.as_bytes().len();
+            key[..prefix.len()].copy_from_slice(prefix);
+            key[prefix.len()..n].copy_from_slice(name.as_bytes());
+            self.conn.push(StateTag::VerifyRemove, |out| {
+                let [a, b, c, d] = Field::ALL.map(|f| f.name().as_bytes());
+                encode::command(out, &[b"HDEL", &key[..n], a, b, c, d])
+            });
+        }
     }
 
     /// Writes not yet acknowledged or not yet sent; `None` while down.
