@@ -309,14 +309,18 @@ mod tests {
         assert!(!c.read_due(false), "writes still owed");
         assert!(c.read_due(true));
         c.reading(1);
-        let mut ports = PortTable::default();
-        c.on_keys(
-            b"PORT_TABLE|",
-            &Reply::Array(vec![]),
-            &mut ports,
-            &counters,
-            7,
+        let ports = PortTable::default();
+        let stale = Reply::Array(vec![
+            Reply::Bulk(b"PORT_TABLE|Ethernet7"),
+            Reply::Bulk(b"x"),
+        ]);
+        c.on_keys(b"PORT_TABLE|", &stale, &ports, &counters, 7);
+        assert_eq!(
+            c.take_stale().len(),
+            1,
+            "Ethernet7 has no netdev; x is no port"
         );
+        assert_eq!(counters.drift_kernel.get(), 1);
         assert_eq!(counters.verify_runs.get(), 1);
         assert_eq!(c.next_timer(), Some(7 + 60_000_000_000));
         assert_eq!(SelfCheck::new(0, 5).next_timer(), None, "0 turns it off");
