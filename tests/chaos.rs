@@ -38,25 +38,62 @@ fn flap_in_parallel(ns: &Netns, names: &[String]) {
     });
 }
 
-/// The live overrun of issue 11 at one receive buffer size: the daemon
-/// keeps running (no SIGSTOP), the kernel drops messages, and the daemon
-/// must recover by itself.
-fn live_overrun_converges(rcvbuf: Option<usize>) {
-    let names = port_names(PORTS);
+/// A namespace with `ports` veth ports, a redis-server with them in
+/// CONFIG_DB, the daemon (with `sets`) ready, orchagent's pop done, and
+/// every port right in STATE_DB. Fields drop daemon first.
+struct Bed {
+    d: Daemon,
+    redis: RedisServer,
+    ns: Netns,
+    names: Vec<String>,
+}
+
+fn converged(ports: usize, ropts: RedisOptions, sets: &[&str]) -> Bed {
+    let names = port_names(ports);
     let ns = Netns::new().unwrap();
-    let redis = RedisServer::start().unwrap();
+    let redis = RedisServer::start_with(ropts).unwrap();
     redis.configure_ports(&refs(&names)).unwrap();
-    let mut opts = DaemonOptions::default();
-    if let Some(bytes) = rcvbuf {
-        opts.sets.push(format!("netlink.rcvbuf_bytes={bytes}"));
-    }
-    let mut d = Daemon::start_with(&ns, &redis, opts);
-    d.wait_ready();
-    redis.orchagent_pop().unwrap();
+    let d = start_with_sets(&ns, &redis, sets);
     for n in &names {
         ns.add_port(n).unwrap();
     }
     wait_converged(&ns, &redis, &names);
+    Bed {
+        d,
+        redis,
+        ns,
+        names,
+    }
+}
+
+/// The daemon with `sets`, ready, with orchagent's pop done.
+fn start_with_sets(ns: &Netns, redis: &RedisServer, sets: &[&str]) -> Daemon {
+    let mut opts = DaemonOptions::default();
+    opts.sets.extend(sets.iter().map(|s| s.to_string()));
+    let d = Daemon::start_with(ns, redis, opts);
+    d.wait_ready();
+    redis.orchagent_pop().unwrap();
+    d
+}
+
+/// Every self-verification test runs one a second.
+const VERIFY: &str = "verify.interval_s=1";
+
+/// The live overrun of issue 11 at one receive buffer size: the daemon
+/// keeps running (no SIGSTOP), the kernel drops messages, and the daemon
+/// must recover by itself.
+fn live_overrun_converges(rcvbuf: Option<usize>) {
+    let set = rcvbuf.map(|bytes| format!("netlink.rcvbuf_bytes={bytes}"));
+    let Bed {
+        mut d,
+        redis,
+        ns,
+        names,
+    } = converged(
+        PORTS,
+        RedisOptions::default(),
+        &Vec::from_iter(set.as_deref()),
+    );
 
     flap_in_parallel(&ns, &names);
     let writers_done = std::time::Instant::now();
@@ -202,19 +239,12 @@ fn ports_created_during_a_slow_start_up_are_ports() {
 /// reconnect rewrote before membership was learned again.
 #[test]
 fn after_redis_comes_back_empty_only_ports_in_appl_db_are_written() {
-    let names = port_names(8);
-    let ns = Netns::new().unwrap();
-    let mut redis = RedisServer::start().unwrap();
-    redis.configure_ports(&refs(&names)).unwrap();
-    let mut opts = DaemonOptions::default();
-    opts.sets.push("redis.retry_max_ms=200".into());
-    let mut d = Daemon::start_with(&ns, &redis, opts);
-    d.wait_ready();
-    redis.orchagent_pop().unwrap();
-    for n in &names {
-        ns.add_port(n).unwrap();
-    }
-    wait_converged(&ns, &redis, &names);
+    let Bed {
+        mut d,
+        mut redis,
+        ns,
+        ..
+    } = converged(8, RedisOptions::default(), &["redis.retry_max_ms=200"]);
 
     redis.stop();
     redis.restart().unwrap(); // no persistence: every database is empty
@@ -235,36 +265,21 @@ fn after_redis_comes_back_empty_only_ports_in_appl_db_are_written() {
     assert!(d.alive());
 }
 
-/// The daemon with `verify.interval_s = 1` (and whatever else `sets`
-/// says), ready, with orchagent's pop done.
-fn start_verifying(ns: &Netns, redis: &RedisServer, sets: &[&str]) -> Daemon {
-    let mut opts = DaemonOptions::default();
-    opts.sets.push("verify.interval_s=1".into());
-    opts.sets.extend(sets.iter().map(|s| s.to_string()));
-    let d = Daemon::start_with(ns, redis, opts);
-    d.wait_ready();
-    redis.orchagent_pop().unwrap();
-    d
-}
-
 /// Issue 11 point 4: ports deleted while the daemon was down kept their
 /// STATE_DB entries after a warm restart.
 #[test]
 fn ports_deleted_while_down_lose_their_entries_after_a_warm_restart() {
-    let names = port_names(6);
-    let ns = Netns::new().unwrap();
-    let redis = RedisServer::start().unwrap();
-    redis.configure_ports(&refs(&names)).unwrap();
-    let mut d = start_verifying(&ns, &redis, &[]);
-    for n in &names {
-        ns.add_port(n).unwrap();
-    }
-    wait_converged(&ns, &redis, &names);
+    let Bed {
+        mut d,
+        redis,
+        ns,
+        names,
+    } = converged(6, RedisOptions::default(), &[VERIFY]);
     d.stop();
     ns.del_port("Ethernet4").unwrap();
     ns.del_port("Ethernet12").unwrap();
     enable_warm_restart(&redis, 1);
-    let mut d = start_verifying(&ns, &redis, &[]);
+    let mut d = start_with_sets(&ns, &redis, &[VERIFY]);
     wait_converged(&ns, &redis, &names);
     assert!(d.log().contains("no netdev behind it"), "{}", d.log());
     d.stop();
@@ -273,15 +288,9 @@ fn ports_deleted_while_down_lose_their_entries_after_a_warm_restart() {
 /// Issue 11 point 4: a renamed port kept an entry under its old name.
 #[test]
 fn a_renamed_port_loses_the_entry_under_its_old_name() {
-    let names = port_names(4);
-    let ns = Netns::new().unwrap();
-    let redis = RedisServer::start().unwrap();
-    redis.configure_ports(&refs(&names)).unwrap();
-    let mut d = start_verifying(&ns, &redis, &[]);
-    for n in &names {
-        ns.add_port(n).unwrap();
-    }
-    wait_converged(&ns, &redis, &names);
+    let Bed {
+        mut d, redis, ns, ..
+    } = converged(4, RedisOptions::default(), &[VERIFY]);
     ns.set_down("Ethernet8").unwrap();
     ns.ip(&["link", "set", "Ethernet8", "name", "Ethernet808"])
         .unwrap();
@@ -299,15 +308,12 @@ fn a_renamed_port_loses_the_entry_under_its_old_name() {
 /// is repaired by self-verification, touching only the daemon's fields.
 #[test]
 fn drift_behind_the_daemons_back_is_repaired_and_other_fields_stay() {
-    let names = port_names(6);
-    let ns = Netns::new().unwrap();
-    let redis = RedisServer::start().unwrap();
-    redis.configure_ports(&refs(&names)).unwrap();
-    let mut d = start_verifying(&ns, &redis, &[]);
-    for n in &names {
-        ns.add_port(n).unwrap();
-    }
-    wait_converged(&ns, &redis, &names);
+    let Bed {
+        mut d,
+        redis,
+        ns,
+        names,
+    } = converged(6, RedisOptions::default(), &[VERIFY]);
     let hset = |args: &[&str]| redis.cmd(6, args).unwrap();
     hset(&["HSET", "PORT_TABLE|Ethernet0", "speed", "100000"]);
     hset(&["HSET", "PORT_TABLE|Ethernet0", "admin_status", "up"]);
@@ -355,19 +361,16 @@ fn drift_behind_the_daemons_back_is_repaired_and_other_fields_stay() {
 /// APPL_DB `PORT_TABLE` was still written.
 #[test]
 fn removal_from_appl_db_is_noticed_without_keyspace_notifications() {
-    let names = port_names(4);
-    let ns = Netns::new().unwrap();
-    let redis = RedisServer::start_with(RedisOptions {
+    let no_notifications = RedisOptions {
         notify: "",
         ..Default::default()
-    })
-    .unwrap();
-    redis.configure_ports(&refs(&names)).unwrap();
-    let mut d = start_verifying(&ns, &redis, &[]);
-    for n in &names {
-        ns.add_port(n).unwrap();
-    }
-    wait_converged(&ns, &redis, &names);
+    };
+    let Bed {
+        mut d,
+        redis,
+        ns,
+        names,
+    } = converged(4, no_notifications, &[VERIFY]);
     redis.cmd(0, &["DEL", "PORT_TABLE:Ethernet0"]).unwrap();
     d.wait_log("APPL_DB PORT_TABLE no longer has Ethernet0");
     let before = redis.hgetall(6, "PORT_TABLE|Ethernet0").unwrap();
@@ -436,19 +439,16 @@ fn rss_kb(pid: i32) -> u64 {
 /// port is right, the daemon alive, its memory bounded.
 #[test]
 fn redis_faults_during_bursts_end_with_every_port_right() {
-    let names = port_names(15);
-    let ns = Netns::new().unwrap();
-    let mut redis = RedisServer::start_with(RedisOptions {
+    let persistent = RedisOptions {
         persist: true,
         ..Default::default()
-    })
-    .unwrap();
-    redis.configure_ports(&refs(&names)).unwrap();
-    let mut d = start_verifying(&ns, &redis, &["redis.retry_max_ms=200"]);
-    for n in &names {
-        ns.add_port(n).unwrap();
-    }
-    wait_converged(&ns, &redis, &names);
+    };
+    let Bed {
+        mut d,
+        mut redis,
+        ns,
+        names,
+    } = converged(15, persistent, &[VERIFY, "redis.retry_max_ms=200"]);
     let rss_before = rss_kb(d.pid());
     for fault in [
         Fault::Kill,

@@ -4,6 +4,7 @@
 use crate::engine::sonic::dbconfig::Databases;
 use crate::engine::sonic::logger::LoggerKeys;
 use crate::engine::sonic::pst::ProducerTable;
+use crate::port::table::PortName;
 
 /// SONiC's name of the port tables (STATE_DB, APPL_DB, CONFIG_DB `PORT`).
 pub const PORT_TABLE: &str = "PORT_TABLE";
@@ -45,5 +46,27 @@ impl PortKeys {
             producer: ProducerTable::new(PORT_TABLE, dbs.appl.id, appl_sep),
             logger: LoggerKeys::new(dbs, DAEMON),
         }
+    }
+}
+
+/// `<prefix><port name>` on the stack: a port's key built without
+/// allocating (a prefix is a table name and its separator; a port name at
+/// most [`IFNAME_MAX`](crate::port::table::IFNAME_MAX) bytes).
+pub struct PortKey {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl PortKey {
+    pub fn new(prefix: &[u8], name: &PortName) -> PortKey {
+        let mut buf = [0u8; 64];
+        let len = prefix.len() + name.as_bytes().len();
+        buf[..prefix.len()].copy_from_slice(prefix);
+        buf[prefix.len()..len].copy_from_slice(name.as_bytes());
+        PortKey { buf, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }

@@ -14,7 +14,7 @@ use crate::engine::runtime::repeat::{cut, Repeats, Say};
 use crate::engine::sonic::logger;
 use crate::engine::sonic::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
 use crate::engine::sys::monotonic_ns;
-use crate::port::keys::PortKeys;
+use crate::port::keys::{PortKey, PortKeys};
 use crate::port::session::PortWork;
 use crate::port::table::{PortId, PortTable};
 use crate::{log_error, log_notice, log_warn};
@@ -263,13 +263,9 @@ impl ApplSession {
         ports.take_queries(&mut self.queries);
         let prefix = &self.keys.appl_prefix;
         for &port in &self.queries {
-            let name = ports.get(port).name;
+            let key = PortKey::new(prefix, &ports.get(port).name);
             self.conn.push(ApplTag::Exists(port), |out| {
-                let mut key = [0u8; 64];
-                let n = prefix.len() + name.as_bytes().len();
-                key[..prefix.len()].copy_from_slice(prefix);
-                key[prefix.len()..n].copy_from_slice(name.as_bytes());
-                encode::command(out, &[b"EXISTS", &key[..n]])
+                encode::command(out, &[b"EXISTS", key.as_bytes()])
             });
         }
         if work.loglevel_wanted {
@@ -306,13 +302,9 @@ impl ApplSession {
     pub fn queue_recheck(&mut self, ports: &PortTable) {
         let prefix = &self.keys.appl_prefix;
         for (port, _) in ports.verifiable() {
-            let name = ports.get(port).name;
+            let key = PortKey::new(prefix, &ports.get(port).name);
             self.conn.push(ApplTag::Recheck(port), |out| {
-                let mut key = [0u8; 64];
-                let n = prefix.len() + name.as_bytes().len();
-                key[..prefix.len()].copy_from_slice(prefix);
-                key[prefix.len()..n].copy_from_slice(name.as_bytes());
-                encode::command(out, &[b"EXISTS", &key[..n]])
+                encode::command(out, &[b"EXISTS", key.as_bytes()])
             });
         }
     }

@@ -10,7 +10,7 @@ use crate::engine::redis::reply::Reply;
 use crate::engine::redis::session::{self, Session};
 use crate::engine::runtime::repeat::{cut, Repeats, Say};
 use crate::engine::sys::monotonic_ns;
-use crate::port::keys::PortKeys;
+use crate::port::keys::{PortKey, PortKeys};
 use crate::port::rules::LinkStatus;
 use crate::port::session::PortWork;
 use crate::port::table::{PortId, PortName, PortTable};
@@ -263,15 +263,11 @@ impl StateSession {
             encode::command(out, &[b"KEYS", &pattern])
         });
         for (port, expected) in ports.verifiable() {
-            let name = ports.get(port).name;
-            let mut key = [0u8; 64];
-            let n = prefix.len() + name.as_bytes().len();
-            key[..prefix.len()].copy_from_slice(prefix);
-            key[prefix.len()..n].copy_from_slice(name.as_bytes());
+            let key = PortKey::new(prefix, &ports.get(port).name);
             self.conn
                 .push(StateTag::VerifyFields { port, expected }, |out| {
                     let [a, b, c, d] = Field::ALL.map(|f| f.name().as_bytes());
-                    encode::command(out, &[b"HMGET", &key[..n], a, b, c, d])
+                    encode::command(out, &[b"HMGET", key.as_bytes(), a, b, c, d])
                 });
         }
         count + 1
@@ -285,13 +281,10 @@ impl StateSession {
         }
         let prefix = &self.keys.state_prefix;
         for name in names {
-            let mut key = [0u8; 64];
-            let n = prefix.len() + name.as_bytes().len();
-            key[..prefix.len()].copy_from_slice(prefix);
-            key[prefix.len()..n].copy_from_slice(name.as_bytes());
+            let key = PortKey::new(prefix, name);
             self.conn.push(StateTag::VerifyRemove, |out| {
                 let [a, b, c, d] = Field::ALL.map(|f| f.name().as_bytes());
-                encode::command(out, &[b"HDEL", &key[..n], a, b, c, d])
+                encode::command(out, &[b"HDEL", key.as_bytes(), a, b, c, d])
             });
         }
     }
