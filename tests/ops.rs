@@ -109,16 +109,13 @@ fn verify(unit: &Path) -> (bool, String) {
 fn the_unit_passes_systemd_analyze_verify_without_a_warning() {
     let unit = unit_text();
     let exec = value(&unit, "ExecStart");
-    assert_eq!(
-        exec,
-        "/usr/local/bin/portsyncd --config /etc/sonic/portsyncd.conf"
-    );
+    assert_eq!(exec, "/usr/local/bin/portsyncd");
     // verify insists that ExecStart= names an executable: the built one.
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("portsyncd.service");
     let copy = unit.replace(
-        "ExecStart=/usr/local/bin/portsyncd ",
-        &format!("ExecStart={} ", Daemon::binary()),
+        "ExecStart=/usr/local/bin/portsyncd\n",
+        &format!("ExecStart={}\n", Daemon::binary()),
     );
     assert_ne!(copy, unit);
     std::fs::write(&path, &copy).unwrap();
@@ -1100,10 +1097,7 @@ fn make_install_places_every_file_and_uninstall_removes_them() {
         dest.path()
             .join("opt/psd/lib/systemd/system/portsyncd.service"),
     );
-    assert_eq!(
-        value(&unit, "ExecStart"),
-        "/opt/psd/bin/portsyncd --config /etc/sonic/portsyncd.conf"
-    );
+    assert_eq!(value(&unit, "ExecStart"), "/opt/psd/bin/portsyncd");
     assert!(dest.path().join("opt/psd/bin/portsyncd").is_file());
 
     // An operator's config next to the example survives uninstall.
@@ -1127,3 +1121,60 @@ fn make_install_places_every_file_and_uninstall_removes_them() {
     }
     assert_eq!(left, vec![live_config]);
 }
+
+/// Regression (issue 14, "a fresh install starts"): the unit ran
+/// `portsyncd --config /etc/sonic/portsyncd.conf`, but `make install`
+/// ships only the `.example`; a missing file named by `--config` exits 2,
+/// which `RestartPreventExitStatus=2` makes final, so a fresh install never
+/// started. The installed unit's own command line, on a machine without
+/// that file, must come up (here against a test Redis, named through the
+/// environment as a drop-in would).
+#[test]
+fn a_fresh_install_starts_with_the_installed_units_command_line() {
+    let default = Path::new(syncd::engine::runtime::config::DEFAULT_CONFIG_PATH);
+    assert!(
+        !default.exists(),
+        "{} exists on this machine: this test stands for a fresh install",
+        default.display()
+    );
+    let dest = TempDir::new().unwrap();
+    let out = make(&[
+        "install".into(),
+        format!("DESTDIR={}", dest.path().display()),
+    ]);
+    assert!(out.status.success(), "make install:\n{}", text(&out));
+    let unit = read(
+        dest.path()
+            .join("usr/local/lib/systemd/system/portsyncd.service"),
+    );
+    let exec = value(&unit, "ExecStart");
+    let mut argv = exec.split_whitespace();
+    let program = argv.next().unwrap();
+    let args: Vec<&str> = argv.collect();
+    // The installed binary, found under the staging root.
+    let staged = dest.path().join(program.trim_start_matches('/'));
+    assert!(staged.is_file(), "{exec}: {} missing", staged.display());
+
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start_with(RedisOptions::default()).unwrap();
+    let db = redis.write_database_config(dest.path(), true).unwrap();
+    let reactor = std::env::var("TEST_REACTOR").unwrap_or_else(|_| "epoll".into());
+    let mut d = Daemon::start_exact(
+        &ns,
+        &staged,
+        &args,
+        &[
+            ("PORTSYNCD_REDIS_DATABASE_CONFIG", db.to_str().unwrap()),
+            ("PORTSYNCD_RUNTIME_REACTOR", &reactor),
+        ],
+    );
+    let msgs = d.notify_messages(Some("READY=1"), Instant::now() + WAIT);
+    assert!(
+        !lines_with(&msgs, "READY=1").is_empty(),
+        "`{exec}` did not become ready (exit status {:?}); notify: {msgs:?}\n{}",
+        d.child.try_wait().unwrap(),
+        d.log()
+    );
+    d.stop();
+}
+
