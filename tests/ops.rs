@@ -980,6 +980,31 @@ fn sysctl_check_passes_on_the_live_values_and_names_a_drifted_key() {
     );
     assert_eq!(report_line(&out, "net.core.rmem_max")[0], "OK");
 
+    // rmem_max is a ceiling: asking for less than the live value is met
+    // (exit 0), and the report says the profile's line would lower it.
+    let rmem: u64 = live("net.core.rmem_max").parse().unwrap();
+    let lower = dir.path().join("lower.conf");
+    std::fs::write(
+        &lower,
+        profile.replace(
+            &format!("net.core.rmem_max = {rmem}\n"),
+            &format!("net.core.rmem_max = {}\n", rmem - 1),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = sysctl_check(&lower);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        report_line(&out, "net.core.rmem_max"),
+        [
+            "ABOVE",
+            "net.core.rmem_max",
+            &format!(">={}", rmem - 1),
+            &rmem.to_string()
+        ]
+    );
+    assert!(out.contains("would lower it"), "{out}");
+
     // A key the kernel lacks, not optional: exit 1.
     let missing = dir.path().join("missing.conf");
     std::fs::write(&missing, "net.core.portsyncd_no_such_key = 1\n").unwrap();
@@ -1021,7 +1046,7 @@ fn the_shipped_sysctl_profile_names_only_keys_this_kernel_has() {
     for s in &settings {
         assert!(!s.optional, "{}: the shipped profile needs it", s.key);
         let f = report_line(&out, &s.key);
-        assert!(f[0] == "OK" || f[0] == "DRIFT", "{out}");
+        assert!(["OK", "ABOVE", "DRIFT"].contains(&f[0].as_str()), "{out}");
     }
     // rmem_max is what lets a plain SO_RCVBUF reach the daemon's default
     // buffer: at least half of it (the kernel doubles the request).
