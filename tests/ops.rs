@@ -1203,3 +1203,86 @@ fn a_fresh_install_starts_with_the_installed_units_command_line() {
     d.stop();
 }
 
+// ---------------------------------------------------------------------
+// tools/demo under sudo
+// ---------------------------------------------------------------------
+
+/// Regression (issue 14): `sudo tools/demo` failed where cargo lives in the
+/// user's rustup install (not on root's PATH), and a build as root left a
+/// target/ the user could no longer write to. The script runs here for
+/// real against stand-ins: a cargo that records who ran it and builds a
+/// flood that writes the files it is asked for, in a checkout owned by
+/// `nobody`, with a target/ an earlier root run left behind.
+#[test]
+fn demo_under_sudo_builds_as_the_invoking_user_and_leaves_target_theirs() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const NOBODY: u32 = 65534;
+    let dir = TempDir::new().unwrap();
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(dir.path(), 0o755);
+    let checkout = dir.path().join("checkout");
+    std::fs::create_dir_all(checkout.join("tools")).unwrap();
+    std::fs::create_dir_all(checkout.join("target/release")).unwrap();
+    std::fs::copy(repo().join("tools/demo"), checkout.join("tools/demo")).unwrap();
+    std::fs::write(checkout.join("tools/install-deps"), "#!/bin/sh\nexit 0\n").unwrap();
+    mode(&checkout.join("tools/install-deps"), 0o755);
+    let cargo = dir.path().join("cargo");
+    std::fs::write(
+        &cargo,
+        r#"#!/bin/sh
+{ id -un; echo "$@"; } > cargo-ran-as
+cat > target/release/flood <<'FLOOD'
+#!/bin/sh
+id -un > flood-ran-as
+while [ $# -gt 0 ]; do
+    case "$1" in --json|--plot) : > "$2"; shift;; esac
+    shift
+done
+FLOOD
+chmod 0755 target/release/flood
+"#,
+    )
+    .unwrap();
+    mode(&cargo, 0o755);
+    // The checkout is the user's; target/ (left by a root run) is not.
+    let out = Command::new("chown")
+        .args(["-R", "nobody:"])
+        .arg(&checkout)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    std::os::unix::fs::chown(checkout.join("target"), Some(0), Some(0)).unwrap();
+    std::os::unix::fs::chown(checkout.join("target/release"), Some(0), Some(0)).unwrap();
+
+    // sudo's environment: root's secure PATH, with no cargo on it.
+    let demo = |cargo_env: Option<&Path>| {
+        let mut c = Command::new("bash");
+        c.arg(checkout.join("tools/demo"))
+            .env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("SUDO_USER", "nobody")
+            .current_dir(dir.path());
+        if let Some(p) = cargo_env {
+            c.env("CARGO", p);
+        }
+        c.output().unwrap()
+    };
+    // No cargo for the user: a message saying so, nothing built.
+    let out = demo(None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("cargo not found for nobody"), "{}", text(&out));
+
+    let out = demo(Some(&cargo));
+    assert!(out.status.success(), "tools/demo:\n{}", text(&out));
+    assert_eq!(
+        read(checkout.join("cargo-ran-as")),
+        "nobody\nbuild --release --locked\n"
+    );
+    assert_eq!(read(checkout.join("flood-ran-as")), "root\n");
+    for f in ["target", "target/release", "target/demo.json", "target/demo.svg"] {
+        let uid = std::fs::metadata(checkout.join(f)).unwrap().uid();
+        assert_eq!(uid, NOBODY, "{f} is owned by uid {uid}");
+    }
+}
