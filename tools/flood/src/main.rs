@@ -72,8 +72,12 @@ fn try_main() -> u8 {
         return floor::main(&args[1..]);
     }
     let opts = match cli::parse(args) {
-        Ok(Command::Help) => {
-            print!("{}", cli::HELP);
+        Ok(Command::Help(sub)) => {
+            print!("{}", cli::help_text(sub));
+            return 0;
+        }
+        Ok(Command::Version) => {
+            println!("flood {}", env!("CARGO_PKG_VERSION"));
             return 0;
         }
         Ok(Command::Measure(o)) => o,

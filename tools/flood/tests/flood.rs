@@ -48,6 +48,45 @@ fn run_ok(cmd: &mut Command, json: &std::path::Path) -> (String, serde_json::Val
 }
 
 #[test]
+fn version_exits_0_printing_the_version() {
+    let out = flood().arg("--version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("flood {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn each_subcommand_helps_with_its_own_options_only() {
+    let help = |args: &[&str]| {
+        let out = flood().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let all = help(&["--help"]);
+    assert!(all.contains("flood run") && all.contains("flood init"), "{all}");
+    assert!(all.contains("--help"), "{all}");
+    let run = help(&["run", "--help"]);
+    assert!(run.contains("--daemon-set") && run.contains("--mode"), "{run}");
+    for other in ["--runs", "--create-gap-us", "--netns", "--port-names"] {
+        assert!(!run.contains(other), "run --help shows {other}:\n{run}");
+    }
+    let init = help(&["init", "--ports", "4", "--help"]);
+    assert!(init.contains("--runs") && init.contains("--create-gap-us"));
+    for other in ["--mode", "--netns", "--floor-db"] {
+        assert!(!init.contains(other), "init --help shows {other}:\n{init}");
+    }
+    let attach = help(&["attach", "-h"]);
+    assert!(attach.contains("--netns") && attach.contains("--mode"));
+    assert!(!attach.contains("--runs"), "{attach}");
+    // Each is shorter than the whole story was (~125 lines).
+    for h in [&all, &run, &init, &attach] {
+        assert!(h.lines().count() < 110, "{h}");
+    }
+}
+
+#[test]
 fn a_short_run_ends_with_every_port_right_and_reports_every_key() {
     let dir = TempDir::new().unwrap();
     let json = dir.path().join("flood.json");
