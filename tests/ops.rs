@@ -1218,9 +1218,8 @@ fn demo_under_sudo_builds_as_the_invoking_user_and_leaves_target_theirs() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     const NOBODY: u32 = 65534;
     let dir = TempDir::new().unwrap();
-    let mode = |p: &Path, m: u32| {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
-    };
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
     mode(dir.path(), 0o755);
     let checkout = dir.path().join("checkout");
     std::fs::create_dir_all(checkout.join("tools")).unwrap();
@@ -1272,7 +1271,11 @@ chmod 0755 target/release/flood
     // No cargo for the user: a message saying so, nothing built.
     let out = demo(None);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("cargo not found for nobody"), "{}", text(&out));
+    assert!(
+        text(&out).contains("cargo not found for nobody"),
+        "{}",
+        text(&out)
+    );
 
     let out = demo(Some(&cargo));
     assert!(out.status.success(), "tools/demo:\n{}", text(&out));
@@ -1281,7 +1284,12 @@ chmod 0755 target/release/flood
         "nobody\nbuild --release --locked\n"
     );
     assert_eq!(read(checkout.join("flood-ran-as")), "root\n");
-    for f in ["target", "target/release", "target/demo.json", "target/demo.svg"] {
+    for f in [
+        "target",
+        "target/release",
+        "target/demo.json",
+        "target/demo.svg",
+    ] {
         let uid = std::fs::metadata(checkout.join(f)).unwrap().uid();
         assert_eq!(uid, NOBODY, "{f} is owned by uid {uid}");
     }

@@ -568,7 +568,11 @@ net.ipv4.tcp_rmem = 4096\t131072   6291456
 
     #[test]
     fn buffer_maxima_are_minimums_and_a_larger_live_value_is_fine() {
-        for key in ["net.core.rmem_max", "net/core/wmem_max", "net.core.optmem_max"] {
+        for key in [
+            "net.core.rmem_max",
+            "net/core/wmem_max",
+            "net.core.optmem_max",
+        ] {
             assert!(is_at_least(key), "{key}");
             let s = setting(key, "16777216", 1);
             let v = |x: &str| Live::Value(x.into());
@@ -711,7 +715,10 @@ MISSING  net.core.gone_too           1                    (absent)
             "net.core.rmem_max = 4194304\nnet.ipv4.tcp_rmem = 1 2 3\n",
         );
         assert_eq!(code, EXIT_DRIFT, "{out}");
-        assert!(out.contains("would also lower the keys marked ABOVE"), "{out}");
+        assert!(
+            out.contains("would also lower the keys marked ABOVE"),
+            "{out}"
+        );
         assert!(!out.contains("apply it with"), "{out}");
 
         let (code, out, _) = run_on(&proc, "net.core.no_such_key = 1\n");
