@@ -159,6 +159,10 @@ round: kernel_drops, recovery_ms (the smaller of last_write_ms and
 verified_ms), last_write_ms, verified_ms, writes, late_writes, stopped_ms,
 recovery_cpu_ms) and recovery_ms_median; --syscalls adds syscalls_per_event
 for both writers.
+Also time (when the run ended, RFC 3339, UTC), git_commit (git rev-parse
+HEAD of the checkout flood was built in; null if none) and cpu_model
+(/proc/cpuinfo).
+
 ";
 /// The JSON of `init`.
 pub const JSON_INIT_HELP: &str = "\
@@ -166,6 +170,8 @@ JSON (--json): flood init writes {ports, runs: [{last_seen_to_init_done_ms,
 last_sent_to_init_done_ms, create_ms, ...}], median_ms, median_sent_ms}.
 
 
+Like flood run's, it holds time (RFC 3339, UTC), git_commit (of the
+checkout flood was built in; null if none) and cpu_model.
 ";
 /// Exit statuses, in every help text.
 pub const EXIT_HELP: &str = "\
