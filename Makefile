@@ -75,9 +75,10 @@ install: build
 	$(INSTALL) -D -m 0755 $(RELEASE)/portsyncd $(DESTDIR)$(BINDIR)/portsyncd
 	$(INSTALL) -D -m 0755 $(RELEASE)/flood $(DESTDIR)$(BINDIR)/portsyncd-flood
 	$(INSTALL) -d -m 0755 $(DESTDIR)$(UNITDIR)
-	sed 's#^ExecStart=/usr/local/bin/portsyncd #ExecStart=$(BINDIR)/portsyncd #' \
+	sed -e 's#^ExecStart=/usr/local/bin/portsyncd$$#ExecStart=$(BINDIR)/portsyncd#' \
+		-e 's#^ExecStart=/usr/local/bin/portsyncd #ExecStart=$(BINDIR)/portsyncd #' \
 		systemd/portsyncd.service > $(DESTDIR)$(UNITDIR)/portsyncd.service.tmp
-	grep -q '^ExecStart=$(BINDIR)/portsyncd ' $(DESTDIR)$(UNITDIR)/portsyncd.service.tmp
+	grep -Eq '^ExecStart=$(BINDIR)/portsyncd( |$$)' $(DESTDIR)$(UNITDIR)/portsyncd.service.tmp
 	chmod 0644 $(DESTDIR)$(UNITDIR)/portsyncd.service.tmp
 	mv -f $(DESTDIR)$(UNITDIR)/portsyncd.service.tmp $(DESTDIR)$(UNITDIR)/portsyncd.service
 	$(INSTALL) -D -m 0644 sysctl/99-portsyncd.conf $(DESTDIR)$(SYSCTLDIR)/99-portsyncd.conf

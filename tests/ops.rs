@@ -109,16 +109,13 @@ fn verify(unit: &Path) -> (bool, String) {
 fn the_unit_passes_systemd_analyze_verify_without_a_warning() {
     let unit = unit_text();
     let exec = value(&unit, "ExecStart");
-    assert_eq!(
-        exec,
-        "/usr/local/bin/portsyncd --config /etc/sonic/portsyncd.conf"
-    );
+    assert_eq!(exec, "/usr/local/bin/portsyncd");
     // verify insists that ExecStart= names an executable: the built one.
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("portsyncd.service");
     let copy = unit.replace(
-        "ExecStart=/usr/local/bin/portsyncd ",
-        &format!("ExecStart={} ", Daemon::binary()),
+        "ExecStart=/usr/local/bin/portsyncd\n",
+        &format!("ExecStart={}\n", Daemon::binary()),
     );
     assert_ne!(copy, unit);
     std::fs::write(&path, &copy).unwrap();
@@ -983,6 +980,31 @@ fn sysctl_check_passes_on_the_live_values_and_names_a_drifted_key() {
     );
     assert_eq!(report_line(&out, "net.core.rmem_max")[0], "OK");
 
+    // rmem_max is a ceiling: asking for less than the live value is met
+    // (exit 0), and the report says the profile's line would lower it.
+    let rmem: u64 = live("net.core.rmem_max").parse().unwrap();
+    let lower = dir.path().join("lower.conf");
+    std::fs::write(
+        &lower,
+        profile.replace(
+            &format!("net.core.rmem_max = {rmem}\n"),
+            &format!("net.core.rmem_max = {}\n", rmem - 1),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = sysctl_check(&lower);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        report_line(&out, "net.core.rmem_max"),
+        [
+            "ABOVE",
+            "net.core.rmem_max",
+            &format!(">={}", rmem - 1),
+            &rmem.to_string()
+        ]
+    );
+    assert!(out.contains("would lower it"), "{out}");
+
     // A key the kernel lacks, not optional: exit 1.
     let missing = dir.path().join("missing.conf");
     std::fs::write(&missing, "net.core.portsyncd_no_such_key = 1\n").unwrap();
@@ -1024,7 +1046,7 @@ fn the_shipped_sysctl_profile_names_only_keys_this_kernel_has() {
     for s in &settings {
         assert!(!s.optional, "{}: the shipped profile needs it", s.key);
         let f = report_line(&out, &s.key);
-        assert!(f[0] == "OK" || f[0] == "DRIFT", "{out}");
+        assert!(["OK", "ABOVE", "DRIFT"].contains(&f[0].as_str()), "{out}");
     }
     // rmem_max is what lets a plain SO_RCVBUF reach the daemon's default
     // buffer: at least half of it (the kernel doubles the request).
@@ -1100,10 +1122,7 @@ fn make_install_places_every_file_and_uninstall_removes_them() {
         dest.path()
             .join("opt/psd/lib/systemd/system/portsyncd.service"),
     );
-    assert_eq!(
-        value(&unit, "ExecStart"),
-        "/opt/psd/bin/portsyncd --config /etc/sonic/portsyncd.conf"
-    );
+    assert_eq!(value(&unit, "ExecStart"), "/opt/psd/bin/portsyncd");
     assert!(dest.path().join("opt/psd/bin/portsyncd").is_file());
 
     // An operator's config next to the example survives uninstall.
@@ -1126,4 +1145,152 @@ fn make_install_places_every_file_and_uninstall_removes_them() {
         }
     }
     assert_eq!(left, vec![live_config]);
+}
+
+/// Regression (issue 14, "a fresh install starts"): the unit ran
+/// `portsyncd --config /etc/sonic/portsyncd.conf`, but `make install`
+/// ships only the `.example`; a missing file named by `--config` exits 2,
+/// which `RestartPreventExitStatus=2` makes final, so a fresh install never
+/// started. The installed unit's own command line, on a machine without
+/// that file, must come up (here against a test Redis, named through the
+/// environment as a drop-in would).
+#[test]
+fn a_fresh_install_starts_with_the_installed_units_command_line() {
+    let default = Path::new(syncd::engine::runtime::config::DEFAULT_CONFIG_PATH);
+    assert!(
+        !default.exists(),
+        "{} exists on this machine: this test stands for a fresh install",
+        default.display()
+    );
+    let dest = TempDir::new().unwrap();
+    let out = make(&[
+        "install".into(),
+        format!("DESTDIR={}", dest.path().display()),
+    ]);
+    assert!(out.status.success(), "make install:\n{}", text(&out));
+    let unit = read(
+        dest.path()
+            .join("usr/local/lib/systemd/system/portsyncd.service"),
+    );
+    let exec = value(&unit, "ExecStart");
+    let mut argv = exec.split_whitespace();
+    let program = argv.next().unwrap();
+    let args: Vec<&str> = argv.collect();
+    // The installed binary, found under the staging root.
+    let staged = dest.path().join(program.trim_start_matches('/'));
+    assert!(staged.is_file(), "{exec}: {} missing", staged.display());
+
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start_with(RedisOptions::default()).unwrap();
+    let db = redis.write_database_config(dest.path(), true).unwrap();
+    let reactor = std::env::var("TEST_REACTOR").unwrap_or_else(|_| "epoll".into());
+    let mut d = Daemon::start_exact(
+        &ns,
+        &staged,
+        &args,
+        &[
+            ("PORTSYNCD_REDIS_DATABASE_CONFIG", db.to_str().unwrap()),
+            ("PORTSYNCD_RUNTIME_REACTOR", &reactor),
+        ],
+    );
+    let msgs = d.notify_messages(Some("READY=1"), Instant::now() + WAIT);
+    assert!(
+        !lines_with(&msgs, "READY=1").is_empty(),
+        "`{exec}` did not become ready (exit status {:?}); notify: {msgs:?}\n{}",
+        d.child.try_wait().unwrap(),
+        d.log()
+    );
+    d.stop();
+}
+
+// ---------------------------------------------------------------------
+// tools/demo under sudo
+// ---------------------------------------------------------------------
+
+/// Regression (issue 14): `sudo tools/demo` failed where cargo lives in the
+/// user's rustup install (not on root's PATH), and a build as root left a
+/// target/ the user could no longer write to. The script runs here for
+/// real against stand-ins: a cargo that records who ran it and builds a
+/// flood that writes the files it is asked for, in a checkout owned by
+/// `nobody`, with a target/ an earlier root run left behind.
+#[test]
+fn demo_under_sudo_builds_as_the_invoking_user_and_leaves_target_theirs() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const NOBODY: u32 = 65534;
+    let dir = TempDir::new().unwrap();
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(dir.path(), 0o755);
+    let checkout = dir.path().join("checkout");
+    std::fs::create_dir_all(checkout.join("tools")).unwrap();
+    std::fs::create_dir_all(checkout.join("target/release")).unwrap();
+    std::fs::copy(repo().join("tools/demo"), checkout.join("tools/demo")).unwrap();
+    std::fs::write(checkout.join("tools/install-deps"), "#!/bin/sh\nexit 0\n").unwrap();
+    mode(&checkout.join("tools/install-deps"), 0o755);
+    let cargo = dir.path().join("cargo");
+    std::fs::write(
+        &cargo,
+        r#"#!/bin/sh
+{ id -un; echo "$@"; } > cargo-ran-as
+cat > target/release/flood <<'FLOOD'
+#!/bin/sh
+id -un > flood-ran-as
+while [ $# -gt 0 ]; do
+    case "$1" in --json|--plot) : > "$2"; shift;; esac
+    shift
+done
+FLOOD
+chmod 0755 target/release/flood
+"#,
+    )
+    .unwrap();
+    mode(&cargo, 0o755);
+    // The checkout is the user's; target/ (left by a root run) is not.
+    let out = Command::new("chown")
+        .args(["-R", "nobody:"])
+        .arg(&checkout)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    std::os::unix::fs::chown(checkout.join("target"), Some(0), Some(0)).unwrap();
+    std::os::unix::fs::chown(checkout.join("target/release"), Some(0), Some(0)).unwrap();
+
+    // sudo's environment: root's secure PATH, with no cargo on it.
+    let demo = |cargo_env: Option<&Path>| {
+        let mut c = Command::new("bash");
+        c.arg(checkout.join("tools/demo"))
+            .env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("SUDO_USER", "nobody")
+            .current_dir(dir.path());
+        if let Some(p) = cargo_env {
+            c.env("CARGO", p);
+        }
+        c.output().unwrap()
+    };
+    // No cargo for the user: a message saying so, nothing built.
+    let out = demo(None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("cargo not found for nobody"),
+        "{}",
+        text(&out)
+    );
+
+    let out = demo(Some(&cargo));
+    assert!(out.status.success(), "tools/demo:\n{}", text(&out));
+    assert_eq!(
+        read(checkout.join("cargo-ran-as")),
+        "nobody\nbuild --release --locked\n"
+    );
+    assert_eq!(read(checkout.join("flood-ran-as")), "root\n");
+    for f in [
+        "target",
+        "target/release",
+        "target/demo.json",
+        "target/demo.svg",
+    ] {
+        let uid = std::fs::metadata(checkout.join(f)).unwrap().uid();
+        assert_eq!(uid, NOBODY, "{f} is owned by uid {uid}");
+    }
 }

@@ -165,6 +165,38 @@ impl Daemon {
         }
     }
 
+    /// Exactly `program args`, in `ns`, as a unit's `ExecStart=` would run
+    /// it: no `--config` or `--set` added, none of the runner's
+    /// `PORTSYNCD_*` variables; only `env`, a notify socket and a log.
+    pub fn start_exact(
+        ns: &Netns,
+        program: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = TempDir::new().unwrap();
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        let log_path = dir.path().join("portsyncd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = ns.command(program.to_str().unwrap());
+        cmd.args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PORTSYNCD_") || k.starts_with("WATCHDOG_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().copied());
+        cmd.env("NOTIFY_SOCKET", &notify_path);
+        cmd.stdout(Stdio::null()).stderr(log);
+        Daemon {
+            child: cmd.spawn().unwrap(),
+            notify,
+            dir,
+            log_path,
+        }
+    }
+
     /// Wait for the next notify message containing `needle` (e.g. `READY=1`).
     pub fn wait_notify(&self, needle: &str) -> String {
         let msgs = self.notify_messages(Some(needle), Instant::now() + WAIT);

@@ -7,6 +7,11 @@
 //! from `/proc/sys` and compared field by field (whitespace-separated, so
 //! `4096 131072 6291456` matches the tabs the kernel prints). The parsing
 //! and the verdicts are pure; only [`read_live`] and [`run`] touch files.
+//!
+//! A few keys are ceilings ([`AT_LEAST`]: the socket buffer maxima): the
+//! profile's value is a minimum, and a larger live value is not drift.
+//! sysctl(8) still writes the profile's value as is, so the report says
+//! when applying the profile would lower such a key.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -143,6 +148,22 @@ pub fn key_path(key: &str) -> String {
     }
 }
 
+/// Keys whose profile value is a minimum: ceilings on what a socket may ask
+/// for (`SO_RCVBUF`, `SO_SNDBUF`, ancillary data). A higher ceiling, such as
+/// the 16 MiB SONiC images set for `net.core.rmem_max`, takes nothing from
+/// portsyncd; lowering it could take from another daemon.
+pub const AT_LEAST: [&str; 3] = [
+    "net.core.rmem_max",
+    "net.core.wmem_max",
+    "net.core.optmem_max",
+];
+
+/// Whether `key` (either separator) is one of [`AT_LEAST`].
+pub fn is_at_least(key: &str) -> bool {
+    let path = key_path(key);
+    AT_LEAST.iter().any(|k| key_path(k) == path)
+}
+
 /// Whether two values are the same setting: the same whitespace-separated
 /// fields in the same order.
 pub fn same_value(expected: &str, actual: &str) -> bool {
@@ -181,6 +202,9 @@ pub fn read_live(root: &Path, key: &str) -> Live {
 pub enum Status {
     /// The live value is the profile's.
     Ok,
+    /// An [`AT_LEAST`] key whose live value is larger than the profile's:
+    /// fine as it is, but `sysctl -p` of the profile would lower it.
+    Above,
     /// The live value differs.
     Drift,
     /// The key does not exist here.
@@ -200,6 +224,7 @@ impl Status {
     pub fn name(self) -> &'static str {
         match self {
             Status::Ok => "OK",
+            Status::Above => "ABOVE",
             Status::Drift => "DRIFT",
             Status::Missing => "MISSING",
             Status::Skipped => "SKIPPED",
@@ -208,10 +233,17 @@ impl Status {
     }
 }
 
-/// Judge one setting against the kernel's value.
+/// Judge one setting against the kernel's value. An [`AT_LEAST`] key is
+/// compared as a number; a value that is not one is compared as text.
 pub fn judge(setting: &Setting, live: &Live) -> Status {
     match live {
         Live::Value(v) if same_value(&setting.value, v) => Status::Ok,
+        Live::Value(v) if is_at_least(&setting.key) => {
+            match (setting.value.trim().parse::<u64>(), v.trim().parse::<u64>()) {
+                (Ok(min), Ok(live)) if live > min => Status::Above,
+                _ => Status::Drift,
+            }
+        }
         Live::Value(_) => Status::Drift,
         Live::Absent if setting.optional => Status::Skipped,
         Live::Absent => Status::Missing,
@@ -248,15 +280,26 @@ impl Report {
                     Live::Absent => "(absent)".to_string(),
                     Live::Unreadable(e) => format!("(unreadable: {e})"),
                 };
+                let expected = s.value.split_whitespace().collect::<Vec<_>>().join(" ");
                 Row {
                     key: s.key.clone(),
-                    expected: s.value.split_whitespace().collect::<Vec<_>>().join(" "),
+                    // One field, so the table stays one word per column.
+                    expected: if is_at_least(&s.key) {
+                        format!(">={expected}")
+                    } else {
+                        expected
+                    },
                     actual,
                     status,
                 }
             })
             .collect();
         Report { rows }
+    }
+
+    /// The keys that `sysctl -p` of the profile would lower.
+    pub fn above(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter().filter(|r| r.status == Status::Above)
     }
 
     /// How many keys fail the check.
@@ -328,14 +371,22 @@ pub fn run_with(
     let report = Report::build(&settings, |key| read_live(proc_root, key));
     let failures = report.failures();
     let _ = out.write_all(report.render().as_bytes());
-    let _ = if failures == 0 {
+    let above = report.above().count();
+    let _ = if failures == 0 && above == 0 {
         writeln!(
             out,
             "all {} keys match {}",
             report.rows.len(),
             path.display()
         )
-    } else {
+    } else if failures == 0 {
+        writeln!(
+            out,
+            "all {} keys meet {} ({above} above its minimum)",
+            report.rows.len(),
+            path.display()
+        )
+    } else if above == 0 {
         writeln!(
             out,
             "{failures} of {} keys differ from {}; apply it with: sysctl -p {}",
@@ -343,7 +394,27 @@ pub fn run_with(
             path.display(),
             path.display()
         )
+    } else {
+        writeln!(
+            out,
+            "{failures} of {} keys differ from {}; set them with sysctl -w \
+             (sysctl -p {} would also lower the keys marked ABOVE)",
+            report.rows.len(),
+            path.display(),
+            path.display()
+        )
     };
+    for r in report.above() {
+        let _ = writeln!(
+            out,
+            "{}: {} is above the minimum {}: fine; the profile's line would \
+             lower it, so raise that line to {} or drop it",
+            r.key,
+            r.actual,
+            r.expected.trim_start_matches(">="),
+            r.actual
+        );
+    }
     if failures == 0 {
         0
     } else {
@@ -491,8 +562,33 @@ net.ipv4.tcp_rmem = 4096\t131072   6291456
             judge(&s, &Live::Unreadable("Permission denied".into())),
             Status::Unreadable
         );
-        assert!(!Status::Ok.fails() && !Status::Skipped.fails());
+        assert!(!Status::Ok.fails() && !Status::Skipped.fails() && !Status::Above.fails());
         assert!(Status::Drift.fails() && Status::Missing.fails() && Status::Unreadable.fails());
+    }
+
+    #[test]
+    fn buffer_maxima_are_minimums_and_a_larger_live_value_is_fine() {
+        for key in [
+            "net.core.rmem_max",
+            "net/core/wmem_max",
+            "net.core.optmem_max",
+        ] {
+            assert!(is_at_least(key), "{key}");
+            let s = setting(key, "16777216", 1);
+            let v = |x: &str| Live::Value(x.into());
+            assert_eq!(judge(&s, &v("16777216")), Status::Ok, "{key}");
+            assert_eq!(judge(&s, &v("33554432")), Status::Above, "{key}");
+            assert_eq!(judge(&s, &v("16777215")), Status::Drift, "{key}");
+            // Not numbers: compared as text, so a difference is drift.
+            assert_eq!(judge(&s, &v("16777216 1")), Status::Drift, "{key}");
+            assert_eq!(judge(&setting(key, "lots", 1), &v("9")), Status::Drift);
+        }
+        // Every other key must be exactly the profile's value.
+        for key in ["kernel.sched_rt_runtime_us", "net.core.somaxconn"] {
+            assert!(!is_at_least(key), "{key}");
+            let s = setting(key, "950000", 1);
+            assert_eq!(judge(&s, &Live::Value("950001".into())), Status::Drift);
+        }
     }
 
     #[test]
@@ -516,7 +612,7 @@ net.ipv4.tcp_rmem = 4096\t131072   6291456
             report.render(),
             "\
 STATUS   KEY                         EXPECTED             ACTUAL
-DRIFT    net.core.rmem_max           16777216             4194304
+DRIFT    net.core.rmem_max           >=16777216           4194304
 OK       kernel.sched_rt_runtime_us  950000               950000
 OK       net.ipv4.tcp_rmem           4096 131072 6291456  4096 131072 6291456
 SKIPPED  net.core.gone               1                    (absent)
@@ -577,18 +673,53 @@ MISSING  net.core.gone_too           1                    (absent)
         assert_eq!((code, err.as_str()), (0, ""), "{out}");
         assert!(out.contains("all 2 keys match"), "{out}");
 
-        let (code, out, _) = run_on(&proc, "net.core.rmem_max = 4194304\n");
+        let (code, out, _) = run_on(&proc, "net.ipv4.tcp_rmem = 4096 131072 4194304\n");
         assert_eq!(code, EXIT_DRIFT);
         assert!(
             out.lines().any(|l| l.split_whitespace().eq([
                 "DRIFT",
-                "net.core.rmem_max",
+                "net.ipv4.tcp_rmem",
+                "4096",
+                "131072",
                 "4194304",
-                "16777216"
+                "4096",
+                "131072",
+                "6291456"
             ])),
             "{out}"
         );
         assert!(out.contains("1 of 1 keys differ"), "{out}");
+        assert!(out.contains("apply it with: sysctl -p"), "{out}");
+
+        // SONiC sets rmem_max to 16 MiB already; a profile asking for less
+        // is met, and the report says its line would lower the live value.
+        let (code, out, _) = run_on(&proc, "net.core.rmem_max = 4194304\n");
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.lines().any(|l| l.split_whitespace().eq([
+                "ABOVE",
+                "net.core.rmem_max",
+                ">=4194304",
+                "16777216"
+            ])),
+            "{out}"
+        );
+        assert!(out.contains("all 1 keys meet"), "{out}");
+        assert!(
+            out.contains("net.core.rmem_max: 16777216 is above the minimum 4194304"),
+            "{out}"
+        );
+        // With drift elsewhere, sysctl -p is not the advice: it would lower.
+        let (code, out, _) = run_on(
+            &proc,
+            "net.core.rmem_max = 4194304\nnet.ipv4.tcp_rmem = 1 2 3\n",
+        );
+        assert_eq!(code, EXIT_DRIFT, "{out}");
+        assert!(
+            out.contains("would also lower the keys marked ABOVE"),
+            "{out}"
+        );
+        assert!(!out.contains("apply it with"), "{out}");
 
         let (code, out, _) = run_on(&proc, "net.core.no_such_key = 1\n");
         assert_eq!(code, EXIT_DRIFT);

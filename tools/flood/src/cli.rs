@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use syncd::engine::runtime::config::Sched;
 
-/// The `--help` text.
-pub const HELP: &str = "\
+/// What flood measures, for `flood --help`.
+pub const INTRO: &str = "\
 flood — real-kernel link-change generator and end-to-end meter for portsyncd
 
 Drives real kernel link changes (acked RTM_NEWLINK requests: admin up/down
@@ -30,8 +30,12 @@ USAGE:
     flood run [OPTIONS]       private redis-server, namespace, ports, daemon
     flood attach [OPTIONS]    an existing setup (this flaps its ports!)
     flood init [OPTIONS]      start-up: last netdev appearing → PortInitDone
-    flood --help
+    flood SUBCOMMAND --help   that subcommand's options
+    flood --version
 
+";
+/// The modes of `run` and `attach`.
+pub const MODES_HELP: &str = "\
 MODES (--mode, comma-separated, run in order, e.g. latency,burst):
     latency   one change at a time: send, ack, wait until STATE_DB shows it
               and the port has settled (oper status included), pause
@@ -55,6 +59,9 @@ MODES (--mode, comma-separated, run in order, e.g. latency,burst):
   (admin-up: the UP,!RUNNING write, not the RUNNING one ~0.5 ms later);
   changes overtaken before they were written count as coalesced.
 
+";
+/// Options of `run` and `attach`.
+pub const COMMON_HELP: &str = "\
 COMMON OPTIONS:
     --mode M[,M...]       latency | burst | rate | overflow (default
                           latency)
@@ -94,6 +101,9 @@ COMMON OPTIONS:
     --no-progress         no progress display
     -h, --help            print this help
 
+";
+/// Options of `run` alone.
+pub const RUN_HELP: &str = "\
 RUN OPTIONS:
     --ports N             ports Ethernet0, Ethernet4, ... (default 32)
     --daemon PATH         daemon under test (default: portsyncd next to
@@ -102,6 +112,9 @@ RUN OPTIONS:
                           (e.g. runtime.cpu=1)
     --daemon-log FILE     keep the daemon's log there
 
+";
+/// Options of `init`.
+pub const INIT_HELP: &str = "\
 INIT OPTIONS (flood init; also --ports (default 256), --daemon,
 --daemon-set, --daemon-log, --settle-timeout, --json, --progress):
     --runs K              fresh start-ups measured (default 5)
@@ -114,9 +127,12 @@ INIT OPTIONS (flood init; also --ports (default 256), --daemon,
   netlink socket in the namespace stamps each port's first RTM_NEWLINK as
   it reads it, and PortInitDone when the keyspace notification of
   APPL_DB _PORT_TABLE:PortInitDone reaches it. Reported per run and as the
-  median: last port seen → PortInitDone (the figure of issue 3), and the
+  median: last port seen → PortInitDone, and the
   request creating the last port sent → PortInitDone (an upper bound).
 
+";
+/// Options of `attach` alone.
+pub const ATTACH_HELP: &str = "\
 ATTACH OPTIONS:
     --netns NAME          the daemon's network namespace (default: current)
     --redis ADDR          STATE_DB's Redis: unix:PATH, PATH.sock or HOST:PORT
@@ -128,6 +144,9 @@ ATTACH OPTIONS:
                           needed by overflow mode and --syscalls)
   attach restores each port's admin state and MTU at the end.
 
+";
+/// The JSON of `run` and `attach`.
+pub const JSON_RUN_HELP: &str = "\
 JSON (--json): top level holds latency_us and floor_latency_us
 {p50,p90,p99,p999,max,mean,count} (from the latency mode when it ran, else
 the first mode other than overflow), changes, kernel_events, redis_writes, wrong_final_states
@@ -140,14 +159,61 @@ round: kernel_drops, recovery_ms (the smaller of last_write_ms and
 verified_ms), last_write_ms, verified_ms, writes, late_writes, stopped_ms,
 recovery_cpu_ms) and recovery_ms_median; --syscalls adds syscalls_per_event
 for both writers.
-flood init writes {ports, runs: [{last_seen_to_init_done_ms,
+Also time (when the run ended, RFC 3339, UTC), git_commit (git rev-parse
+HEAD of the checkout flood was built in; null if none) and cpu_model
+(/proc/cpuinfo).
+
+";
+/// The JSON of `init`.
+pub const JSON_INIT_HELP: &str = "\
+JSON (--json): flood init writes {ports, runs: [{last_seen_to_init_done_ms,
 last_sent_to_init_done_ms, create_ms, ...}], median_ms, median_sent_ms}.
 
+
+Like flood run's, it holds time (RFC 3339, UTC), git_commit (of the
+checkout flood was built in; null if none) and cpu_model.
+";
+/// Exit statuses, in every help text.
+pub const EXIT_HELP: &str = "\
 EXIT STATUS:
     0 done, every final state right (init: every run saw PortInitDone);
     1 failure; 2 bad command line;
     3 done, but some port ended wrong in STATE_DB; 130 interrupted
 ";
+
+/// The help text of `sub`, or of flood as a whole: only the options that
+/// subcommand takes.
+pub fn help_text(sub: Option<Sub>) -> String {
+    let parts: &[&str] = match sub {
+        None => &[INTRO, EXIT_HELP],
+        Some(Sub::Run) => &[
+            "flood run [OPTIONS]: a private redis-server, network namespaces with\n\
+             the ports, the daemon and the floor, all started and removed by flood\n\n",
+            MODES_HELP,
+            COMMON_HELP,
+            RUN_HELP,
+            JSON_RUN_HELP,
+            EXIT_HELP,
+        ],
+        Some(Sub::Attach) => &[
+            "flood attach [OPTIONS]: an existing daemon and Redis (this flaps its\n\
+             ports!)\n\n",
+            MODES_HELP,
+            COMMON_HELP,
+            ATTACH_HELP,
+            JSON_RUN_HELP,
+            EXIT_HELP,
+        ],
+        Some(Sub::Init) => &[
+            "flood init [OPTIONS]: start-up, from the last netdev appearing to\n\
+             PortInitDone\n\n",
+            INIT_HELP,
+            JSON_INIT_HELP,
+            EXIT_HELP,
+        ],
+    };
+    parts.concat()
+}
 
 /// A measurement mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,7 +353,10 @@ pub struct Options {
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Help,
+    /// `--help`, of flood (None) or of a subcommand.
+    Help(Option<Sub>),
+    /// `--version`.
+    Version,
     Measure(Box<Options>),
 }
 
@@ -327,7 +396,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
                 "missing subcommand: flood run, flood attach or flood init".into(),
             ))
         }
-        Some("-h" | "--help" | "help") => return Ok(Command::Help),
+        Some("-h" | "--help" | "help") => return Ok(Command::Help(None)),
+        Some("-V" | "--version") => return Ok(Command::Version),
         Some("run") => Sub::Run,
         Some("attach") => Sub::Attach,
         Some("init") => Sub::Init,
@@ -436,7 +506,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             }
         };
         match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
+            "-h" | "--help" => return Ok(Command::Help(Some(sub))),
             "--mode" => {
                 let v = value()?;
                 modes = v.split(',').map(Mode::parse).collect::<Result<_, _>>()?;
@@ -676,7 +746,7 @@ mod tests {
     fn parse_str(s: &str) -> Result<Options, UsageError> {
         match parse(s.split_whitespace().map(String::from))? {
             Command::Measure(o) => Ok(*o),
-            Command::Help => panic!("help"),
+            Command::Help(_) | Command::Version => panic!("help"),
         }
     }
 

@@ -17,6 +17,7 @@ mod plan;
 mod plot;
 mod procfs;
 mod progress;
+mod provenance;
 mod report;
 mod setup;
 mod signal;
@@ -72,8 +73,12 @@ fn try_main() -> u8 {
         return floor::main(&args[1..]);
     }
     let opts = match cli::parse(args) {
-        Ok(Command::Help) => {
-            print!("{}", cli::HELP);
+        Ok(Command::Help(sub)) => {
+            print!("{}", cli::help_text(sub));
+            return 0;
+        }
+        Ok(Command::Version) => {
+            println!("flood {}", env!("CARGO_PKG_VERSION"));
             return 0;
         }
         Ok(Command::Measure(o)) => o,
@@ -130,8 +135,13 @@ fn check_output(flag: &str, path: Option<&Path>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Write an output file and say where it went: the report on stdout ends
+/// with the files that hold the rest.
 fn write_file(flag: &str, path: &Path, text: &str) -> Result<(), Error> {
-    std::fs::write(path, text).map_err(|e| Error::failed(format!("{flag} {}: {e}", path.display())))
+    std::fs::write(path, text)
+        .map_err(|e| Error::failed(format!("{flag} {}: {e}", path.display())))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// Stops the threads when the run ends early, before the bench is torn down.
@@ -242,7 +252,7 @@ fn measure(o: &Options) -> Result<u64, Error> {
         print!("{state}");
     }
     if let Some(path) = &o.json {
-        let doc = report::json_document(
+        let mut doc = report::json_document(
             &results,
             &RunInfo {
                 argv: &o.argv,
@@ -251,6 +261,7 @@ fn measure(o: &Options) -> Result<u64, Error> {
                 daemon_totals: &totals,
             },
         );
+        provenance::stamp(&mut doc);
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| Error::failed(format!("encoding JSON: {e}")))?;
         write_file("--json", path, &(text + "\n"))?;
