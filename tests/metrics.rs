@@ -180,27 +180,18 @@ fn check_histogram(m: &Scrape, name: &str) -> (u64, f64, f64) {
     let count = m.int(&format!("{name}_count"));
     assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, count), "{name}");
     let sum = m.get(&format!("{name}_sum"));
-    let q = |l: &str| m.get(&format!("{name}_quantile{{quantile=\"{l}\"}}"));
     let max = m.get(&format!("{name}_max"));
-    assert!(
-        0.0 < q("0.5") && q("0.5") <= q("0.99") && q("0.99") <= q("0.999") && q("0.999") <= max,
-        "{name}: p50 {} p99 {} p999 {} max {max}",
-        q("0.5"),
-        q("0.99"),
-        q("0.999")
-    );
     // The HdrHistogram's max is the top of its bucket: never below the
     // true max, so never below the mean.
     assert!(
         sum > 0.0 && sum <= max * count as f64,
         "{name}: sum {sum}, max {max}"
     );
-    // The smallest bucket holding p50 holds at least half the samples.
-    let p50_bucket = buckets.iter().find(|(le, _)| *le >= q("0.5")).unwrap();
+    // The max lies in the top non-empty bucket or above the last bound.
+    let first_full = buckets.iter().find(|(_, n)| *n == count).unwrap();
     assert!(
-        p50_bucket.1 * 2 >= count,
-        "{name}: p50 {} but bucket {p50_bucket:?} of {count}",
-        q("0.5")
+        first_full.0 == f64::INFINITY || max <= first_full.0 * 1.002,
+        "{name}: max {max} above the bucket {first_full:?} holding every sample"
     );
     (count, sum, max)
 }
@@ -377,6 +368,72 @@ fn bad_requests_get_400_unknown_paths_404_other_methods_405() {
     ns.add_port("Ethernet0").unwrap();
     ns.set_up("Ethernet0").unwrap();
     redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
+}
+
+/// The raw text of `GET /metrics`.
+fn scrape_text(ns: &Netns) -> String {
+    let r = http_raw(ns, addr(), b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body
+}
+
+/// `promtool`, installed by tools/install-deps when missing; `None` only
+/// where it is neither there nor installable (not root, no apt).
+fn promtool() -> Option<std::path::PathBuf> {
+    let find = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("promtool"))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let deps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/install-deps");
+    let status = std::process::Command::new(deps)
+        .arg("--promtool")
+        .status();
+    eprintln!("promtool missing; tools/install-deps: {status:?}");
+    find()
+}
+
+/// Issue 14: `promtool check metrics` exited 3 on our scrape (the
+/// `_quantile` gauges carried a `quantile` label without being a summary).
+#[test]
+fn promtool_check_metrics_is_clean_on_a_real_scrape() {
+    let Some(promtool) = promtool() else {
+        eprintln!("SKIPPED: promtool is absent and could not be installed (tools/install-deps needs root and apt)");
+        return;
+    };
+    let (ns, redis, _d) = setup(&["Ethernet0"], vec![listen()]);
+    // Every family with samples: a port written, flapped, measured.
+    ns.add_port("Ethernet0").unwrap();
+    redis.wait_state("Ethernet0", "down", "down", 1500).unwrap();
+    ns.set_up("Ethernet0").unwrap();
+    redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
+    let text = scrape_text(&ns);
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}\nscrape:\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -57,8 +57,8 @@ stops.
 ## Measured by the metrics thread
 
 Each histogram is `_bucket{{le=\"…\"}}`, `_sum` and `_count`, exact and
-since start, beside a `_quantile` and a `_max` gauge read from its
-HdrHistogram.
+since start, beside a `_max` gauge read from its HdrHistogram. For
+quantiles, use `histogram_quantile()` over the buckets.
 
 | Series | Type | Help |
 |---|---|---|"
@@ -69,13 +69,6 @@ HdrHistogram.
         match kind {
             MetricType::Histogram => {
                 let _ = writeln!(out, "| `{name}` | histogram | {help} |");
-                let qhelp = cell(&render::quantile_help(name));
-                for q in render::QUANTILES {
-                    let _ = writeln!(
-                        out,
-                        "| `{name}_quantile{{quantile=\"{q}\"}}` | gauge | {qhelp} |"
-                    );
-                }
                 let mhelp = cell(&render::max_help(name));
                 let _ = writeln!(out, "| `{name}_max` | gauge | {mhelp} |");
             }

@@ -6,9 +6,12 @@
 //! ([`THREAD_FAMILIES`]). `docs/metrics.md` lists both.
 //!
 //! Names start `portsyncd_`; times are in seconds; counters end `_total`.
-//! Each histogram is `_bucket{le}`/`_sum`/`_count` (exact), plus the gauges
-//! `_quantile{quantile="0.5"|"0.99"|"0.999"}` and `_max` read from its
-//! HdrHistogram. Histograms and quantiles cover the time since start.
+//! Each histogram is `_bucket{le}`/`_sum`/`_count` (exact), plus a `_max`
+//! gauge read from its HdrHistogram, all since start. Quantiles are left
+//! to PromQL (`histogram_quantile` over the buckets, over any window):
+//! since-start quantile gauges froze after a while, could not be
+//! aggregated, and their `quantile` label made `promtool check metrics`
+//! fail (issue 14).
 
 use std::fmt::Write;
 
@@ -59,14 +62,6 @@ fn bound(unit: Unit, raw: u64) -> f64 {
     unit.export(raw as f64)
 }
 
-/// The `quantile` label values of a histogram's `_quantile` gauge.
-pub const QUANTILES: [&str; 3] = ["0.5", "0.99", "0.999"];
-
-/// HELP of the `_quantile` gauge beside histogram `name`.
-pub fn quantile_help(name: &str) -> String {
-    format!("Quantiles of {name} since start (HdrHistogram, 3 significant digits).")
-}
-
 /// HELP of the `_max` gauge beside histogram `name`.
 pub fn max_help(name: &str) -> String {
     format!("Largest {name} since start (HdrHistogram, 3 significant digits).")
@@ -88,23 +83,9 @@ fn histogram(out: &mut String, family: &Family, s: &Series) {
     let _ = writeln!(out, "{name}_sum {}", s.unit.export(s.sum() as f64));
     let _ = writeln!(out, "{name}_count {}", s.count());
 
-    let q = s.since_start();
-    let unit = s.unit;
-    head(
-        out,
-        &format!("{name}_quantile"),
-        "gauge",
-        &quantile_help(name),
-    );
-    for (label, v) in QUANTILES.into_iter().zip([q.p50, q.p99, q.p999]) {
-        let _ = writeln!(
-            out,
-            "{name}_quantile{{quantile=\"{label}\"}} {}",
-            unit.export(v as f64)
-        );
-    }
+    let max = s.since_start().max;
     head(out, &format!("{name}_max"), "gauge", &max_help(name));
-    let _ = writeln!(out, "{name}_max {}", unit.export(q.max as f64));
+    let _ = writeln!(out, "{name}_max {}", s.unit.export(max as f64));
 }
 
 /// A family the metrics thread owns rather than a counters-table field.

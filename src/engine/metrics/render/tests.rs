@@ -288,7 +288,7 @@ fn the_reactor_in_use_is_the_one_set_to_1() {
 }
 
 #[test]
-fn histograms_have_exact_buckets_sum_count_and_quantiles_in_seconds() {
+fn histograms_have_exact_buckets_sum_count_and_max_in_seconds() {
     let mut fx = Fixture::new(Counters::default());
     // 10 samples of 20 µs, 1 of 3 ms.
     for _ in 0..10 {
@@ -316,18 +316,11 @@ fn histograms_have_exact_buckets_sum_count_and_quantiles_in_seconds() {
         .collect();
     assert_eq!(buckets.len(), LATENCY_BOUNDS_NS.len() + 1);
 
-    let q = |l: &str| -> f64 {
-        m[&format!("{h}_quantile{{quantile=\"{l}\"}}")]
-            .parse()
-            .unwrap()
-    };
     let near = |got: f64, want: f64| (got - want).abs() <= want * 1e-3;
-    assert!(near(q("0.5"), 20e-6), "{}", q("0.5"));
-    // 11 samples: the 0.99 quantile is the largest.
-    assert!(near(q("0.99"), 3e-3), "{}", q("0.99"));
-    assert!(near(q("0.999"), 3e-3), "{}", q("0.999"));
     let max: f64 = m[&format!("{h}_max")].parse().unwrap();
-    assert!(near(max, 3e-3) && max >= q("0.999"), "{max}");
+    assert!(near(max, 3e-3) && max >= 3e-3, "{max}");
+    // Issue 14: a `quantile` label outside a summary fails promtool.
+    assert!(!m.keys().any(|k| k.contains("quantile")), "{m:?}");
 
     // Nothing recorded: zeros, every bucket present.
     let w = "portsyncd_recv_to_write_seconds";
@@ -335,7 +328,6 @@ fn histograms_have_exact_buckets_sum_count_and_quantiles_in_seconds() {
     assert_eq!(m[&format!("{w}_sum")], "0");
     assert_eq!(m[&format!("{w}_bucket{{le=\"+Inf\"}}")], "0");
     assert_eq!(m[&format!("{w}_max")], "0");
-    assert_eq!(m[&format!("{w}_quantile{{quantile=\"0.5\"}}")], "0");
 
     // Batch sizes are counts, not seconds.
     let b = "portsyncd_batch_commands";
