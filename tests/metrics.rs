@@ -340,7 +340,7 @@ fn bad_requests_get_400_unknown_paths_404_other_methods_405() {
         );
         assert!(r.head.contains("\r\nConnection: close"), "{what}: {r:?}");
         if *want == 405 {
-            assert!(r.head.contains("\r\nAllow: GET"), "{what}: {r:?}");
+            assert!(r.head.contains("\r\nAllow: GET, HEAD"), "{what}: {r:?}");
         }
         if *want == 200 {
             assert_eq!(r.body, "ok\n");
@@ -434,6 +434,32 @@ fn promtool_check_metrics_is_clean_on_a_real_scrape() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Issue 14: `HEAD /metrics` was answered 405.
+#[test]
+fn head_metrics_is_200_with_headers_and_no_body() {
+    let (ns, _redis, _d) = setup(&[], vec![listen()]);
+    let get = http_raw(&ns, addr(), b"GET /metrics HTTP/1.1\r\n\r\n");
+    let r = http_raw(&ns, addr(), b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+    assert!(
+        r.head.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"),
+        "{r:?}"
+    );
+    let len = |h: &str| -> usize {
+        h.lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // The length GET would send (one more 200 counted between the two).
+    let diff = len(&r.head) as i64 - get.body.len() as i64;
+    assert!(diff.abs() <= 4, "HEAD {} vs GET {}", len(&r.head), get.body.len());
+    let h = http_raw(&ns, addr(), b"HEAD /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!((h.status, h.body.as_str()), (200, ""), "{h:?}");
 }
 
 #[test]
