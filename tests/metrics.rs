@@ -21,8 +21,9 @@ use util::metrics::{
 };
 use util::{Daemon, DaemonOptions, Netns, RedisServer, WAIT};
 
-/// The endpoint inside each test's own namespace (nothing else listens there).
-const PORT: u16 = 9101;
+/// The endpoint inside each test's own namespace (nothing else listens
+/// there): the default `metrics.listen` port.
+const PORT: u16 = 29101;
 
 fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], PORT))
