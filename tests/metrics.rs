@@ -392,9 +392,7 @@ fn promtool() -> Option<std::path::PathBuf> {
         return Some(p);
     }
     let deps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/install-deps");
-    let status = std::process::Command::new(deps)
-        .arg("--promtool")
-        .status();
+    let status = std::process::Command::new(deps).arg("--promtool").status();
     eprintln!("promtool missing; tools/install-deps: {status:?}");
     find()
 }
@@ -434,6 +432,79 @@ fn promtool_check_metrics_is_clean_on_a_real_scrape() {
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn build_info_process_metrics_and_port_flaps_are_served() {
+    let ports = ["Ethernet0", "Ethernet4"];
+    let (ns, redis, d) = setup(&ports, vec![listen()]);
+    for p in ports {
+        ns.add_port(p).unwrap();
+    }
+    for p in ports {
+        redis.wait_state(p, "down", "down", 1500).unwrap();
+    }
+    // Ethernet0: up, down, up: three oper changes. Ethernet4 stays down.
+    for _ in 0..2 {
+        ns.set_up("Ethernet0").unwrap();
+        redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
+        ns.set_down("Ethernet0").unwrap();
+        redis.wait_state("Ethernet0", "down", "down", 1500).unwrap();
+    }
+    let m = scrape(&ns, addr());
+    assert_eq!(m.int("portsyncd_port_flaps_total{port=\"Ethernet0\"}"), 4);
+    assert_eq!(m.int("portsyncd_port_flaps_total{port=\"Ethernet4\"}"), 0);
+
+    let build: Vec<_> =
+        m.0.keys()
+            .filter(|k| k.starts_with("portsyncd_build_info{"))
+            .collect();
+    assert_eq!(build.len(), 1, "{build:?}");
+    let want = format!(
+        "portsyncd_build_info{{version=\"{}\",commit=\"",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(build[0].starts_with(&want), "{build:?}");
+    let commit = build[0][want.len()..].trim_end_matches("\"}");
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{commit}"
+    );
+    assert_eq!(m.get(build[0]), 1.0);
+
+    // The daemon's own /proc entries, read here independently.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", d.pid())).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let vsize: f64 = fields[20].parse().unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .count() as f64;
+    let within = |got: f64, want: f64, slack: f64| (got - want).abs() <= slack;
+    let v = m.get("process_virtual_memory_bytes");
+    assert!(within(v, vsize, vsize * 0.2), "vsize {v} vs {vsize}");
+    assert!(m.get("process_resident_memory_bytes") > 1e6);
+    assert!(
+        within(m.get("process_open_fds"), fds, 4.0),
+        "{} vs {fds}",
+        m.get("process_open_fds")
+    );
+    assert!(m.get("process_max_fds") >= m.get("process_open_fds"));
+    assert!(m.get("process_cpu_seconds_total") > 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = m.get("process_start_time_seconds");
+    assert!(
+        start <= now + 1.0 && start > now - 120.0,
+        "start {start}, now {now}"
     );
 }
 

@@ -60,6 +60,11 @@ Each histogram is `_bucket{{le=\"…\"}}`, `_sum` and `_count`, exact and
 since start, beside a `_max` gauge read from its HdrHistogram. For
 quantiles, use `histogram_quantile()` over the buckets.
 
+`portsyncd_port_flaps_total` has one series per port whose netdev the
+daemon has seen. The `process_*` families are the standard ones, read
+from `/proc/self` at each scrape (left out if it cannot be read;
+`process_max_fds` also when the limit is unlimited).
+
 | Series | Type | Help |
 |---|---|---|"
     );
@@ -71,6 +76,20 @@ quantiles, use `histogram_quantile()` over the buckets.
                 let _ = writeln!(out, "| `{name}` | histogram | {help} |");
                 let mhelp = cell(&render::max_help(name));
                 let _ = writeln!(out, "| `{name}_max` | gauge | {mhelp} |");
+            }
+            _ if f == render::BUILD_INFO => {
+                let _ = writeln!(
+                    out,
+                    "| `{name}{{version=\"…\",commit=\"…\"}}` | {} | {help} |",
+                    kind.as_str()
+                );
+            }
+            _ if f == render::PORT_FLAPS => {
+                let _ = writeln!(
+                    out,
+                    "| `{name}{{port=\"…\"}}` | {} | {help} |",
+                    kind.as_str()
+                );
             }
             _ if f == render::HTTP_RESPONSES => {
                 for st in Status::ALL {
@@ -145,10 +164,29 @@ mod tests {
         );
     }
 
+    /// `series` with the values of the labels that vary by build or port
+    /// replaced by `…`, as the docs write them.
+    fn dynamic_labels(series: &str) -> String {
+        let family = series.split('{').next().unwrap();
+        if ![render::BUILD_INFO.name, render::PORT_FLAPS.name].contains(&family) {
+            return series.to_string();
+        }
+        let mut out = String::new();
+        for (i, part) in series.split('"').enumerate() {
+            out.push_str(if i % 2 == 1 { "…" } else { part });
+            if i + 1 < series.split('"').count() {
+                out.push('"');
+            }
+        }
+        out
+    }
+
     /// Every family `/metrics` serves has a row, and every row names a
     /// family it serves.
     #[test]
     fn the_docs_list_every_exported_series() {
+        use super::super::flaps::PortFlaps;
+        use super::super::process::ProcessStats;
         use super::super::render::{render, HttpStats, Snapshot};
         use super::super::series::Series;
         let counters = Counters::default();
@@ -157,6 +195,8 @@ mod tests {
             Series::latency(true).unwrap(),
             Series::batch_size().unwrap(),
         );
+        let flaps = PortFlaps::<2>::new();
+        flaps.saw(0, b"Ethernet0", None, true);
         let mut text = String::new();
         render(
             &mut text,
@@ -166,6 +206,11 @@ mod tests {
                 recv_to_reply: &r,
                 batch_size: &b,
                 http: &HttpStats::default(),
+                flaps: &flaps,
+                process: Some(&ProcessStats {
+                    max_fds: Some(1024),
+                    ..ProcessStats::default()
+                }),
             },
         );
         let doc = markdown();
@@ -188,6 +233,9 @@ mod tests {
                 continue;
             }
             let series = line.rsplit_once(' ').unwrap().0;
+            // Label values known only at run time are written `…`.
+            let series = dynamic_labels(series);
+            let series = series.as_str();
             let histogram_part = ["_bucket", "_sum", "_count"]
                 .iter()
                 .any(|s| series.split('{').next().unwrap().ends_with(s));

@@ -33,7 +33,9 @@ use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::flaps::PORT_FLAPS;
 use super::http::{self, Parsed, Route, Status, MAX_REQUEST_BYTES};
+use super::process::ProcessStats;
 use super::render::{self, HttpStats, Snapshot};
 use super::series::Series;
 use super::{fds, Counters, Sample, SampleKind};
@@ -617,12 +619,17 @@ impl Worker {
                 // Everything sent before the scrape is in it.
                 self.drain_samples();
                 self.counters.fd_exhausted.set(fds::exhausted_total());
+                let process = ProcessStats::read()
+                    .inspect_err(|e| log_debug!("metrics: process_* left out: {e}"))
+                    .ok();
                 let snap = Snapshot {
                     counters: &self.counters,
                     recv_to_write: &self.recv_to_write,
                     recv_to_reply: &self.recv_to_reply,
                     batch_size: &self.batch_size,
                     http: &self.http,
+                    flaps: &PORT_FLAPS,
+                    process: process.as_ref(),
                 };
                 render::render(&mut self.text, &snap);
                 http::write_response(out, Status::Ok, http::PROMETHEUS_TEXT, self.text.as_bytes());
