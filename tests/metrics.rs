@@ -21,8 +21,9 @@ use util::metrics::{
 };
 use util::{Daemon, DaemonOptions, Netns, RedisServer, WAIT};
 
-/// The endpoint inside each test's own namespace (nothing else listens there).
-const PORT: u16 = 9101;
+/// The endpoint inside each test's own namespace (nothing else listens
+/// there): the default `metrics.listen` port.
+const PORT: u16 = 29101;
 
 fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], PORT))
@@ -180,27 +181,18 @@ fn check_histogram(m: &Scrape, name: &str) -> (u64, f64, f64) {
     let count = m.int(&format!("{name}_count"));
     assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, count), "{name}");
     let sum = m.get(&format!("{name}_sum"));
-    let q = |l: &str| m.get(&format!("{name}_quantile{{quantile=\"{l}\"}}"));
     let max = m.get(&format!("{name}_max"));
-    assert!(
-        0.0 < q("0.5") && q("0.5") <= q("0.99") && q("0.99") <= q("0.999") && q("0.999") <= max,
-        "{name}: p50 {} p99 {} p999 {} max {max}",
-        q("0.5"),
-        q("0.99"),
-        q("0.999")
-    );
     // The HdrHistogram's max is the top of its bucket: never below the
     // true max, so never below the mean.
     assert!(
         sum > 0.0 && sum <= max * count as f64,
         "{name}: sum {sum}, max {max}"
     );
-    // The smallest bucket holding p50 holds at least half the samples.
-    let p50_bucket = buckets.iter().find(|(le, _)| *le >= q("0.5")).unwrap();
+    // The max lies in the top non-empty bucket or above the last bound.
+    let first_full = buckets.iter().find(|(_, n)| *n == count).unwrap();
     assert!(
-        p50_bucket.1 * 2 >= count,
-        "{name}: p50 {} but bucket {p50_bucket:?} of {count}",
-        q("0.5")
+        first_full.0 == f64::INFINITY || max <= first_full.0 * 1.002,
+        "{name}: max {max} above the bucket {first_full:?} holding every sample"
     );
     (count, sum, max)
 }
@@ -349,7 +341,7 @@ fn bad_requests_get_400_unknown_paths_404_other_methods_405() {
         );
         assert!(r.head.contains("\r\nConnection: close"), "{what}: {r:?}");
         if *want == 405 {
-            assert!(r.head.contains("\r\nAllow: GET"), "{what}: {r:?}");
+            assert!(r.head.contains("\r\nAllow: GET, HEAD"), "{what}: {r:?}");
         }
         if *want == 200 {
             assert_eq!(r.body, "ok\n");
@@ -377,6 +369,181 @@ fn bad_requests_get_400_unknown_paths_404_other_methods_405() {
     ns.add_port("Ethernet0").unwrap();
     ns.set_up("Ethernet0").unwrap();
     redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
+}
+
+/// The raw text of `GET /metrics`.
+fn scrape_text(ns: &Netns) -> String {
+    let r = http_raw(ns, addr(), b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body
+}
+
+/// `promtool`, installed by tools/install-deps when missing; `None` only
+/// where it is neither there nor installable (not root, no apt).
+fn promtool() -> Option<std::path::PathBuf> {
+    let find = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("promtool"))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let deps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/install-deps");
+    let status = std::process::Command::new(deps).arg("--promtool").status();
+    eprintln!("promtool missing; tools/install-deps: {status:?}");
+    find()
+}
+
+/// Issue 14: `promtool check metrics` exited 3 on our scrape (the
+/// `_quantile` gauges carried a `quantile` label without being a summary).
+#[test]
+fn promtool_check_metrics_is_clean_on_a_real_scrape() {
+    let Some(promtool) = promtool() else {
+        eprintln!("SKIPPED: promtool is absent and could not be installed (tools/install-deps needs root and apt)");
+        return;
+    };
+    let (ns, redis, _d) = setup(&["Ethernet0"], vec![listen()]);
+    // Every family with samples: a port written, flapped, measured.
+    ns.add_port("Ethernet0").unwrap();
+    redis.wait_state("Ethernet0", "down", "down", 1500).unwrap();
+    ns.set_up("Ethernet0").unwrap();
+    redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
+    let text = scrape_text(&ns);
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}\nscrape:\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn build_info_process_metrics_and_port_flaps_are_served() {
+    let ports = ["Ethernet0", "Ethernet4"];
+    let (ns, redis, d) = setup(&ports, vec![listen()]);
+    for p in ports {
+        ns.add_port(p).unwrap();
+    }
+    for p in ports {
+        redis.wait_state(p, "down", "down", 1500).unwrap();
+    }
+    // Ethernet0: up, down, up: three oper changes. Ethernet4 stays down.
+    for _ in 0..2 {
+        ns.set_up("Ethernet0").unwrap();
+        redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
+        ns.set_down("Ethernet0").unwrap();
+        redis.wait_state("Ethernet0", "down", "down", 1500).unwrap();
+    }
+    let m = scrape(&ns, addr());
+    assert_eq!(m.int("portsyncd_port_flaps_total{port=\"Ethernet0\"}"), 4);
+    assert_eq!(m.int("portsyncd_port_flaps_total{port=\"Ethernet4\"}"), 0);
+
+    let build: Vec<_> =
+        m.0.keys()
+            .filter(|k| k.starts_with("portsyncd_build_info{"))
+            .collect();
+    assert_eq!(build.len(), 1, "{build:?}");
+    let want = format!(
+        "portsyncd_build_info{{version=\"{}\",commit=\"",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(build[0].starts_with(&want), "{build:?}");
+    let commit = build[0][want.len()..].trim_end_matches("\"}");
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{commit}"
+    );
+    assert_eq!(m.get(build[0]), 1.0);
+
+    // The daemon's own /proc entries, read here independently.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", d.pid())).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let vsize: f64 = fields[20].parse().unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .count() as f64;
+    let within = |got: f64, want: f64, slack: f64| (got - want).abs() <= slack;
+    let v = m.get("process_virtual_memory_bytes");
+    assert!(within(v, vsize, vsize * 0.2), "vsize {v} vs {vsize}");
+    assert!(m.get("process_resident_memory_bytes") > 1e6);
+    assert!(
+        within(m.get("process_open_fds"), fds, 4.0),
+        "{} vs {fds}",
+        m.get("process_open_fds")
+    );
+    assert!(m.get("process_max_fds") >= m.get("process_open_fds"));
+    assert!(m.get("process_cpu_seconds_total") > 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = m.get("process_start_time_seconds");
+    assert!(
+        start <= now + 1.0 && start > now - 120.0,
+        "start {start}, now {now}"
+    );
+}
+
+/// A response read raw (tests/util's reader checks the body against
+/// Content-Length, which a HEAD answer must not carry): head, body.
+fn head_request(ns: &Netns, path: &str) -> (String, String) {
+    let mut s = connect_in(ns, addr()).unwrap();
+    write!(s, "HEAD {path} HTTP/1.1\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    std::io::Read::read_to_string(&mut s, &mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+/// Issue 14: `HEAD /metrics` was answered 405.
+#[test]
+fn head_metrics_is_200_with_headers_and_no_body() {
+    let (ns, _redis, _d) = setup(&[], vec![listen()]);
+    let get = http_raw(&ns, addr(), b"GET /metrics HTTP/1.1\r\n\r\n");
+    let (head, body) = head_request(&ns, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, "", "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The length GET would send: the same text but for a few values that
+    // moved in between (responses counted, CPU time, memory).
+    let diff = len.abs_diff(get.body.len());
+    assert!(diff <= 64, "HEAD {len} vs GET {}", get.body.len());
+    let (head, body) = head_request(&ns, "/healthz");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, "");
 }
 
 #[test]

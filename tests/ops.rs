@@ -496,7 +496,7 @@ fn every_system_call_of_a_real_run_passes_the_units_filter() {
         // Every path the unit's daemon takes: real-time, pinned, locked,
         // metrics served over HTTP.
         sets: vec![
-            "metrics.listen=127.0.0.1:9101".into(),
+            "metrics.listen=127.0.0.1:29101".into(),
             "runtime.sched=fifo:10".into(),
             format!("runtime.cpu={cpu}"),
             "runtime.mlock_all=true".into(),
@@ -528,7 +528,7 @@ fn every_system_call_of_a_real_run_passes_the_units_filter() {
     ns.add_port("Ethernet0").unwrap();
     ns.set_up("Ethernet0").unwrap();
     redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
-    let page = http_get_in(&ns, 9101);
+    let page = http_get_in(&ns, 29101);
     assert!(page.starts_with("HTTP/1."), "{page}");
     daemon.signal(libc::SIGTERM).unwrap();
     d.wait_notify("STOPPING=1");

@@ -246,7 +246,7 @@ fn a_host_name_is_resolved_off_the_loop_and_a_dead_resolver_stalls_nothing() {
     };
     opts.sets
         .push(format!("redis.database_config={}", db.display()));
-    opts.sets.push("metrics.listen=127.0.0.1:9101".into());
+    opts.sets.push("metrics.listen=127.0.0.1:29101".into());
     let mut d = Daemon::start_with(&ns, &redis, opts);
     d.wait_ready();
     // STATE_DB, APPL_DB and APPL_DB events, over TCP to the named host.
@@ -255,7 +255,7 @@ fn a_host_name_is_resolved_off_the_loop_and_a_dead_resolver_stalls_nothing() {
     // The name stops resolving through the file: it goes to the dead DNS.
     std::fs::write(&hosts, "# nothing\n").unwrap();
     redis.cmd(0, &["CLIENT", "KILL", "TYPE", "normal"]).unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], 9101));
+    let addr = SocketAddr::from(([127, 0, 0, 1], 29101));
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(7) {
         let r = http_raw(&ns, addr, b"GET /healthz HTTP/1.1\r\n\r\n");
@@ -311,7 +311,7 @@ fn out_of_fds_is_counted_logged_once_and_healthz_says_503_until_it_passes() {
     let ns = Netns::new().unwrap();
     let redis = RedisServer::start().unwrap();
     let mut opts = DaemonOptions::default();
-    opts.sets.push("metrics.listen=127.0.0.1:9101".into());
+    opts.sets.push("metrics.listen=127.0.0.1:29101".into());
     let mut d = Daemon::start_with(&ns, &redis, opts);
     d.wait_ready();
     // Each failed connect sends a STATUS= line to the notify socket, whose
@@ -360,7 +360,7 @@ fn out_of_fds_is_counted_logged_once_and_healthz_says_503_until_it_passes() {
     while Instant::now() < later {
         drain_notify(&d);
     }
-    let addr = SocketAddr::from(([127, 0, 0, 1], 9101));
+    let addr = SocketAddr::from(([127, 0, 0, 1], 29101));
     let r = http_raw(&ns, addr, b"GET /healthz HTTP/1.1\r\n\r\n");
     assert_eq!(r.status, 503, "{r:?}\n{}", d.log());
     assert!(

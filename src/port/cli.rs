@@ -97,7 +97,7 @@ KEYS (default):
     busy_poll           never sleep in the reactor; starves other work on the
                         core, see README (false)
   [metrics]
-    listen              Prometheus endpoint, \"\" disables (\"127.0.0.1:9101\")
+    listen              Prometheus endpoint, \"\" disables (\"127.0.0.1:29101\")
     cpu                 pin the metrics thread to this CPU (unset)
     log_interval_s      seconds between summary log lines, 0 disables (60)
   [log]

@@ -10,6 +10,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use super::rules::{decide, is_port_name, Decision, LinkStatus, Membership, Skip};
+use crate::engine::metrics::flaps::PORT_FLAPS;
 use crate::engine::netlink::parse::LinkMessage;
 
 /// Interface names are at most 15 bytes (`IFNAMSIZ` - 1).
@@ -368,6 +369,8 @@ impl PortTable {
                 Applied::Deleted
             }
             Decision::Write(status) | Decision::Hold(status) => {
+                let was = port.netdev.map(|s| s.oper_up);
+                PORT_FLAPS.saw(id, port.name.as_bytes(), was, status.oper_up);
                 port.ifindex = msg.ifindex;
                 port.netdev = Some(status);
                 port.deleted = false;

@@ -57,8 +57,13 @@ stops.
 ## Measured by the metrics thread
 
 Each histogram is `_bucket{{le=\"…\"}}`, `_sum` and `_count`, exact and
-since start, beside a `_quantile` and a `_max` gauge read from its
-HdrHistogram.
+since start, beside a `_max` gauge read from its HdrHistogram. For
+quantiles, use `histogram_quantile()` over the buckets.
+
+`portsyncd_port_flaps_total` has one series per port whose netdev the
+daemon has seen. The `process_*` families are the standard ones, read
+from `/proc/self` at each scrape (left out if it cannot be read;
+`process_max_fds` also when the limit is unlimited).
 
 | Series | Type | Help |
 |---|---|---|"
@@ -69,15 +74,22 @@ HdrHistogram.
         match kind {
             MetricType::Histogram => {
                 let _ = writeln!(out, "| `{name}` | histogram | {help} |");
-                let qhelp = cell(&render::quantile_help(name));
-                for q in render::QUANTILES {
-                    let _ = writeln!(
-                        out,
-                        "| `{name}_quantile{{quantile=\"{q}\"}}` | gauge | {qhelp} |"
-                    );
-                }
                 let mhelp = cell(&render::max_help(name));
                 let _ = writeln!(out, "| `{name}_max` | gauge | {mhelp} |");
+            }
+            _ if f == render::BUILD_INFO => {
+                let _ = writeln!(
+                    out,
+                    "| `{name}{{version=\"…\",commit=\"…\"}}` | {} | {help} |",
+                    kind.as_str()
+                );
+            }
+            _ if f == render::PORT_FLAPS => {
+                let _ = writeln!(
+                    out,
+                    "| `{name}{{port=\"…\"}}` | {} | {help} |",
+                    kind.as_str()
+                );
             }
             _ if f == render::HTTP_RESPONSES => {
                 for st in Status::ALL {
@@ -152,10 +164,29 @@ mod tests {
         );
     }
 
+    /// `series` with the values of the labels that vary by build or port
+    /// replaced by `…`, as the docs write them.
+    fn dynamic_labels(series: &str) -> String {
+        let family = series.split('{').next().unwrap();
+        if ![render::BUILD_INFO.name, render::PORT_FLAPS.name].contains(&family) {
+            return series.to_string();
+        }
+        let mut out = String::new();
+        for (i, part) in series.split('"').enumerate() {
+            out.push_str(if i % 2 == 1 { "…" } else { part });
+            if i + 1 < series.split('"').count() {
+                out.push('"');
+            }
+        }
+        out
+    }
+
     /// Every family `/metrics` serves has a row, and every row names a
     /// family it serves.
     #[test]
     fn the_docs_list_every_exported_series() {
+        use super::super::flaps::PortFlaps;
+        use super::super::process::ProcessStats;
         use super::super::render::{render, HttpStats, Snapshot};
         use super::super::series::Series;
         let counters = Counters::default();
@@ -164,6 +195,8 @@ mod tests {
             Series::latency(true).unwrap(),
             Series::batch_size().unwrap(),
         );
+        let flaps = PortFlaps::<2>::new();
+        flaps.saw(0, b"Ethernet0", None, true);
         let mut text = String::new();
         render(
             &mut text,
@@ -173,6 +206,11 @@ mod tests {
                 recv_to_reply: &r,
                 batch_size: &b,
                 http: &HttpStats::default(),
+                flaps: &flaps,
+                process: Some(&ProcessStats {
+                    max_fds: Some(1024),
+                    ..ProcessStats::default()
+                }),
             },
         );
         let doc = markdown();
@@ -195,6 +233,9 @@ mod tests {
                 continue;
             }
             let series = line.rsplit_once(' ').unwrap().0;
+            // Label values known only at run time are written `…`.
+            let series = dynamic_labels(series);
+            let series = series.as_str();
             let histogram_part = ["_bucket", "_sum", "_count"]
                 .iter()
                 .any(|s| series.split('{').next().unwrap().ends_with(s));

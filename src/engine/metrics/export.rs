@@ -33,7 +33,9 @@ use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::flaps::PORT_FLAPS;
 use super::http::{self, Parsed, Route, Status, MAX_REQUEST_BYTES};
+use super::process::ProcessStats;
 use super::render::{self, HttpStats, Snapshot};
 use super::series::Series;
 use super::{fds, Counters, Sample, SampleKind};
@@ -283,7 +285,8 @@ enum Step {
 }
 
 enum Answer {
-    Route(Route),
+    /// Where the request goes, and whether it was `HEAD` (no body).
+    Route(Route, bool),
     Error(Status),
 }
 
@@ -297,7 +300,9 @@ impl Conn {
                     self.len += n;
                     match http::parse_request(&self.buf[..self.len]) {
                         Parsed::Incomplete => {}
-                        Parsed::Request(r) => return Step::Answer(Answer::Route(http::route(&r))),
+                        Parsed::Request(r) => {
+                            return Step::Answer(Answer::Route(http::route(&r), r.is_head()))
+                        }
                         Parsed::Malformed(why) => {
                             log_debug!("metrics: bad request: {why}");
                             return Step::Answer(Answer::Error(Status::BadRequest));
@@ -591,7 +596,11 @@ impl Worker {
                 Step::Wait => break true,
                 Step::Close => break false,
                 Step::Answer(a) => {
+                    let head = matches!(a, Answer::Route(_, true));
                     self.answer(a, &mut conn.out);
+                    if head {
+                        http::strip_body(&mut conn.out);
+                    }
                     conn.sent = 0;
                     conn.phase = Phase::Writing;
                 }
@@ -606,22 +615,27 @@ impl Worker {
 
     fn answer(&mut self, a: Answer, out: &mut Vec<u8>) {
         let status = match a {
-            Answer::Route(Route::Metrics) => {
+            Answer::Route(Route::Metrics, _) => {
                 // Everything sent before the scrape is in it.
                 self.drain_samples();
                 self.counters.fd_exhausted.set(fds::exhausted_total());
+                let process = ProcessStats::read()
+                    .inspect_err(|e| log_debug!("metrics: process_* left out: {e}"))
+                    .ok();
                 let snap = Snapshot {
                     counters: &self.counters,
                     recv_to_write: &self.recv_to_write,
                     recv_to_reply: &self.recv_to_reply,
                     batch_size: &self.batch_size,
                     http: &self.http,
+                    flaps: &PORT_FLAPS,
+                    process: process.as_ref(),
                 };
                 render::render(&mut self.text, &snap);
                 http::write_response(out, Status::Ok, http::PROMETHEUS_TEXT, self.text.as_bytes());
                 Status::Ok
             }
-            Answer::Route(Route::Healthz) => {
+            Answer::Route(Route::Healthz, _) => {
                 // The loop turns at least once a second; a counter that has
                 // not moved for LOOP_STALL means it is stuck.
                 self.watch_loop(Instant::now());
@@ -642,8 +656,8 @@ impl Worker {
                     Status::Unavailable
                 }
             }
-            Answer::Route(Route::NotFound) => Status::NotFound,
-            Answer::Route(Route::MethodNotAllowed) => Status::MethodNotAllowed,
+            Answer::Route(Route::NotFound, _) => Status::NotFound,
+            Answer::Route(Route::MethodNotAllowed, _) => Status::MethodNotAllowed,
             Answer::Error(s) => s,
         };
         if status != Status::Ok {

@@ -148,15 +148,22 @@ pub enum Route {
     MethodNotAllowed,
 }
 
+impl Request<'_> {
+    /// `HEAD`: the response is framed as for `GET`, without its body.
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
+}
+
 /// Route a well-formed request: unknown paths are 404 whatever the method;
-/// a known path with a method other than GET is 405.
+/// a known path with a method other than GET or HEAD is 405.
 pub fn route(req: &Request<'_>) -> Route {
     let known = match req.path {
         "/metrics" => Route::Metrics,
         "/healthz" => Route::Healthz,
         _ => return Route::NotFound,
     };
-    if req.method == "GET" {
+    if req.method == "GET" || req.is_head() {
         known
     } else {
         Route::MethodNotAllowed
@@ -228,7 +235,7 @@ pub fn write_response(out: &mut Vec<u8>, status: Status, content_type: &str, bod
     use std::io::Write;
     out.clear();
     let allow = if status == Status::MethodNotAllowed {
-        "Allow: GET\r\n"
+        "Allow: GET, HEAD\r\n"
     } else {
         ""
     };
@@ -241,6 +248,14 @@ pub fn write_response(out: &mut Vec<u8>, status: Status, content_type: &str, bod
         body.len()
     );
     out.extend_from_slice(body);
+}
+
+/// Drop the body of a framed response, keeping its head (and so the
+/// `Content-Length` the body had): the answer to `HEAD` (RFC 9110 §9.3.2).
+pub fn strip_body(out: &mut Vec<u8>) {
+    if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+        out.truncate(end + 4);
+    }
 }
 
 /// A short plain-text answer for an error status.
@@ -263,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_prometheus_scrape_parses() {
-        let raw = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9101\r\nUser-Agent: Prometheus/2.53.0\r\nAccept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.1\r\nAccept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n";
+        let raw = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:29101\r\nUser-Agent: Prometheus/2.53.0\r\nAccept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.1\r\nAccept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n";
         assert_eq!(parse_request(raw), req("GET", "/metrics"));
     }
 
@@ -388,7 +403,10 @@ mod tests {
         assert_eq!(r("GET", "/metrics/"), Route::NotFound);
         assert_eq!(r("POST", "/nope"), Route::NotFound);
         assert_eq!(r("POST", "/metrics"), Route::MethodNotAllowed);
-        assert_eq!(r("HEAD", "/healthz"), Route::MethodNotAllowed);
+        // Issue 14: HEAD /metrics was 405.
+        assert_eq!(r("HEAD", "/metrics"), Route::Metrics);
+        assert_eq!(r("HEAD", "/healthz"), Route::Healthz);
+        assert_eq!(r("HEAD", "/nope"), Route::NotFound);
         assert_eq!(r("get", "/metrics"), Route::MethodNotAllowed);
     }
 
@@ -406,9 +424,15 @@ mod tests {
             text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
             "{text}"
         );
-        assert!(text.contains("\r\nAllow: GET\r\n"), "{text}");
+        assert!(text.contains("\r\nAllow: GET, HEAD\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\nMethod Not Allowed\n"), "{text}");
         assert!(text.contains("Content-Length: 19\r\n"), "{text}");
+        write_response(&mut out, Status::Ok, PLAIN_TEXT, b"ok\n");
+        strip_body(&mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+        );
         for s in Status::ALL {
             assert_eq!(Status::ALL[s.index()], s);
             write_error(&mut out, s);

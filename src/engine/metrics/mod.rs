@@ -14,8 +14,9 @@
 //! with the same macro.
 //!
 //! The metrics thread ([`export`]) owns everything else: the histograms
-//! ([`series`]), the Prometheus text ([`render`]) and the HTTP endpoint
-//! ([`http`]).
+//! ([`series`]), the Prometheus text ([`render`]), the HTTP endpoint
+//! ([`http`]) and the `process_*` metrics ([`process`]). Per-port flap
+//! counts ([`flaps`]) are process-wide, written by the port table.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +26,9 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 pub mod docs;
 pub mod export;
 pub mod fds;
+pub mod flaps;
 pub mod http;
+pub mod process;
 pub mod render;
 pub mod series;
 pub mod table;

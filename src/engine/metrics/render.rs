@@ -6,13 +6,18 @@
 //! ([`THREAD_FAMILIES`]). `docs/metrics.md` lists both.
 //!
 //! Names start `portsyncd_`; times are in seconds; counters end `_total`.
-//! Each histogram is `_bucket{le}`/`_sum`/`_count` (exact), plus the gauges
-//! `_quantile{quantile="0.5"|"0.99"|"0.999"}` and `_max` read from its
-//! HdrHistogram. Histograms and quantiles cover the time since start.
+//! Each histogram is `_bucket{le}`/`_sum`/`_count` (exact), plus a `_max`
+//! gauge read from its HdrHistogram, all since start. Quantiles are left
+//! to PromQL (`histogram_quantile` over the buckets, over any window):
+//! since-start quantile gauges froze after a while, could not be
+//! aggregated, and their `quantile` label made `promtool check metrics`
+//! fail (issue 14).
 
 use std::fmt::Write;
 
+use super::flaps::FlapCounts;
 use super::http::Status;
+use super::process::ProcessStats;
 use super::series::{Quantiles, Series, Unit};
 use super::table::{CountersTable, MetricType, Shape};
 use super::Counters;
@@ -33,6 +38,35 @@ pub struct Snapshot<'a> {
     pub recv_to_reply: &'a Series,
     pub batch_size: &'a Series,
     pub http: &'a HttpStats,
+    /// Per-port oper status changes.
+    pub flaps: &'a dyn FlapCounts,
+    /// `None` when `/proc` could not be read: the `process_*` families
+    /// are left out.
+    pub process: Option<&'a ProcessStats>,
+}
+
+/// The crate version, for `portsyncd_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit built (`build.rs`: `SYNCD_COMMIT`, `git rev-parse HEAD`, or
+/// `unknown`).
+pub const COMMIT: &str = env!("SYNCD_COMMIT");
+
+/// A label value as the text format wants it: `\`, `"` and newline
+/// escaped.
+struct LabelValue<'a>(&'a [u8]);
+
+impl std::fmt::Display for LabelValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in String::from_utf8_lossy(self.0).chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => write!(f, "{c}")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Nanoseconds written as exact decimal seconds (no float rounding).
@@ -59,14 +93,6 @@ fn bound(unit: Unit, raw: u64) -> f64 {
     unit.export(raw as f64)
 }
 
-/// The `quantile` label values of a histogram's `_quantile` gauge.
-pub const QUANTILES: [&str; 3] = ["0.5", "0.99", "0.999"];
-
-/// HELP of the `_quantile` gauge beside histogram `name`.
-pub fn quantile_help(name: &str) -> String {
-    format!("Quantiles of {name} since start (HdrHistogram, 3 significant digits).")
-}
-
 /// HELP of the `_max` gauge beside histogram `name`.
 pub fn max_help(name: &str) -> String {
     format!("Largest {name} since start (HdrHistogram, 3 significant digits).")
@@ -88,23 +114,9 @@ fn histogram(out: &mut String, family: &Family, s: &Series) {
     let _ = writeln!(out, "{name}_sum {}", s.unit.export(s.sum() as f64));
     let _ = writeln!(out, "{name}_count {}", s.count());
 
-    let q = s.since_start();
-    let unit = s.unit;
-    head(
-        out,
-        &format!("{name}_quantile"),
-        "gauge",
-        &quantile_help(name),
-    );
-    for (label, v) in QUANTILES.into_iter().zip([q.p50, q.p99, q.p999]) {
-        let _ = writeln!(
-            out,
-            "{name}_quantile{{quantile=\"{label}\"}} {}",
-            unit.export(v as f64)
-        );
-    }
+    let max = s.since_start().max;
     head(out, &format!("{name}_max"), "gauge", &max_help(name));
-    let _ = writeln!(out, "{name}_max {}", unit.export(q.max as f64));
+    let _ = writeln!(out, "{name}_max {}", s.unit.export(max as f64));
 }
 
 /// A family the metrics thread owns rather than a counters-table field.
@@ -142,14 +154,90 @@ pub const HTTP_TIMEOUTS: Family = Family {
     help: "Metrics endpoint connections closed at their deadline.",
 };
 
+/// Labelled by `version` and `commit`; always 1.
+pub const BUILD_INFO: Family = Family {
+    name: "portsyncd_build_info",
+    kind: MetricType::Gauge,
+    help: "The version and commit portsyncd was built from (always 1).",
+};
+/// Labelled by `port`, one sample per port whose netdev was seen.
+pub const PORT_FLAPS: Family = Family {
+    name: "portsyncd_port_flaps_total",
+    kind: MetricType::Counter,
+    help: "Oper status changes of the port's netdev seen (a netdev appearing or coming back is not one).",
+};
+pub const PROCESS_CPU: Family = Family {
+    name: "process_cpu_seconds_total",
+    kind: MetricType::Counter,
+    help: "User and system CPU time of every thread, in seconds.",
+};
+pub const PROCESS_RESIDENT: Family = Family {
+    name: "process_resident_memory_bytes",
+    kind: MetricType::Gauge,
+    help: "Resident memory size in bytes.",
+};
+pub const PROCESS_VIRTUAL: Family = Family {
+    name: "process_virtual_memory_bytes",
+    kind: MetricType::Gauge,
+    help: "Virtual memory size in bytes.",
+};
+pub const PROCESS_OPEN_FDS: Family = Family {
+    name: "process_open_fds",
+    kind: MetricType::Gauge,
+    help: "Open file descriptors.",
+};
+/// Left out when the limit is unlimited.
+pub const PROCESS_MAX_FDS: Family = Family {
+    name: "process_max_fds",
+    kind: MetricType::Gauge,
+    help: "The soft limit on open file descriptors.",
+};
+pub const PROCESS_START: Family = Family {
+    name: "process_start_time_seconds",
+    kind: MetricType::Gauge,
+    help: "Start time of the process since the Unix epoch, in seconds.",
+};
+
 /// The metrics thread's own families, in export order (after the table).
-pub const THREAD_FAMILIES: [Family; 5] = [
+pub const THREAD_FAMILIES: [Family; 13] = [
     RECV_TO_WRITE,
     RECV_TO_REPLY,
     BATCH_COMMANDS,
     HTTP_RESPONSES,
     HTTP_TIMEOUTS,
+    BUILD_INFO,
+    PORT_FLAPS,
+    PROCESS_CPU,
+    PROCESS_RESIDENT,
+    PROCESS_VIRTUAL,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    PROCESS_START,
 ];
+
+fn family_head(out: &mut String, f: &Family) {
+    head(out, f.name, f.kind.as_str(), f.help);
+}
+
+/// The `process_*` families.
+fn process(out: &mut String, p: &ProcessStats) {
+    let plain: [(&Family, &dyn std::fmt::Display); 4] = [
+        (&PROCESS_CPU, &p.cpu_seconds),
+        (&PROCESS_RESIDENT, &p.resident_bytes),
+        (&PROCESS_VIRTUAL, &p.virtual_bytes),
+        (&PROCESS_OPEN_FDS, &p.open_fds),
+    ];
+    for (f, v) in plain {
+        family_head(out, f);
+        let _ = writeln!(out, "{} {v}", f.name);
+    }
+    if let Some(max) = p.max_fds {
+        family_head(out, &PROCESS_MAX_FDS);
+        let _ = writeln!(out, "{} {max}", PROCESS_MAX_FDS.name);
+    }
+    family_head(out, &PROCESS_START);
+    let _ = writeln!(out, "{} {}", PROCESS_START.name, p.start_time_seconds);
+}
 
 /// Every entry of a counters table, in table order; a family's HELP and
 /// TYPE come before its first sample.
@@ -208,6 +296,27 @@ pub fn render(out: &mut String, s: &Snapshot<'_>) {
         HTTP_TIMEOUTS.help,
     );
     let _ = writeln!(out, "{} {}", HTTP_TIMEOUTS.name, s.http.timeouts);
+
+    family_head(out, &BUILD_INFO);
+    let _ = writeln!(
+        out,
+        "{}{{version=\"{}\",commit=\"{}\"}} 1",
+        BUILD_INFO.name,
+        LabelValue(VERSION.as_bytes()),
+        LabelValue(COMMIT.as_bytes())
+    );
+    family_head(out, &PORT_FLAPS);
+    s.flaps.each(&mut |name, n| {
+        let _ = writeln!(
+            out,
+            "{}{{port=\"{}\"}} {n}",
+            PORT_FLAPS.name,
+            LabelValue(name)
+        );
+    });
+    if let Some(p) = s.process {
+        process(out, p);
+    }
 }
 
 /// A duration in nanoseconds for people, three significant digits:

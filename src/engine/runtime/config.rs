@@ -202,7 +202,7 @@ impl TryFrom<String> for Listen {
         s.parse::<SocketAddr>()
             .map(|a| Listen(Some(a)))
             .map_err(|_| {
-                format!("expected IP:PORT (e.g. \"127.0.0.1:9101\") or \"\" to disable, got {s:?}")
+                format!("expected IP:PORT (e.g. \"127.0.0.1:29101\") or \"\" to disable, got {s:?}")
             })
     }
 }
@@ -228,7 +228,12 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            listen: Listen(Some(SocketAddr::from(([127, 0, 0, 1], 9101)))),
+            // Not 9101: Prometheus' port allocation list gives it to the
+            // HAProxy exporter, and its 9100-9999 range is used up (2023),
+            // where the Prometheus docs advise other applications to stay
+            // out of it. Below Linux's ephemeral range (32768-60999), so
+            // an outgoing connection's local port never holds it.
+            listen: Listen(Some(SocketAddr::from(([127, 0, 0, 1], 29101)))),
             cpu: None,
             log_interval_s: 60,
         }

@@ -19,7 +19,7 @@ fn defaults() {
     assert_eq!(c.netlink.rcvbuf_bytes, 16_777_216);
     assert_eq!(c.redis.database_config, Path::new(DEFAULT_DATABASE_CONFIG));
     assert_eq!(c.runtime.reactor, ReactorKind::Epoll);
-    assert_eq!(c.metrics.listen.0.unwrap().to_string(), "127.0.0.1:9101");
+    assert_eq!(c.metrics.listen.0.unwrap().to_string(), "127.0.0.1:29101");
 }
 
 #[test]
