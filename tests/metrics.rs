@@ -496,7 +496,17 @@ fn build_info_process_metrics_and_port_flaps_are_served() {
         m.get("process_open_fds")
     );
     assert!(m.get("process_max_fds") >= m.get("process_open_fds"));
-    assert!(m.get("process_cpu_seconds_total") > 0.0);
+    // CPU at the scrape, against /proc read after it: no more than now,
+    // and not far below (a fast daemon may have used under one tick: 0).
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = m.get("process_cpu_seconds_total");
+    assert!(
+        cpu >= 0.0 && cpu <= ticks / hz + 1e-9 && cpu >= ticks / hz - 0.5,
+        "process_cpu_seconds_total {cpu} vs /proc {}",
+        ticks / hz
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
