@@ -265,8 +265,21 @@ impl RedisServer {
             child: None,
             opts,
         };
-        s.spawn()?;
-        Ok(s)
+        // The port was free when asked for, but it is an ephemeral one: an
+        // outgoing connection of another test may take it before
+        // redis-server binds it, and redis-server then exits at once. Ask
+        // for another port then (a few times), rather than fail the test.
+        let mut tries = 0;
+        loop {
+            match s.spawn() {
+                Ok(()) => return Ok(s),
+                Err(e) if tries >= 4 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    s.port = free_port()?;
+                }
+            }
+        }
     }
 
     pub fn socket_path(&self) -> PathBuf {
