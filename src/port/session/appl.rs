@@ -285,7 +285,7 @@ impl ApplSession {
                 sent: false,
             });
         }
-        if monotonic_ns() < self.replies.resend_at_ns {
+        if self.replies.resend_at_ns != 0 && monotonic_ns() < self.replies.resend_at_ns {
             return;
         }
         let producer = &self.keys.producer;
