@@ -17,11 +17,21 @@ if added > 0 then \n    redis.call('PUBLISH', KEYS[1], ARGV[1])\nend\n";
 /// SHA1 of [`SET_SCRIPT`], as `SCRIPT LOAD` returns it and SONiC sends it.
 pub const SET_SCRIPT_SHA: &str = "c7faa1a7e03275dadf2e8be09c0b6208cebff3f5";
 
+/// SONiC's del script, byte for byte: `SADD <T>_KEY_SET K`, `SADD
+/// <T>_DEL_SET K`, `DEL _<T><sep>K`, and the publish when the key was new.
+pub const DEL_SCRIPT: &str = "local added = redis.call('SADD', KEYS[2], ARGV[2])\n\
+redis.call('SADD', KEYS[4], ARGV[2])\nredis.call('DEL', KEYS[3])\n\
+if added > 0 then \n    redis.call('PUBLISH', KEYS[1], ARGV[1])\nend\n";
+
+/// SHA1 of [`DEL_SCRIPT`], as SONiC sends it.
+pub const DEL_SCRIPT_SHA: &str = "88ba6312b8de850b3506966425174d8899aadd93";
+
 /// The names one ProducerStateTable uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerTable {
     channel: Vec<u8>,
     key_set: Vec<u8>,
+    del_set: Vec<u8>,
     /// `_<T><sep>`: prefix of the staging hashes.
     staging_prefix: Vec<u8>,
 }
@@ -34,6 +44,7 @@ impl ProducerTable {
         ProducerTable {
             channel: format!("{name}_CHANNEL@{db}").into_bytes(),
             key_set: format!("{name}_KEY_SET").into_bytes(),
+            del_set: format!("{name}_DEL_SET").into_bytes(),
             staging_prefix,
         }
     }
@@ -41,6 +52,35 @@ impl ProducerTable {
     /// `SCRIPT LOAD` of the set script.
     pub fn encode_script_load(out: &mut Vec<u8>) {
         encode::command(out, &[b"SCRIPT", b"LOAD", SET_SCRIPT.as_bytes()]);
+    }
+
+    /// `SCRIPT LOAD` of the del script.
+    pub fn encode_del_script_load(out: &mut Vec<u8>) {
+        encode::command(out, &[b"SCRIPT", b"LOAD", DEL_SCRIPT.as_bytes()]);
+    }
+
+    /// The `EVALSHA` that deletes `key` (SONiC passes two `''` as the last
+    /// arguments, literally).
+    pub fn encode_del(&self, out: &mut Vec<u8>, key: &[u8]) {
+        let mut staging = Vec::with_capacity(self.staging_prefix.len() + key.len());
+        staging.extend_from_slice(&self.staging_prefix);
+        staging.extend_from_slice(key);
+        encode::command(
+            out,
+            &[
+                b"EVALSHA",
+                DEL_SCRIPT_SHA.as_bytes(),
+                b"4",
+                &self.channel,
+                &self.key_set,
+                &staging,
+                &self.del_set,
+                b"G",
+                key,
+                b"''",
+                b"''",
+            ],
+        );
     }
 
     /// The `EVALSHA` that sets `key` to `fields`.
@@ -229,5 +269,43 @@ mod tests {
         let mut out = Vec::new();
         ProducerTable::encode_script_load(&mut out);
         assert_eq!(args_of(&out), monitor_args(line));
+    }
+
+    const NEIGH_MONITOR: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sonic-reference/reference-neigh-monitor.txt"
+    ));
+
+    /// neighsyncd's set and del, against SONiC's recorded command stream.
+    #[test]
+    fn neighbor_set_and_del_match_sonics_recorded_evalshas() {
+        let table = ProducerTable::new("NEIGH_TABLE", 0, b':');
+        let set_line = NEIGH_MONITOR
+            .lines()
+            .find(|l| l.contains(SET_SCRIPT_SHA) && l.contains("\"Ethernet0:2001:db8::2\""))
+            .unwrap();
+        let mut out = Vec::new();
+        table.encode_set(
+            &mut out,
+            b"Ethernet0:2001:db8::2",
+            &[(b"neigh", b"02:00:00:00:00:03"), (b"family", b"IPv6")],
+        );
+        assert_eq!(args_of(&out), monitor_args(set_line));
+
+        let del_line = NEIGH_MONITOR
+            .lines()
+            .find(|l| l.contains(DEL_SCRIPT_SHA) && l.contains("\"Ethernet0:10.0.0.4\""))
+            .unwrap();
+        let mut out = Vec::new();
+        table.encode_del(&mut out, b"Ethernet0:10.0.0.4");
+        assert_eq!(args_of(&out), monitor_args(del_line));
+
+        let load = NEIGH_MONITOR
+            .lines()
+            .find(|l| l.contains("\"SCRIPT\" \"LOAD\"") && l.contains("KEYS[4], ARGV[2]"))
+            .unwrap();
+        let mut out = Vec::new();
+        ProducerTable::encode_del_script_load(&mut out);
+        assert_eq!(args_of(&out), monitor_args(load));
     }
 }
