@@ -83,3 +83,54 @@ fn sighup_applies_what_it_can_and_names_what_needs_a_restart() {
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit().code(), Some(0));
 }
+
+/// Issue 14 item 3: each port change is a NOTICE line
+/// (`Ethernet0: oper up→down, admin up, mtu 9100`), the flap history
+/// operators grep for; written off the loop and at most one a second per
+/// port, the next line saying how many were left out.
+#[test]
+fn port_changes_are_notice_lines_at_most_one_a_second_per_port() {
+    let (ns, redis, mut d) = start();
+    redis.configure_ports(&["Ethernet0"]).unwrap();
+    redis.add_to_port_table("Ethernet0").unwrap();
+    ns.add_port("Ethernet0").unwrap();
+    d.wait_log("Ethernet0: netdev created, oper down, admin down, mtu 1500");
+    // 40 changes in a burst: far fewer lines.
+    let burst: Vec<String> = (0..20)
+        .flat_map(|_| {
+            [
+                "link set Ethernet0 mtu 9000".to_string(),
+                "link set Ethernet0 mtu 1500".to_string(),
+            ]
+        })
+        .collect();
+    ns.batch(&burst).unwrap();
+    // A change a while later gets a line again, naming what was left out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut mtu = 1500;
+    let log = loop {
+        mtu = if mtu == 1500 { 1400 } else { 1500 };
+        ns.set_mtu("Ethernet0", mtu).unwrap();
+        let log = d.log();
+        if log.contains("earlier changes not logged") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(" Ethernet0: ")).collect();
+    let later = lines
+        .iter()
+        .find(|l| l.contains("earlier changes not logged"))
+        .unwrap_or_else(|| panic!("no line names what it left out:\n{log}"));
+    assert!(
+        later.contains("NOTICE Ethernet0: oper down, admin down, mtu 1400→1500")
+            || later.contains("NOTICE Ethernet0: oper down, admin down, mtu 1500→1400"),
+        "{later}"
+    );
+    assert!(
+        lines.len() < 20,
+        "{} lines for 40+ changes:\n{log}",
+        lines.len()
+    );
+    d.stop();
+}

@@ -6,7 +6,7 @@
 //! (engine/redis/conn.rs) → `StateReplies::on_reply`.
 
 use crate::engine::event_loop::{LoopIo, Syncer, FIRST_SYNCER_TOKEN};
-use crate::engine::metrics::Recorder;
+use crate::engine::metrics::{Recorder, SampleKind};
 use crate::engine::reactor::{Readiness, Token};
 use crate::engine::redis::conn::RedisConn;
 use crate::engine::redis::session;
@@ -137,6 +137,14 @@ impl Syncer for PortSyncer {
                 self.appl.queue_recheck(&w.sync.ports);
                 w.selfcheck.reading(queued);
             }
+        }
+        // Status changes go to the metrics thread, which writes their lines.
+        let (changes, lost) = w.sync.ports.take_changes();
+        for packed in changes {
+            io.recorder.record(SampleKind::PortChange, packed);
+        }
+        if lost > 0 {
+            io.recorder.counters.samples_dropped.add(lost);
         }
         let stale = w.selfcheck.take_stale();
         if !stale.is_empty() {

@@ -10,8 +10,12 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use super::rules::{decide, is_port_name, Decision, LinkStatus, Membership, Skip};
+use crate::engine::metrics::changes::{PortChange, Shown};
 use crate::engine::metrics::flaps::PORT_FLAPS;
 use crate::engine::netlink::parse::LinkMessage;
+
+/// Status changes kept for change lines between two loop turns.
+const MAX_CHANGES: usize = 4096;
 
 /// Interface names are at most 15 bytes (`IFNAMSIZ` - 1).
 pub const IFNAME_MAX: usize = 15;
@@ -191,6 +195,11 @@ pub struct PortTable {
     /// Ports with a netdev and no settled membership ([`Port::held`]),
     /// kept as they change so the loop never scans the table for it.
     held: usize,
+    /// Status changes since the loop last took them, packed
+    /// ([`PortChange`]), for the change lines the metrics thread writes;
+    /// bounded, the rest counted in `changes_lost`.
+    changes: Vec<u64>,
+    changes_lost: u64,
     resync_gen: u32,
     resync_active: bool,
 }
@@ -212,6 +221,8 @@ impl PortTable {
             queries: Vec::with_capacity(ports),
             awaiting_init: 0,
             held: 0,
+            changes: Vec::with_capacity(MAX_CHANGES),
+            changes_lost: 0,
             resync_gen: 0,
             resync_active: false,
         }
@@ -357,6 +368,7 @@ impl PortTable {
                 Applied::Skipped(why)
             }
             Decision::Delete => {
+                let was = port.netdev;
                 port.ifindex = msg.ifindex;
                 port.netdev = None;
                 port.deleted = true;
@@ -366,11 +378,21 @@ impl PortTable {
                     port.touched_gen = gen;
                 }
                 self.queue(id, rx_ns);
+                self.note_change(id, was, None);
                 Applied::Deleted
             }
             Decision::Write(status) | Decision::Hold(status) => {
-                let was = port.netdev.map(|s| s.oper_up);
-                PORT_FLAPS.saw(id, port.name.as_bytes(), was, status.oper_up);
+                let was = port.netdev;
+                PORT_FLAPS.saw(
+                    id,
+                    port.name.as_bytes(),
+                    was.map(|s| s.oper_up),
+                    status.oper_up,
+                );
+                if was != Some(status) {
+                    self.note_change(id, was, Some(status));
+                }
+                let port = &mut self.ports[id as usize];
                 port.ifindex = msg.ifindex;
                 port.netdev = Some(status);
                 port.deleted = false;
@@ -401,6 +423,40 @@ impl PortTable {
                 }
             }
         }
+    }
+
+    /// Keep a status change of port `id` for its change line (none when
+    /// it had no netdev and still has none).
+    fn note_change(&mut self, id: PortId, was: Option<LinkStatus>, now: Option<LinkStatus>) {
+        if was.is_none() && now.is_none() {
+            return;
+        }
+        if self.changes.len() == MAX_CHANGES {
+            self.changes_lost += 1;
+            return;
+        }
+        let shown = |s: LinkStatus| Shown {
+            admin_up: s.admin_up,
+            oper_up: s.oper_up,
+            mtu: s.mtu,
+        };
+        self.changes.push(
+            PortChange {
+                port: id,
+                was: was.map(shown),
+                now: now.map(shown),
+            }
+            .pack(),
+        );
+    }
+
+    /// The status changes kept since the last call, packed
+    /// ([`PortChange`]), and how many did not fit.
+    pub fn take_changes(&mut self) -> (std::vec::Drain<'_, u64>, u64) {
+        (
+            self.changes.drain(..),
+            std::mem::take(&mut self.changes_lost),
+        )
     }
 
     /// A port known in `PORT_TABLE` with a netdev owes its state: the HSET
@@ -601,6 +657,7 @@ impl PortTable {
         for i in 0..self.ports.len() {
             let port = &mut self.ports[i];
             if port.netdev.is_some() && port.dumped_gen != gen && port.touched_gen != gen {
+                let was = port.netdev;
                 port.netdev = None;
                 port.deleted = true;
                 port.pending_hset = false;
@@ -610,6 +667,7 @@ impl PortTable {
                     self.held -= 1;
                 }
                 self.queue(i as PortId, now_ns);
+                self.note_change(i as PortId, was, None);
             }
         }
         gone

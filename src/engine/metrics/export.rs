@@ -33,6 +33,7 @@ use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::changes::{ChangeLines, PortChange};
 use super::flaps::PORT_FLAPS;
 use super::http::{self, Parsed, Route, Status, MAX_REQUEST_BYTES};
 use super::process::ProcessStats;
@@ -157,6 +158,7 @@ impl MetricsThread {
             recv_to_write: Series::latency(false).map_err(hist_err)?,
             recv_to_reply: Series::latency(true).map_err(hist_err)?,
             batch_size: Series::batch_size().map_err(hist_err)?,
+            changes: ChangeLines::default(),
             http: HttpStats::default(),
             stop: stop.clone(),
             control: control.clone(),
@@ -399,6 +401,8 @@ struct Worker {
     recv_to_write: Series,
     recv_to_reply: Series,
     batch_size: Series,
+    /// Per-port change lines, rate-limited.
+    changes: ChangeLines,
     http: HttpStats,
     stop: Arc<AtomicBool>,
     control: MetricsControl,
@@ -468,9 +472,29 @@ impl Worker {
                 SampleKind::RecvToWrite => self.recv_to_write.record(s.value),
                 SampleKind::RecvToReply => self.recv_to_reply.record(s.value),
                 SampleKind::BatchSize => self.batch_size.record(s.value),
+                SampleKind::PortChange => self.change_line(s.value),
             }
         }
         n
+    }
+
+    /// A port's change as a NOTICE line, at most one a second per port.
+    fn change_line(&mut self, packed: u64) {
+        let change = PortChange::unpack(packed);
+        let now = crate::engine::sys::monotonic_ns();
+        if let Some(left_out) = self.changes.admit(change.port, now) {
+            let name = PORT_FLAPS.name(change.port).unwrap_or(b"?");
+            let name = String::from_utf8_lossy(name);
+            let words = change.words();
+            if left_out > 0 {
+                log_notice!("{name}: {words} ({left_out} earlier changes not logged)");
+            } else {
+                log_notice!("{name}: {words}");
+            }
+        }
+        self.counters
+            .change_lines_suppressed
+            .set(self.changes.suppressed);
     }
 
     /// Accept every waiting connection, each into a free slot with its

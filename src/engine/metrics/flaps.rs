@@ -85,6 +85,13 @@ impl<const N: usize> PortFlaps<N> {
     }
 }
 
+impl<const N: usize> PortFlaps<N> {
+    /// The name of port `id`, once the port table has seen its netdev.
+    pub fn name(&self, id: u32) -> Option<&[u8]> {
+        self.names.get(id as usize)?.get().map(Name::as_bytes)
+    }
+}
+
 impl<const N: usize> Default for PortFlaps<N> {
     fn default() -> Self {
         PortFlaps::new()

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+pub mod changes;
 pub mod docs;
 pub mod export;
 pub mod fds;
@@ -207,6 +208,11 @@ counters_table! {
         "portsyncd_redis_up" gauge "1 while the STATE_DB connection is up." {
             redis_up: Gauge,
         }
+        "portsyncd_port_change_lines_suppressed_total" counter
+            "Per-port change lines not logged: more than one a second for a port (the next line says how many)." {
+            /// Written by the metrics thread, which writes the lines.
+            change_lines_suppressed: Gauge,
+        }
     }
 }
 
@@ -219,6 +225,8 @@ pub enum SampleKind {
     RecvToReply,
     /// Commands in one written batch.
     BatchSize,
+    /// A port's netdev status changed: a [`changes::PortChange`], packed.
+    PortChange,
 }
 
 /// One measurement.
@@ -271,7 +279,7 @@ mod tests {
     #[test]
     fn the_table_can_be_exported() {
         assert_eq!(check::<Counters>(), Ok(()));
-        assert_eq!(Counters::ENTRIES.len(), 40);
+        assert_eq!(Counters::ENTRIES.len(), 41);
     }
 
     /// The text `log_totals` in src/port/daemon.rs wrote by hand before the

@@ -43,6 +43,10 @@ const EXPORTED: &[(&str, &str)] = &[
     ),
     ("verify_runs", "portsyncd_verify_runs_total"),
     (
+        "change_lines_suppressed",
+        "portsyncd_port_change_lines_suppressed_total",
+    ),
+    (
         "dump_busy",
         "portsyncd_netlink_dump_failures_total{reason=\"ebusy\"}",
     ),
@@ -128,6 +132,7 @@ fn numbered() -> Counters {
     c.drift_kernel.add(v("drift_kernel"));
     c.drift_redis.add(v("drift_redis"));
     c.verify_runs.add(v("verify_runs"));
+    c.change_lines_suppressed.set(v("change_lines_suppressed"));
     c.dump_busy.add(v("dump_busy"));
     c.dump_refused.add(v("dump_refused"));
     c.dump_enobufs.add(v("dump_enobufs"));
@@ -253,7 +258,7 @@ fn samples(text: &str) -> BTreeMap<String, String> {
 #[test]
 fn every_counter_and_gauge_is_exported_with_its_value() {
     let fields = counter_fields();
-    assert_eq!(fields.len(), 40, "{fields:?}");
+    assert_eq!(fields.len(), 41, "{fields:?}");
     for f in &fields {
         assert!(
             EXPORTED.iter().any(|(name, _)| name == f),
