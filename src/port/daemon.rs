@@ -139,10 +139,11 @@ impl Syncer for PortSyncer {
             }
         }
         // Status changes go to the metrics thread, which writes their lines.
-        let (changes, lost) = w.sync.ports.take_changes();
-        for packed in changes {
-            io.recorder.record(SampleKind::PortChange, packed);
-        }
+        let recorder = io.recorder;
+        let lost = w
+            .sync
+            .ports
+            .take_changes(|packed| recorder.record(SampleKind::PortChange, packed));
         if lost > 0 {
             io.recorder.counters.samples_dropped.add(lost);
         }

@@ -16,6 +16,8 @@ use crate::engine::netlink::parse::LinkMessage;
 
 /// Status changes kept for change lines between two loop turns.
 const MAX_CHANGES: usize = 4096;
+/// A port with no status change kept this turn.
+const NO_CHANGE: u32 = u32::MAX;
 
 /// Interface names are at most 15 bytes (`IFNAMSIZ` - 1).
 pub const IFNAME_MAX: usize = 15;
@@ -134,6 +136,8 @@ pub struct Port {
     /// Its netdev is one the rules skip for good (an old interface, a team
     /// device): its STATE_DB entry, if any, is someone else's.
     ignored: bool,
+    /// Its entry in the turn's status changes, or [`NO_CHANGE`].
+    change_at: u32,
     /// Still holds `PortInitDone` back.
     awaiting_init: bool,
     /// Its netdev went away and STATE_DB must not hold it.
@@ -195,10 +199,11 @@ pub struct PortTable {
     /// Ports with a netdev and no settled membership ([`Port::held`]),
     /// kept as they change so the loop never scans the table for it.
     held: usize,
-    /// Status changes since the loop last took them, packed
-    /// ([`PortChange`]), for the change lines the metrics thread writes;
-    /// bounded, the rest counted in `changes_lost`.
-    changes: Vec<u64>,
+    /// Status changes since the loop last took them, for the change lines
+    /// the metrics thread writes: one per port and turn (its status before
+    /// the turn and its latest), so a burst sends a few, not one per
+    /// message; bounded, the rest counted in `changes_lost`.
+    changes: Vec<(PortId, Option<LinkStatus>, Option<LinkStatus>)>,
     changes_lost: u64,
     resync_gen: u32,
     resync_active: bool,
@@ -269,6 +274,7 @@ impl PortTable {
             membership: Membership::Unknown,
             configured: false,
             ignored: false,
+            change_at: NO_CHANGE,
             awaiting_init: false,
             deleted: false,
             pending_del: false,
@@ -426,37 +432,48 @@ impl PortTable {
     }
 
     /// Keep a status change of port `id` for its change line (none when
-    /// it had no netdev and still has none).
+    /// it had no netdev and still has none); a port changed again in the
+    /// same turn keeps one entry, with its latest status.
     fn note_change(&mut self, id: PortId, was: Option<LinkStatus>, now: Option<LinkStatus>) {
         if was.is_none() && now.is_none() {
+            return;
+        }
+        let port = &mut self.ports[id as usize];
+        if let Some(entry) = self.changes.get_mut(port.change_at as usize) {
+            entry.2 = now;
             return;
         }
         if self.changes.len() == MAX_CHANGES {
             self.changes_lost += 1;
             return;
         }
+        port.change_at = self.changes.len() as u32;
+        self.changes.push((id, was, now));
+    }
+
+    /// Hand the turn's status changes over, packed ([`PortChange`]), one
+    /// per port whose status differs from before the turn; returns how
+    /// many did not fit in the table's bound.
+    pub fn take_changes(&mut self, mut hand: impl FnMut(u64)) -> u64 {
         let shown = |s: LinkStatus| Shown {
             admin_up: s.admin_up,
             oper_up: s.oper_up,
             mtu: s.mtu,
         };
-        self.changes.push(
-            PortChange {
-                port: id,
-                was: was.map(shown),
-                now: now.map(shown),
+        for (id, was, now) in self.changes.drain(..) {
+            self.ports[id as usize].change_at = NO_CHANGE;
+            if was != now {
+                hand(
+                    PortChange {
+                        port: id,
+                        was: was.map(shown),
+                        now: now.map(shown),
+                    }
+                    .pack(),
+                );
             }
-            .pack(),
-        );
-    }
-
-    /// The status changes kept since the last call, packed
-    /// ([`PortChange`]), and how many did not fit.
-    pub fn take_changes(&mut self) -> (std::vec::Drain<'_, u64>, u64) {
-        (
-            self.changes.drain(..),
-            std::mem::take(&mut self.changes_lost),
-        )
+        }
+        std::mem::take(&mut self.changes_lost)
     }
 
     /// A port known in `PORT_TABLE` with a netdev owes its state: the HSET

@@ -334,3 +334,32 @@ fn the_kept_held_count_agrees_with_a_scan_after_every_change() {
         assert_eq!(t.held(), t.held_by_scan(), "after step {step}");
     }
 }
+
+/// Change lines: one per port and turn, from its status before the turn
+/// to its latest; a change undone within the turn hands nothing over.
+#[test]
+fn status_changes_are_handed_over_once_per_port_and_turn() {
+    let mut t = table_with(&["Ethernet0", "Ethernet4"]);
+    t.apply(&up(b"Ethernet0", 5), 1, false);
+    t.apply(&down(b"Ethernet0", 5), 1, false);
+    t.apply(&up(b"Ethernet4", 6), 1, false);
+    let mut handed = Vec::new();
+    assert_eq!(t.take_changes(|p| handed.push(PortChange::unpack(p))), 0);
+    assert_eq!(handed.len(), 2, "{handed:?}");
+    assert_eq!(
+        handed[0].was, None,
+        "Ethernet0 had no netdev before the turn"
+    );
+    assert!(handed[0].now.is_some_and(|s| !s.admin_up));
+    // Next turn: down→up→down is no change at all.
+    t.apply(&up(b"Ethernet0", 5), 2, false);
+    t.apply(&down(b"Ethernet0", 5), 2, false);
+    handed.clear();
+    t.take_changes(|p| handed.push(PortChange::unpack(p)));
+    assert!(handed.is_empty(), "{handed:?}");
+    // A delete is a change.
+    t.apply(&del(b"Ethernet4", 6), 3, false);
+    t.take_changes(|p| handed.push(PortChange::unpack(p)));
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].now, None);
+}
