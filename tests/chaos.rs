@@ -156,9 +156,7 @@ fn writes_refused_with_oom_land_once_redis_takes_them_again() {
     let ns = Netns::new().unwrap();
     let redis = RedisServer::start().unwrap();
     redis.configure_ports(&refs(&names)).unwrap();
-    let mut d = Daemon::start(&ns, &redis);
-    d.wait_ready();
-    redis.orchagent_pop().unwrap();
+    let mut d = start_with_sets(&ns, &redis, &[]);
     let (first, last) = names.split_at(31);
     for n in first {
         ns.add_port(n).unwrap();

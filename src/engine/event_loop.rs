@@ -217,7 +217,7 @@ impl<S: Syncer> EventLoop<S> {
             if self.netlink.more && self.stopping.is_none() {
                 self.drain_netlink();
             }
-            if self.syncer.follow().dump_due(monotonic_ns()) {
+            if self.syncer.follow().dump_due(now) {
                 let n = &mut self.netlink;
                 request_dump(&n.reader, self.syncer.follow(), &mut n.dump_seq);
             }
