@@ -52,9 +52,14 @@ pub struct Request {
 
 impl Request {
     fn new(msg_type: u16, flags: u16, seq: u32) -> Request {
+        Request::with_body(msg_type, flags, seq, IFINFOMSG_LEN)
+    }
+
+    /// A request whose fixed body (`ifinfomsg`, `ndmsg`…) is `body` zero bytes.
+    fn with_body(msg_type: u16, flags: u16, seq: u32, body: usize) -> Request {
         let mut req = Request {
             buf: [0; MAX_REQUEST_LEN],
-            len: NLMSG_HDRLEN + IFINFOMSG_LEN,
+            len: NLMSG_HDRLEN + body,
         };
         req.buf[4..6].copy_from_slice(&msg_type.to_ne_bytes());
         req.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
@@ -127,6 +132,14 @@ pub fn getlink_dump(seq: u32) -> Request {
     let mut req = Request::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq);
     req.attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
     req
+}
+
+/// `RTM_GETNEIGH` dump of every ARP and ND entry: an `ndmsg` of family
+/// `AF_UNSPEC` (the kernel walks its IPv4 and IPv6 neighbor tables; the
+/// bridge's FDB answers only to `AF_BRIDGE`).
+pub fn getneigh_dump(seq: u32) -> Request {
+    use super::neigh::{NDMSG_LEN, RTM_GETNEIGH};
+    Request::with_body(RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq, NDMSG_LEN)
 }
 
 /// Set the link flags selected by `change` to their values in `flags`

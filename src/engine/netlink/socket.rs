@@ -12,7 +12,10 @@ use super::request::Request;
 use crate::engine::sys::{cvt, retry_eintr};
 
 /// `RTMGRP_LINK`: the link multicast group, as a bind mask.
-const RTMGRP_LINK: u32 = 1;
+pub const RTMGRP_LINK: u32 = 1;
+/// `RTMGRP_NEIGH`: the neighbor multicast group (`RTNLGRP_NEIGH`, 3), as a
+/// bind mask. It also carries the bridge's FDB events.
+pub const RTMGRP_NEIGH: u32 = 4;
 
 /// Errors of the netlink sockets; each names the call that failed.
 #[derive(Debug)]
@@ -159,10 +162,19 @@ impl NetlinkSocket {
         })
     }
 
-    /// The event socket: non-blocking, bound to `RTMGRP_LINK`, with a receive
-    /// buffer of `rcvbuf` bytes (`SO_RCVBUFFORCE`, else `SO_RCVBUF`).
+    /// The link event socket: [`NetlinkSocket::events_in`] `RTMGRP_LINK`.
     pub fn events(rcvbuf: usize) -> Result<(NetlinkSocket, RcvBufOutcome), NetlinkError> {
-        let sock = NetlinkSocket::open(RTMGRP_LINK, true)?;
+        NetlinkSocket::events_in(RTMGRP_LINK, rcvbuf)
+    }
+
+    /// An event socket: non-blocking, bound to the multicast `groups` (a
+    /// mask of `RTMGRP_*`), with a receive buffer of `rcvbuf` bytes
+    /// (`SO_RCVBUFFORCE`, else `SO_RCVBUF`).
+    pub fn events_in(
+        groups: u32,
+        rcvbuf: usize,
+    ) -> Result<(NetlinkSocket, RcvBufOutcome), NetlinkError> {
+        let sock = NetlinkSocket::open(groups, true)?;
         let fd = sock.fd.as_raw_fd();
         let want = i32::try_from(rcvbuf).unwrap_or(i32::MAX);
         let forced = set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want).is_ok();
