@@ -44,20 +44,40 @@ pub enum Skip {
     Broadcast,
 }
 
-/// What one message asks of APPL_DB `NEIGH_TABLE:<ifname>:<ip>`.
+/// What one message asks of APPL_DB `NEIGH_TABLE:<ifname>:<ip>`. The
+/// address is raw (IPv4 in its first four bytes); its text is written when
+/// the neighbor is encoded, once per write rather than once per message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Skip(Skip),
     /// ProducerStateTable set: fields `neigh` = `mac`, then `family`.
     Set {
-        ip: Text,
-        mac: Text,
+        addr: [u8; 16],
+        mac: [u8; 6],
         family: &'static str,
     },
     /// ProducerStateTable del.
     Del {
-        ip: Text,
+        addr: [u8; 16],
     },
+}
+
+/// The `family` field's value for an address family.
+pub fn family_text(family: u8) -> &'static str {
+    if family == AF_INET6 {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
+/// The address text SONiC writes for `addr` of `family`.
+pub fn ip_text(family: u8, addr: &[u8; 16]) -> Text {
+    if family == AF_INET6 {
+        text::ipv6(*addr)
+    } else {
+        text::ipv4([addr[0], addr[1], addr[2], addr[3]])
+    }
 }
 
 const ZERO_MAC: [u8; 6] = [0; 6];
@@ -71,13 +91,13 @@ pub fn decide(msg: &NeighMessage<'_>, ifname: &[u8], ctx: &impl NeighContext) ->
         _ => return Decision::Skip(Skip::Family),
     };
     let dst = msg.dst.unwrap_or_default();
-    let ip = match (msg.family, dst.len()) {
+    let mut addr = [0u8; 16];
+    match (msg.family, dst.len()) {
         (AF_INET, 4) => {
-            let a = [dst[0], dst[1], dst[2], dst[3]];
-            if a[0] == 169 && a[1] == 254 && ctx.dual_tor() {
+            if dst[0] == 169 && dst[1] == 254 && ctx.dual_tor() {
                 return Decision::Skip(Skip::Ipv4LinkLocalDualTor);
             }
-            text::ipv4(a)
+            addr[..4].copy_from_slice(dst);
         }
         (AF_INET6, 16) => {
             let a: [u8; 16] = std::array::from_fn(|i| dst[i]);
@@ -88,10 +108,10 @@ pub fn decide(msg: &NeighMessage<'_>, ifname: &[u8], ctx: &impl NeighContext) ->
             if a[0] == 0xff && a[1] & 0x0f == 2 {
                 return Decision::Skip(Skip::Ipv6LinkLocalMulticast);
             }
-            text::ipv6(a)
+            addr = a;
         }
         _ => return Decision::Skip(Skip::BadDestination),
-    };
+    }
     if msg.state == NUD_NOARP && msg.flags & NTF_EXT_LEARNED == 0 {
         return Decision::Skip(Skip::NoArp);
     }
@@ -103,15 +123,15 @@ pub fn decide(msg: &NeighMessage<'_>, ifname: &[u8], ctx: &impl NeighContext) ->
         (msg.change == NeighChange::Del || unresolved, msg.lladdr)
     };
     if delete {
-        return Decision::Del { ip };
+        return Decision::Del { addr };
     }
     match mac {
         None | Some([]) => Decision::Skip(Skip::MacNone),
         Some(m) if m.len() != 6 => Decision::Skip(Skip::MacNotEthernet),
         Some(m) if m == BROADCAST_MAC => Decision::Skip(Skip::Broadcast),
         Some(m) => Decision::Set {
-            ip,
-            mac: text::lladdr(Some(m)),
+            addr,
+            mac: [m[0], m[1], m[2], m[3], m[4], m[5]],
             family,
         },
     }
@@ -176,9 +196,14 @@ mod tests {
 
     fn set(d: Decision) -> (String, String, &'static str) {
         match d {
-            Decision::Set { ip, mac, family } => (
-                String::from_utf8(ip.as_bytes().to_vec()).unwrap(),
-                String::from_utf8(mac.as_bytes().to_vec()).unwrap(),
+            Decision::Set { addr, mac, family } => (
+                String::from_utf8(
+                    ip_text(if family == "IPv6" { AF_INET6 } else { AF_INET }, &addr)
+                        .as_bytes()
+                        .to_vec(),
+                )
+                .unwrap(),
+                String::from_utf8(text::lladdr(Some(&mac)).as_bytes().to_vec()).unwrap(),
                 family,
             ),
             other => panic!("expected a set, got {other:?}"),

@@ -59,9 +59,16 @@ pub enum Sent {
     Nothing,
     /// Something may be there under this name (a write refused, or Redis
     /// reconnected): the current state is owed, under the current name.
-    Unknown { name: IfName },
-    Set { mac: [u8; 6], name: IfName },
-    Del { name: IfName },
+    Unknown {
+        name: IfName,
+    },
+    Set {
+        mac: [u8; 6],
+        name: IfName,
+    },
+    Del {
+        name: IfName,
+    },
 }
 
 impl Sent {
@@ -276,10 +283,9 @@ impl NeighTable {
         let e = &self.entries[slot as usize];
         let op = match (e.want, e.sent) {
             (Want::Set(mac), _) => Op::Set(links.name(e.key.ifindex), mac),
-            (
-                Want::Del,
-                Sent::Set { name, .. } | Sent::Del { name } | Sent::Unknown { name },
-            ) => Op::Del(name),
+            (Want::Del, Sent::Set { name, .. } | Sent::Del { name } | Sent::Unknown { name }) => {
+                Op::Del(name)
+            }
             (Want::Del, Sent::Nothing) => Op::Del(links.name(e.key.ifindex)),
         };
         Write {

@@ -58,6 +58,30 @@ fn push_bulk2(out: &mut Vec<u8>, a: &[u8], b: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// A bulk string made of several parts, without joining them.
+#[inline]
+pub fn push_bulk_parts(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    out.push(b'$');
+    push_decimal(out, parts.iter().map(|p| p.len() as u64).sum());
+    out.extend_from_slice(b"\r\n");
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// One bulk string.
+#[inline]
+pub fn push_arg(out: &mut Vec<u8>, arg: &[u8]) {
+    push_bulk(out, arg);
+}
+
+/// The `*<n>` header of a command of `n` arguments.
+#[inline]
+pub fn push_command_header(out: &mut Vec<u8>, n: usize) {
+    push_array_header(out, n);
+}
+
 /// Any command, as an array of bulk strings.
 pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
     push_array_header(out, args.len());

@@ -26,6 +26,15 @@ if added > 0 then \n    redis.call('PUBLISH', KEYS[1], ARGV[1])\nend\n";
 /// SHA1 of [`DEL_SCRIPT`], as SONiC sends it.
 pub const DEL_SCRIPT_SHA: &str = "88ba6312b8de850b3506966425174d8899aadd93";
 
+/// SONiC's clear script (`ProducerStateTable::clear`, warm start): `DEL
+/// <T>_KEY_SET`, every `_<T>*` staging hash, `DEL <T>_DEL_SET`.
+pub const CLEAR_SCRIPT: &str = "redis.call('DEL', KEYS[1])\n\
+local keys = redis.call('KEYS', KEYS[2] .. '*')\nfor i,k in pairs(keys) do\n    redis.call('DEL', k)\nend\n\
+redis.call('DEL', KEYS[3])\n";
+
+/// SHA1 of [`CLEAR_SCRIPT`].
+pub const CLEAR_SCRIPT_SHA: &str = "a7a229c9946f655aebc07e29d5e4d8ff5055ded8";
+
 /// The names one ProducerStateTable uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerTable {
@@ -59,54 +68,88 @@ impl ProducerTable {
         encode::command(out, &[b"SCRIPT", b"LOAD", DEL_SCRIPT.as_bytes()]);
     }
 
+    /// The `EVALSHA` of the clear script: `KEYS = [<T>_KEY_SET, _<T>,
+    /// <T>_DEL_SET]` (the staging prefix without its separator, as SONiC).
+    pub fn clear_command(&self) -> Vec<Vec<u8>> {
+        let staging = &self.staging_prefix[..self.staging_prefix.len() - 1];
+        vec![
+            b"EVALSHA".to_vec(),
+            CLEAR_SCRIPT_SHA.as_bytes().to_vec(),
+            b"3".to_vec(),
+            self.key_set.clone(),
+            staging.to_vec(),
+            self.del_set.clone(),
+        ]
+    }
+
     /// The `EVALSHA` that deletes `key` (SONiC passes two `''` as the last
     /// arguments, literally).
     pub fn encode_del(&self, out: &mut Vec<u8>, key: &[u8]) {
-        let mut staging = Vec::with_capacity(self.staging_prefix.len() + key.len());
-        staging.extend_from_slice(&self.staging_prefix);
-        staging.extend_from_slice(key);
-        encode::command(
-            out,
-            &[
-                b"EVALSHA",
-                DEL_SCRIPT_SHA.as_bytes(),
-                b"4",
-                &self.channel,
-                &self.key_set,
-                &staging,
-                &self.del_set,
-                b"G",
-                key,
-                b"''",
-                b"''",
-            ],
-        );
+        self.encode_del_parts(out, &[key]);
+    }
+
+    /// [`encode_del`](Self::encode_del) of the key made of `key` parts
+    /// (`<ifname>`, `:`, `<ip>`), written without joining them.
+    pub fn encode_del_parts(&self, out: &mut Vec<u8>, key: &[&[u8]]) {
+        encode::push_command_header(out, 11);
+        for arg in [b"EVALSHA".as_slice(), DEL_SCRIPT_SHA.as_bytes(), b"4"] {
+            encode::push_arg(out, arg);
+        }
+        encode::push_arg(out, &self.channel);
+        encode::push_arg(out, &self.key_set);
+        self.push_staging(out, key);
+        encode::push_arg(out, &self.del_set);
+        encode::push_arg(out, b"G");
+        encode::push_bulk_parts(out, key);
+        encode::push_arg(out, b"''");
+        encode::push_arg(out, b"''");
     }
 
     /// The `EVALSHA` that sets `key` to `fields`.
     pub fn encode_set(&self, out: &mut Vec<u8>, key: &[u8], fields: &[(&[u8], &[u8])]) {
-        let mut staging = Vec::with_capacity(self.staging_prefix.len() + key.len());
-        staging.extend_from_slice(&self.staging_prefix);
-        staging.extend_from_slice(key);
-        let numkeys = (2 + fields.len()).to_string();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(6 + 3 * fields.len());
-        args.extend_from_slice(&[
-            b"EVALSHA",
-            SET_SCRIPT_SHA.as_bytes(),
-            numkeys.as_bytes(),
-            &self.channel,
-            &self.key_set,
-        ]);
+        self.encode_set_parts(out, &[key], fields);
+    }
+
+    /// [`encode_set`](Self::encode_set) of the key made of `key` parts,
+    /// written without joining them (no allocation: the hot path's).
+    pub fn encode_set_parts(&self, out: &mut Vec<u8>, key: &[&[u8]], fields: &[(&[u8], &[u8])]) {
+        encode::push_command_header(out, 7 + 3 * fields.len());
+        encode::push_arg(out, b"EVALSHA");
+        encode::push_arg(out, SET_SCRIPT_SHA.as_bytes());
+        let mut digits = [0u8; 20];
+        encode::push_arg(out, decimal(2 + fields.len(), &mut digits));
+        encode::push_arg(out, &self.channel);
+        encode::push_arg(out, &self.key_set);
         for _ in fields {
-            args.push(&staging);
+            self.push_staging(out, key);
         }
-        args.push(b"G");
-        args.push(key);
+        encode::push_arg(out, b"G");
+        encode::push_bulk_parts(out, key);
         for (f, v) in fields {
-            args.push(f);
-            args.push(v);
+            encode::push_arg(out, f);
+            encode::push_arg(out, v);
         }
-        encode::command(out, &args);
+    }
+
+    /// `_<T><sep><key>` as one bulk string.
+    fn push_staging(&self, out: &mut Vec<u8>, key: &[&[u8]]) {
+        let mut parts: [&[u8]; 4] = [&self.staging_prefix, b"", b"", b""];
+        let n = key.len().min(3);
+        parts[1..=n].copy_from_slice(&key[..n]);
+        encode::push_bulk_parts(out, &parts);
+    }
+}
+
+/// The decimal text of a small count.
+fn decimal(mut n: usize, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[i..];
+        }
     }
 }
 
@@ -307,5 +350,41 @@ mod tests {
         let mut out = Vec::new();
         ProducerTable::encode_del_script_load(&mut out);
         assert_eq!(args_of(&out), monitor_args(load));
+
+        let clear = NEIGH_MONITOR
+            .lines()
+            .find(|l| l.contains(CLEAR_SCRIPT_SHA))
+            .unwrap();
+        let args: Vec<String> = table
+            .clear_command()
+            .iter()
+            .map(|a| String::from_utf8(a.clone()).unwrap())
+            .collect();
+        assert_eq!(args, monitor_args(clear));
+    }
+
+    #[test]
+    fn the_clear_scripts_sha_is_its_text_as_sonic_loads_it() {
+        let load = NEIGH_MONITOR
+            .lines()
+            .find(|l| l.contains("\"SCRIPT\" \"LOAD\"") && l.contains("redis.call('DEL', KEYS[1])"))
+            .unwrap();
+        assert_eq!(monitor_args(load)[2], CLEAR_SCRIPT);
+    }
+
+    /// The key written in parts, as neighsyncd's hot path does, is the
+    /// same command as the key joined.
+    #[test]
+    fn keys_in_parts_encode_as_the_joined_key() {
+        let table = ProducerTable::new("NEIGH_TABLE", 0, b':');
+        let fields: [(&[u8], &[u8]); 2] = [(b"neigh", b"02:00:00:00:00:03"), (b"family", b"IPv6")];
+        let (mut joined, mut parts) = (Vec::new(), Vec::new());
+        table.encode_set(&mut joined, b"Ethernet0:2001:db8::2", &fields);
+        table.encode_set_parts(&mut parts, &[b"Ethernet0", b":", b"2001:db8::2"], &fields);
+        assert_eq!(joined, parts);
+        let (mut joined, mut parts) = (Vec::new(), Vec::new());
+        table.encode_del(&mut joined, b"Ethernet0:10.0.0.4");
+        table.encode_del_parts(&mut parts, &[b"Ethernet0", b":", b"10.0.0.4"]);
+        assert_eq!(joined, parts);
     }
 }

@@ -299,7 +299,15 @@ fn generated_run(mut seed: u64) {
                 t.begin_resync();
                 let now: Vec<_> = kernel.iter().map(|(k, m)| (*k, *m)).collect();
                 for ((ifx, last), mac) in now {
-                    t.apply(NeighKey { ifindex: ifx, ..key(last) }, Want::Set(mac), step, &l);
+                    t.apply(
+                        NeighKey {
+                            ifindex: ifx,
+                            ..key(last)
+                        },
+                        Want::Set(mac),
+                        step,
+                        &l,
+                    );
                 }
                 t.finish_resync(step, &l);
             }
@@ -315,7 +323,9 @@ fn generated_run(mut seed: u64) {
             _ => {
                 // Some replies, in order: each command applied, or refused.
                 for _ in 0..rnd(8) {
-                    let Some(cmd) = inflight.pop_front() else { break };
+                    let Some(cmd) = inflight.pop_front() else {
+                        break;
+                    };
                     let refuse = rnd(4) == 0;
                     match cmd {
                         Cmd::Stale(k, n) if refuse => t.stale_refused(k, n),
@@ -346,7 +356,9 @@ fn generated_run(mut seed: u64) {
         for w in drain(&mut t, &l) {
             inflight.push_back(Cmd::Entry(w));
         }
-        let Some(cmd) = inflight.pop_front() else { break };
+        let Some(cmd) = inflight.pop_front() else {
+            break;
+        };
         match cmd {
             Cmd::Stale(k, n) => {
                 redis.remove(&(n.as_bytes().to_vec(), k.addr[3]));
@@ -365,8 +377,14 @@ fn generated_run(mut seed: u64) {
         .iter()
         .map(|((ifx, last), mac)| ((l.name(*ifx).as_bytes().to_vec(), *last), *mac))
         .collect();
-    let extra: Vec<_> = redis.iter().filter(|(k, v)| want.get(*k) != Some(v)).collect();
-    let missing: Vec<_> = want.iter().filter(|(k, v)| redis.get(*k) != Some(v)).collect();
+    let extra: Vec<_> = redis
+        .iter()
+        .filter(|(k, v)| want.get(*k) != Some(v))
+        .collect();
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| redis.get(*k) != Some(v))
+        .collect();
     assert!(
         extra.is_empty() && missing.is_empty(),
         "in Redis and not wanted: {extra:?}; wanted and not in Redis: {missing:?}"
