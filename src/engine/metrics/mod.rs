@@ -89,6 +89,8 @@ counters_table! {
         "portsyncd_netlink_messages_total" counter "Netlink messages received, by type." {
             msgs_newlink: Counter ("type" = "newlink") totals "newlink",
             msgs_dellink: Counter ("type" = "dellink") totals "dellink",
+            msgs_newneigh: Counter ("type" = "newneigh"),
+            msgs_delneigh: Counter ("type" = "delneigh"),
             msgs_done: Counter ("type" = "done"),
             msgs_error: Counter ("type" = "error"),
             msgs_other: Counter ("type" = "other"),
@@ -207,6 +209,52 @@ counters_table! {
         }
         "portsyncd_redis_up" gauge "1 while the STATE_DB connection is up." {
             redis_up: Gauge,
+        }
+        "portsyncd_neighbor_messages_skipped_total" counter
+            "Neighbor messages that write nothing by SONiC's rules, by reason: not IPv4/IPv6 (family: bridge FDB events among them), no usable destination (bad_destination), IPv4 link-local on dual-ToR, IPv6 link-local add without the interface's link-local mode, link-local-scope multicast, NOARP without extern_learn, an add without a link-layer address (mac_none) or with one that is not a MAC (mac_not_ethernet), the broadcast MAC." {
+            skipped_neigh_family: Counter ("reason" = "family"),
+            skipped_neigh_bad_destination: Counter ("reason" = "bad_destination"),
+            skipped_neigh_ipv4_link_local_dual_tor: Counter ("reason" = "ipv4_link_local_dual_tor"),
+            skipped_neigh_ipv6_link_local_mode_off: Counter ("reason" = "ipv6_link_local_mode_off"),
+            skipped_neigh_ipv6_link_local_multicast: Counter ("reason" = "ipv6_link_local_multicast"),
+            skipped_neigh_noarp: Counter ("reason" = "noarp"),
+            skipped_neigh_mac_none: Counter ("reason" = "mac_none"),
+            skipped_neigh_mac_not_ethernet: Counter ("reason" = "mac_not_ethernet"),
+            skipped_neigh_broadcast: Counter ("reason" = "broadcast"),
+        }
+        "portsyncd_neighbors_written_total" counter
+            "APPL_DB NEIGH_TABLE sets sent (ProducerStateTable set script)." {
+            neighbors_written: Counter,
+        }
+        "portsyncd_neighbors_deleted_total" counter
+            "APPL_DB NEIGH_TABLE deletes sent (ProducerStateTable del script), old names' included." {
+            neighbors_deleted: Counter,
+        }
+        "portsyncd_neighbors_vanished_total" counter
+            "Neighbors found gone by a resync dump (their delete event was lost) or with their interface." {
+            neighbors_vanished: Counter,
+        }
+        "portsyncd_neighbors_refused_total" counter
+            "Neighbors not tracked because the neighbor table was full." {
+            neighbors_refused: Counter,
+        }
+        "portsyncd_neighbor_config_changes_total" counter
+            "CONFIG_DB changes that alter the rules (dual-ToR, an interface's IPv6 link-local mode), each followed by a dump that applies them to every neighbor." {
+            neighbor_config_changes: Counter,
+        }
+        "portsyncd_warm_reconciled_total" counter
+            "Entries of the warm-restart reconciliation, by SONiC's cache state: new (set), same (kept), stale and delete (deleted)." {
+            warm_new: Counter ("state" = "new"),
+            warm_same: Counter ("state" = "same"),
+            warm_stale: Counter ("state" = "stale"),
+            warm_delete: Counter ("state" = "delete"),
+        }
+        "portsyncd_known_neighbors" gauge "Neighbors in the neighbor table." {
+            known_neighbors: Gauge,
+        }
+        "portsyncd_dirty_neighbors" gauge
+            "Neighbors owing a write that did not fit the Redis write buffer." {
+            dirty_neighbors: Gauge,
         }
         "portsyncd_port_change_lines_suppressed_total" counter
             "Per-port change lines not logged: more than one a second for a port (the next line says how many)." {
