@@ -3,7 +3,7 @@
 //! [`engine`] is what every daemon shares (reactor, netlink, Redis, SONiC
 //! plumbing, metrics, runtime); each syncer lives in its own module and
 //! supplies only its rules, its table and its Redis sessions: [`port`] is
-//! portsyncd. The binaries are in `src/bin/`.
+//! portsyncd, [`neigh`] neighsyncd. The binaries are in `src/bin/`.
 
 pub mod engine;
 pub mod neigh;

@@ -1156,7 +1156,7 @@ fn make_install_places_every_file_and_uninstall_removes_them() {
 /// environment as a drop-in would).
 #[test]
 fn a_fresh_install_starts_with_the_installed_units_command_line() {
-    let default = Path::new(syncd::engine::runtime::config::DEFAULT_CONFIG_PATH);
+    let default = Path::new(syncd::engine::runtime::config::PORTSYNCD.default_path);
     assert!(
         !default.exists(),
         "{} exists on this machine: this test stands for a fresh install",

@@ -13,12 +13,53 @@ use serde::{Deserialize, Serialize};
 use crate::engine::runtime::log::Level;
 use crate::log_warn;
 
-/// Where the daemon looks when `--config` is not given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/sonic/portsyncd.conf";
 /// SONiC's location of `database_config.json`.
 pub const DEFAULT_DATABASE_CONFIG: &str = "/var/run/redis/sonic-db/database_config.json";
-/// Prefix of the environment variables that set keys.
-pub const ENV_PREFIX: &str = "PORTSYNCD_";
+
+/// What differs between the daemons' configurations: where the file is,
+/// the environment's prefix, the metrics port.
+#[derive(Debug)]
+pub struct DaemonConfig {
+    pub name: &'static str,
+    /// Where the daemon looks when `--config` is not given.
+    pub default_path: &'static str,
+    /// Prefix of the environment variables that set keys.
+    pub env_prefix: &'static str,
+    /// The metrics endpoint's default port (127.0.0.1).
+    pub metrics_port: u16,
+}
+
+pub static PORTSYNCD: DaemonConfig = DaemonConfig {
+    name: "portsyncd",
+    default_path: "/etc/sonic/portsyncd.conf",
+    env_prefix: "PORTSYNCD_",
+    metrics_port: 29101,
+};
+
+pub static NEIGHSYNCD: DaemonConfig = DaemonConfig {
+    name: "neighsyncd",
+    default_path: "/etc/sonic/neighsyncd.conf",
+    env_prefix: "NEIGHSYNCD_",
+    metrics_port: 29102,
+};
+
+static DAEMON: std::sync::OnceLock<&'static DaemonConfig> = std::sync::OnceLock::new();
+
+/// Say which daemon this process is, once, before any configuration is
+/// built (portsyncd when never said).
+pub fn set_daemon(d: &'static DaemonConfig) {
+    let _ = DAEMON.set(d);
+}
+
+/// The daemon this process is.
+pub fn daemon() -> &'static DaemonConfig {
+    DAEMON.get().copied().unwrap_or(&PORTSYNCD)
+}
+
+/// Where the daemon looks when `--config` is not given.
+pub fn default_config_path() -> &'static str {
+    daemon().default_path
+}
 
 /// A configuration error; the text is the message shown to the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,7 +274,11 @@ impl Default for MetricsConfig {
             // where the Prometheus docs advise other applications to stay
             // out of it. Below Linux's ephemeral range (32768-60999), so
             // an outgoing connection's local port never holds it.
-            listen: Listen(Some(SocketAddr::from(([127, 0, 0, 1], 29101)))),
+            // portsyncd 29101, neighsyncd 29102.
+            listen: Listen(Some(SocketAddr::from((
+                [127, 0, 0, 1],
+                daemon().metrics_port,
+            )))),
             cpu: None,
             log_interval_s: 60,
         }
@@ -291,6 +336,23 @@ impl Default for VerifyConfig {
     }
 }
 
+/// `[warm]`: warm restart (neighsyncd).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WarmConfig {
+    /// How long a warm start waits for STATE_DB `NEIGH_RESTORE_TABLE|Flags
+    /// restored` before exiting 1 (SONiC: 180).
+    pub restore_timeout_s: u64,
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        WarmConfig {
+            restore_timeout_s: 180,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -301,6 +363,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub verify: VerifyConfig,
+    /// neighsyncd only.
+    pub warm: WarmConfig,
 }
 
 /// Where the configuration file comes from.
@@ -348,7 +412,8 @@ impl Override {
         let (out, ignored) = Override::split_env(vars);
         for name in ignored {
             log_warn!(
-                "environment variable {name}: not {ENV_PREFIX}<SECTION>_<KEY> of a section ({}); ignored",
+                "environment variable {name}: not {}<SECTION>_<KEY> of a section ({}); ignored",
+                daemon().env_prefix,
                 Config::sections().join(", ")
             );
         }
@@ -369,7 +434,7 @@ impl Override {
         let mut out = Vec::new();
         let mut ignored = Vec::new();
         for (name, value) in vars {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            let Some(rest) = name.strip_prefix(daemon().env_prefix) else {
                 continue;
             };
             let split = rest
@@ -521,18 +586,25 @@ impl Config {
             86_400,
         )?;
         in_range("verify.interval_s", self.verify.interval_s, 0, 86_400)?;
+        in_range(
+            "warm.restore_timeout_s",
+            self.warm.restore_timeout_s,
+            1,
+            86_400,
+        )?;
         Ok(())
     }
 
     /// Load from `file`, then apply `overrides` in order, then validate.
     pub fn load(file: &ConfigFile, overrides: &[Override]) -> Result<Config, ConfigError> {
         let (path, text) = match file {
-            ConfigFile::Default => match std::fs::read_to_string(DEFAULT_CONFIG_PATH) {
-                Ok(text) => (Some(PathBuf::from(DEFAULT_CONFIG_PATH)), text),
+            ConfigFile::Default => match std::fs::read_to_string(default_config_path()) {
+                Ok(text) => (Some(PathBuf::from(default_config_path())), text),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, String::new()),
                 Err(e) => {
                     return Err(ConfigError(format!(
-                        "cannot read {DEFAULT_CONFIG_PATH}: {e}"
+                        "cannot read {}: {e}",
+                        default_config_path()
                     )))
                 }
             },

@@ -2,6 +2,7 @@
 //! environment < flags), logging, signals, systemd notification, CPU and
 //! memory placement, and the sysctl profile check.
 
+pub mod cli;
 pub mod config;
 pub mod launch;
 pub mod log;

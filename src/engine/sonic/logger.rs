@@ -3,6 +3,7 @@
 //! swss-common does), then followed live through keyspace notifications
 //! when CONFIG_DB shares an instance with the loop's connection.
 
+use crate::engine::redis::client::{Client, ClientError};
 use crate::engine::runtime::log::{self, Level};
 use crate::engine::runtime::repeat::cut;
 use crate::engine::sonic::dbconfig::Databases;
@@ -67,4 +68,29 @@ pub fn follow_level(keys: &LoggerKeys, value: Option<&[u8]>, configured: Level) 
         },
     };
     log::change_level(level, &format!("CONFIG_DB {}", keys.name()));
+}
+
+/// Read `LOGGER|<daemon>` at start-up and register it the way swss-common
+/// does (`HSET` of `LOGLEVEL NOTICE` and `LOGOUTPUT SYSLOG` for what is
+/// absent); a `LOGLEVEL` CONFIG_DB already held is applied. A level given
+/// by the configuration, the environment or a flag stays the run's and is
+/// never written.
+pub fn register(c: &mut Client, keys: &LoggerKeys) -> Result<(), ClientError> {
+    let level = c.call_ok(&[b"HGET", &keys.key, b"LOGLEVEL"])?;
+    let output = c.call_ok(&[b"HGET", &keys.key, b"LOGOUTPUT"])?;
+    let (level, output) = (level.as_bytes(), output.as_bytes());
+    if level.is_none() || output.is_none() {
+        c.call_ok(&[
+            b"HSET",
+            &keys.key,
+            b"LOGLEVEL",
+            level.unwrap_or(b"NOTICE"),
+            b"LOGOUTPUT",
+            output.unwrap_or(b"SYSLOG"),
+        ])?;
+    }
+    if level.is_some() {
+        follow_level(keys, level, log::level());
+    }
+    Ok(())
 }

@@ -173,7 +173,7 @@ fn a_given_file_must_exist_the_default_may_not() {
         .unwrap_err()
         .0;
     assert!(e.contains("/nonexistent/p.conf"), "{e}");
-    if !Path::new(DEFAULT_CONFIG_PATH).exists() {
+    if !Path::new(default_config_path()).exists() {
         assert_eq!(
             Config::load(&ConfigFile::Default, &[]).unwrap(),
             Config::default()

@@ -1,0 +1,25 @@
+//! neighsyncd's Redis conversations, one session each (the loop only
+//! dispatches to them):
+//!
+//! - [`appl`]: APPL_DB `NEIGH_TABLE` through the ProducerStateTable, the
+//!   hot path, and warm restart's reconciliation;
+//! - [`config`]: CONFIG_DB reads: dual-ToR, the link-local mode, the log
+//!   level;
+//! - [`events`]: keyspace notifications of those CONFIG_DB keys.
+
+use crate::engine::runtime::log::Level;
+use crate::neigh::follow::NeighSync;
+
+pub mod appl;
+pub mod config;
+pub mod events;
+
+/// What the sessions share: the kernel follower with the neighbor table,
+/// and what one session asks of another.
+pub struct NeighWork {
+    pub sync: NeighSync,
+    /// CONFIG_DB may have changed: read it again.
+    pub config_wanted: bool,
+    /// The level to fall back to when CONFIG_DB has no `LOGLEVEL`.
+    pub configured_level: Level,
+}
