@@ -144,6 +144,25 @@ pub fn scrape(ns: &Netns, addr: SocketAddr) -> Scrape {
     Scrape::parse(&r.body)
 }
 
+/// `promtool`, installed by tools/install-deps when missing; `None` only
+/// where it is neither there nor installable (not root, no apt).
+pub fn promtool() -> Option<std::path::PathBuf> {
+    let find = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("promtool"))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let deps = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/install-deps");
+    let status = std::process::Command::new(deps).arg("--promtool").status();
+    eprintln!("promtool missing; tools/install-deps: {status:?}");
+    find()
+}
+
 /// TCP ports in LISTEN state in the network namespace of `pid`, from
 /// `/proc/<pid>/net/tcp` and `tcp6`.
 pub fn listening_tcp_ports(pid: i32) -> Vec<u16> {
