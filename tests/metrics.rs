@@ -16,7 +16,7 @@ use syncd::engine::metrics::export::{MetricsThread, CONNECTION_DEADLINE, MAX_CON
 use syncd::engine::metrics::{Recorder, SampleKind, SAMPLE_CHANNEL_CAPACITY};
 use syncd::engine::runtime::config::{Listen, MetricsConfig};
 use util::metrics::{
-    connect_in, http_raw, in_netns, listening_tcp_ports, read_response, scrape, wait_log,
+    connect_in, http_raw, in_netns, listening_tcp_ports, promtool, read_response, scrape, wait_log,
     CommandMonitor, LinkCounts, LinkMonitor, Scrape, StateWrites,
 };
 use util::{Daemon, DaemonOptions, Netns, RedisServer, WAIT};
@@ -376,25 +376,6 @@ fn scrape_text(ns: &Netns) -> String {
     let r = http_raw(ns, addr(), b"GET /metrics HTTP/1.1\r\n\r\n");
     assert_eq!(r.status, 200, "{r:?}");
     r.body
-}
-
-/// `promtool`, installed by tools/install-deps when missing; `None` only
-/// where it is neither there nor installable (not root, no apt).
-fn promtool() -> Option<std::path::PathBuf> {
-    let find = || {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("promtool"))
-                .find(|p| p.is_file())
-        })
-    };
-    if let Some(p) = find() {
-        return Some(p);
-    }
-    let deps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/install-deps");
-    let status = std::process::Command::new(deps).arg("--promtool").status();
-    eprintln!("promtool missing; tools/install-deps: {status:?}");
-    find()
 }
 
 /// Issue 14: `promtool check metrics` exited 3 on our scrape (the

@@ -3,7 +3,7 @@
 //! the kernel's link messages (our own netlink listener) and the commands
 //! Redis executed (`MONITOR`) — independently of the daemon's counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -123,6 +123,42 @@ impl Scrape {
         }
     }
 
+    /// The name of every series: a histogram's `_bucket`, `_sum` and
+    /// `_count` each, as PromQL sees them.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.0
+            .keys()
+            .map(|k| k.split('{').next().unwrap_or(k).to_string())
+            .collect()
+    }
+
+    /// The name of every label on any series.
+    pub fn label_names(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for key in self.0.keys() {
+            let Some((_, mut rest)) = key.split_once('{') else {
+                continue;
+            };
+            // `a="x",b="y \"quoted\""}`: a name, `="`, a value with `\`
+            // escapes, then `,` or `}`.
+            while let Some((name, value)) = rest.split_once("=\"") {
+                out.insert(name.to_string());
+                let mut escaped = false;
+                let end = value
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        let close = c == '"' && !escaped;
+                        escaped = c == '\\' && !escaped;
+                        close
+                    })
+                    .map(|(i, _)| i)
+                    .unwrap_or_else(|| panic!("unterminated label value in {key}"));
+                rest = value[end + 1..].trim_start_matches(',');
+            }
+        }
+        out
+    }
+
     /// An integer-valued series.
     pub fn int(&self, series: &str) -> u64 {
         let v = self.get(series);
@@ -142,6 +178,25 @@ pub fn scrape(ns: &Netns, addr: SocketAddr) -> Scrape {
         r.head
     );
     Scrape::parse(&r.body)
+}
+
+/// `promtool`, installed by tools/install-deps when missing; `None` only
+/// where it is neither there nor installable (not root, no apt).
+pub fn promtool() -> Option<std::path::PathBuf> {
+    let find = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("promtool"))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let deps = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/install-deps");
+    let status = std::process::Command::new(deps).arg("--promtool").status();
+    eprintln!("promtool missing; tools/install-deps: {status:?}");
+    find()
 }
 
 /// TCP ports in LISTEN state in the network namespace of `pid`, from

@@ -54,6 +54,52 @@ pub fn unit(us: f64) -> String {
     }
 }
 
+/// Smallest distance between two labels of the latency axis, in pixels
+/// (the font is 12 px tall): closer, the 2× and 5× lines go unlabelled.
+const MIN_LABEL_GAP_PX: f64 = 15.0;
+
+/// One horizontal grid line of the latency axis.
+#[derive(Debug, Clone, PartialEq)]
+struct Tick {
+    /// Where, in µs.
+    us: f64,
+    /// A power of ten (drawn darker).
+    decade: bool,
+    /// Its text, when there is room for it.
+    label: Option<String>,
+}
+
+/// The latency axis' grid from 10^`lo` to 10^`hi` µs, a decade being
+/// `decade_px` tall: every decade, and 2× and 5× between decades so a
+/// reader can read values off the log scale. The decades are always
+/// labelled; 2× and 5× when their labels do not run into each other
+/// (the narrowest gap, 1 → 2 and 5 → 10, is log10 2 of a decade).
+fn latency_ticks(lo: i32, hi: i32, decade_px: f64) -> Vec<Tick> {
+    let minor_labels = decade_px * 2f64.log10() >= MIN_LABEL_GAP_PX;
+    let mut ticks = Vec::new();
+    for d in lo..=hi {
+        // powi is exact for d ≥ 0 (powf need not be): 2 × 10^3 is 2000,
+        // so `unit` prints "2 ms", not "2.0 ms".
+        let base = 10f64.powi(d);
+        ticks.push(Tick {
+            us: base,
+            decade: true,
+            label: Some(unit(base)),
+        });
+        if d < hi {
+            for k in [2.0, 5.0] {
+                let us = base * k;
+                ticks.push(Tick {
+                    us,
+                    decade: false,
+                    label: minor_labels.then(|| unit(us)),
+                });
+            }
+        }
+    }
+    ticks
+}
+
 struct Series {
     label: String,
     colour: &'static str,
@@ -144,34 +190,28 @@ pub fn svg(results: &[ModeResult], command: &str, setup: &str) -> String {
             escape(&line)
         );
     }
-    // Horizontal grid: decades labelled, 2× and 5× faint.
-    let mut d = y_lo;
-    while d <= y_hi + 1e-9 {
-        let base = 10f64.powf(d);
-        let y = py(base);
+    // Horizontal grid: decades dark, 2× and 5× faint, labelled when
+    // there is room.
+    for t in latency_ticks(y_lo as i32, y_hi as i32, ph / (y_hi - y_lo)) {
+        let y = py(t.us);
+        let (stroke, fill) = if t.decade {
+            ("#ccc", "black")
+        } else {
+            ("#eee", "#666")
+        };
         let _ = writeln!(
             s,
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ccc\"/>",
+            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"{stroke}\"/>",
             LEFT + pw
         );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-            LEFT - 6.0,
-            y + 4.0,
-            unit(base)
-        );
-        if d < y_hi {
-            for k in [2.0, 5.0] {
-                let y = py(base * k);
-                let _ = writeln!(
-                    s,
-                    "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>",
-                    LEFT + pw
-                );
-            }
+        if let Some(label) = t.label {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="{fill}">{label}</text>"#,
+                LEFT - 6.0,
+                y + 4.0
+            );
         }
-        d += 1.0;
     }
     // Vertical grid: 0 %, 90 %, 99 %, …
     let mut x = 0.0;
@@ -244,4 +284,49 @@ pub fn svg(results: &[ModeResult], command: &str, setup: &str) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(ticks: &[Tick]) -> Vec<&str> {
+        ticks.iter().filter_map(|t| t.label.as_deref()).collect()
+    }
+
+    #[test]
+    fn labels_between_decades_in_microseconds_milliseconds_and_seconds() {
+        let t = latency_ticks(0, 7, 60.0);
+        assert_eq!(
+            labels(&t),
+            [
+                "1 µs", "2 µs", "5 µs", "10 µs", "20 µs", "50 µs", "100 µs", "200 µs", "500 µs",
+                "1 ms", "2 ms", "5 ms", "10 ms", "20 ms", "50 ms", "100 ms", "200 ms", "500 ms",
+                "1 s", "2 s", "5 s", "10 s"
+            ]
+        );
+        let decades: Vec<f64> = t.iter().filter(|t| t.decade).map(|t| t.us).collect();
+        assert_eq!(decades, [1.0, 10.0, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7]);
+        assert!(t.windows(2).all(|w| w[0].us < w[1].us), "{t:?}");
+    }
+
+    #[test]
+    fn a_crowded_axis_labels_only_its_decades() {
+        // 10 decades in the plot's 424 px: 42 px a decade, 13 px from 1 to 2.
+        let t = latency_ticks(0, 10, 42.4);
+        assert_eq!(t.len(), 11 + 2 * 10, "every line is still drawn");
+        assert!(t.iter().all(|t| t.label.is_some() == t.decade), "{t:?}");
+        // The plot's usual span, 1 µs to 100 ms: room for all.
+        let t = latency_ticks(0, 5, 84.8);
+        assert!(t.iter().all(|t| t.label.is_some()), "{t:?}");
+    }
+
+    #[test]
+    fn the_svg_carries_the_labels_between_decades() {
+        let svg = svg(&[], "flood run", "setup");
+        // No series: the default axis, 1 µs to 1 ms.
+        for label in ["1 µs", "2 µs", "5 µs", "200 µs", "500 µs", "1 ms"] {
+            assert!(svg.contains(&format!(">{label}</text>")), "{label} missing");
+        }
+    }
 }
