@@ -620,7 +620,7 @@ fn a_summary_line_is_logged_every_interval() {
     ns.set_up("Ethernet0").unwrap();
     redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
     let log = wait_log(
-        &d.dir.path().join("portsyncd.log"),
+        &d.dir.path().join("daemon.log"),
         "a summary line with latencies",
         |t| t.contains("recv→reply p50 "),
     );

@@ -35,6 +35,8 @@ pub struct DaemonOptions {
     /// Start it under a seccomp filter that refuses `io_uring_setup` (EPERM),
     /// as a locked-down container would.
     pub deny_io_uring: bool,
+    /// The binary (default: portsyncd, see [`Daemon::binary`]).
+    pub binary: Option<String>,
 }
 
 /// Install a seccomp filter refusing `io_uring_setup` with EPERM. Runs in
@@ -105,6 +107,7 @@ impl Default for DaemonOptions {
             unix: true,
             wrap: vec![],
             deny_io_uring: false,
+            binary: None,
         }
     }
 }
@@ -118,6 +121,12 @@ impl Daemon {
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_portsyncd").to_string())
     }
 
+    /// The neighsyncd under test: this build's, or `TEST_NEIGHSYNCD_BIN`.
+    pub fn neighsyncd_binary() -> String {
+        std::env::var("TEST_NEIGHSYNCD_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_neighsyncd").to_string())
+    }
+
     pub fn start(ns: &Netns, redis: &RedisServer) -> Daemon {
         Daemon::start_with(ns, redis, DaemonOptions::default())
     }
@@ -127,15 +136,16 @@ impl Daemon {
         let db = redis.write_database_config(dir.path(), opts.unix).unwrap();
         let notify_path = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
-        let log_path = dir.path().join("portsyncd.log");
+        let log_path = dir.path().join("daemon.log");
         let log = std::fs::File::create(&log_path).unwrap();
+        let binary = opts.binary.clone().unwrap_or_else(Daemon::binary);
         let mut cmd = match opts.wrap.split_first() {
             Some((program, args)) => {
                 let mut c = ns.command(program);
-                c.args(args).arg(Daemon::binary());
+                c.args(args).arg(&binary);
                 c
             }
-            None => ns.command(&Daemon::binary()),
+            None => ns.command(&binary),
         };
         cmd.arg("--config").arg(dir.path().join("none.toml"));
         std::fs::write(dir.path().join("none.toml"), "").unwrap();
@@ -324,7 +334,7 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- portsyncd log ----\n{}", self.log());
+            eprintln!("---- daemon log ----\n{}", self.log());
         }
     }
 }

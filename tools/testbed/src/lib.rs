@@ -492,6 +492,31 @@ return keys"#;
         Ok(keys)
     }
 
+    /// Orchagent's part for any ProducerStateTable `table`, as SONiC's
+    /// ConsumerStateTable pops it: for each key in `<table>_KEY_SET`, a
+    /// pending delete (`<table>_DEL_SET`) removes `<table>:<k>`, then the
+    /// staged fields `_<table>:<k>` are set on it. Returns the keys popped.
+    pub fn orchagent_pop_table(&self, table: &str) -> Result<Vec<String>> {
+        const POP: &str = r#"
+local t = ARGV[1]
+local keys = redis.call('SPOP', t .. '_KEY_SET', 1000000)
+for _, k in ipairs(keys) do
+    if redis.call('SREM', t .. '_DEL_SET', k) == 1 then
+        redis.call('DEL', t .. ':' .. k)
+    end
+    local fv = redis.call('HGETALL', '_' .. t .. ':' .. k)
+    for i = 1, #fv, 2 do
+        redis.call('HSET', t .. ':' .. k, fv[i], fv[i + 1])
+    end
+    redis.call('DEL', '_' .. t .. ':' .. k)
+end
+return keys"#;
+        let v = self.cmd(0, &["EVAL", POP, "0", table])?;
+        let mut keys: Vec<String> = v.items().iter().filter_map(|k| k.as_string()).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
     /// Put `PORT_TABLE:<name>` in APPL_DB directly (as if orchagent had it).
     pub fn add_to_port_table(&self, name: &str) -> Result<()> {
         self.cmd(
@@ -571,4 +596,51 @@ pub fn state_fields(admin: &str, oper: &str, mtu: u32) -> Vec<(String, String)> 
     ];
     v.sort();
     v
+}
+
+/// The kernel's neighbor table limits (`gc_thresh1..3` of IPv4 and IPv6),
+/// raised while held. They are global (the init namespace's, shared by
+/// every namespace), so tests that make thousands of neighbors raise them
+/// together: the first holder raises, the last one's drop restores what
+/// was there. Without it the kernel refuses adds past 1024 neighbors
+/// (`ENOBUFS`) and collects entries past 128.
+pub struct NeighborLimits(());
+
+static LIMITS: std::sync::Mutex<(usize, Vec<(PathBuf, String)>)> =
+    std::sync::Mutex::new((0, Vec::new()));
+
+impl NeighborLimits {
+    /// Room for `n` neighbors per family, at least.
+    pub fn raise(n: u64) -> Result<NeighborLimits> {
+        let mut held = LIMITS.lock().unwrap_or_else(|e| e.into_inner());
+        for family in ["ipv4", "ipv6"] {
+            for t in ["gc_thresh1", "gc_thresh2", "gc_thresh3"] {
+                let path = PathBuf::from(format!("/proc/sys/net/{family}/neigh/default/{t}"));
+                let old = std::fs::read_to_string(&path)
+                    .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                let current: u64 = old.trim().parse().unwrap_or(0);
+                if held.0 == 0 {
+                    held.1.push((path.clone(), old.trim().to_string()));
+                }
+                if current < n {
+                    std::fs::write(&path, n.to_string())
+                        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                }
+            }
+        }
+        held.0 += 1;
+        Ok(NeighborLimits(()))
+    }
+}
+
+impl Drop for NeighborLimits {
+    fn drop(&mut self) {
+        let mut held = LIMITS.lock().unwrap_or_else(|e| e.into_inner());
+        held.0 -= 1;
+        if held.0 == 0 {
+            for (path, old) in held.1.drain(..) {
+                let _ = std::fs::write(&path, old);
+            }
+        }
+    }
 }
