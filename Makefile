@@ -5,6 +5,8 @@
 #                                 example config
 #   sudo make uninstall           remove exactly what install placed
 #   make install DESTDIR=/tmp/p   stage into a directory (packaging)
+#   make deb                      target/debian/sonic-syncd_<version>_<arch>.deb
+#                                 (see "Debian package" below)
 #
 # Where things go (override on the command line):
 #   $(BINDIR)      portsyncd, portsyncd-flood        /usr/local/bin
@@ -50,7 +52,7 @@ INSTALLED = \
 	$(DESTDIR)$(SYSCTLDIR)/99-portsyncd.conf \
 	$(DESTDIR)$(CONFDIR)/portsyncd.conf.example
 
-.PHONY: all build install uninstall
+.PHONY: all build install uninstall deb cargo-deb
 
 all: build
 
@@ -86,3 +88,60 @@ install: build
 
 uninstall:
 	rm -f $(INSTALLED)
+
+# --- Debian package ------------------------------------------------------
+#
+# `make deb` writes target/debian/sonic-syncd_<version>-1_<arch>.deb and its
+# -dbgsym .ddeb (line tables, for perf), with cargo-deb from the release
+# build; `dpkg -i` it. What goes where is [package.metadata.deb] in
+# Cargo.toml: the crate's binaries (the daemons) and flood as
+# portsyncd-flood in /usr/bin, the units in /usr/lib/systemd/system,
+# man pages in section 8, the sysctl profile and the example configs under
+# /etc as conffiles. The output stays in this checkout's target/debian even
+# when CARGO_TARGET_DIR is elsewhere (Cargo.toml names the staged files
+# there).
+#
+# The daemons are src/bin/*.rs, found by name. For each, this stages
+#   target/debian/units/<daemon>.service  systemd/<daemon>.service with
+#                                         ExecStart= at /usr/bin/<daemon>
+#                                         (the rewrite install does)
+#   target/debian/man/<daemon>.8          docs/man/<daemon>.8, or made from
+#                                         its --help (tools/man-from-help)
+# and checks that Cargo.toml's systemd-units names it.
+#
+# cargo-deb comes from crates.io at the pinned version when it is missing
+# (`make cargo-deb`; tools/install-deps runs that too).
+
+CARGO_DEB_VERSION = 3.8.0
+DEBDIR  := target/debian
+DAEMONS := $(sort $(basename $(notdir $(wildcard src/bin/*.rs))))
+
+cargo-deb:
+	@if [ "$$($(CARGO) deb --version 2>/dev/null)" != "cargo-deb $(CARGO_DEB_VERSION)" ]; then \
+		echo "$(CARGO) install --locked cargo-deb --version $(CARGO_DEB_VERSION)"; \
+		$(CARGO) install --locked cargo-deb --version $(CARGO_DEB_VERSION); \
+	fi
+
+deb: build cargo-deb
+	rm -rf $(DEBDIR)/units $(DEBDIR)/man
+	mkdir -p $(DEBDIR)/units $(DEBDIR)/man
+	@for d in $(DAEMONS); do \
+		unit=systemd/$$d.service; \
+		[ -f $$unit ] || { echo "make: src/bin/$$d.rs has no $$unit" >&2; exit 1; }; \
+		sed -e "s#^ExecStart=/usr/local/bin/$$d\$$#ExecStart=/usr/bin/$$d#" \
+			-e "s#^ExecStart=/usr/local/bin/$$d #ExecStart=/usr/bin/$$d #" \
+			$$unit > $(DEBDIR)/units/$$d.service; \
+		grep -Eq "^ExecStart=/usr/bin/$$d( |\$$)" $(DEBDIR)/units/$$d.service || \
+			{ echo "make: $$unit: ExecStart= is not /usr/local/bin/$$d" >&2; exit 1; }; \
+		grep -Eq "^[[:space:]]*\\{ *unit-name = \"$$d\"" Cargo.toml || \
+			{ echo "make: add $$d to systemd-units in Cargo.toml [package.metadata.deb]" >&2; exit 1; }; \
+		if [ -f docs/man/$$d.8 ]; then \
+			cp docs/man/$$d.8 $(DEBDIR)/man/; \
+		else \
+			echo "make: no docs/man/$$d.8; making one from $$d --help"; \
+			tools/man-from-help $$d $(RELEASE)/$$d > $(DEBDIR)/man/$$d.8; \
+		fi; \
+	done
+	cp docs/man/portsyncd-flood.8 $(DEBDIR)/man/
+	rm -f $(DEBDIR)/*.deb $(DEBDIR)/*.ddeb
+	$(CARGO) deb --locked --no-build --output $(DEBDIR)/
