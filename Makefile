@@ -1,4 +1,4 @@
-# Build, install and uninstall portsyncd.
+# Build, install and uninstall the daemons (portsyncd, neighsyncd).
 #
 #   make                          release build (cargo build --release)
 #   sudo make install             binaries, systemd unit, sysctl profile,
@@ -9,10 +9,11 @@
 #                                 (see "Debian package" below)
 #
 # Where things go (override on the command line):
-#   $(BINDIR)      portsyncd, portsyncd-flood        /usr/local/bin
-#   $(UNITDIR)     portsyncd.service                 /usr/local/lib/systemd/system
-#   $(SYSCTLDIR)   99-portsyncd.conf                 /etc/sysctl.d
-#   $(CONFDIR)     portsyncd.conf.example            /etc/sonic
+#   $(BINDIR)      portsyncd, neighsyncd, portsyncd-flood  /usr/local/bin
+#   $(UNITDIR)     portsyncd.service, neighsyncd.service   /usr/local/lib/systemd/system
+#   $(SYSCTLDIR)   99-portsyncd.conf                       /etc/sysctl.d
+#   $(CONFDIR)     portsyncd.conf.example,                 /etc/sonic
+#                  neighsyncd.conf.example
 #
 # The unit goes to $(PREFIX)/lib/systemd/system, which systemd searches
 # (`systemd-analyze unit-paths`), and not to /etc/systemd/system: that
@@ -20,7 +21,7 @@
 # portsyncd`) that survive a reinstall. Its ExecStart= is rewritten to
 # $(BINDIR)/portsyncd. The sysctl profile and the config live under /etc
 # whatever PREFIX is: `portsyncd sysctl-check` and the daemon look there.
-# The live config, $(CONFDIR)/portsyncd.conf, is never written or removed.
+# The live configs, $(CONFDIR)/<daemon>.conf, are never written or removed.
 #
 # install builds first when cargo is on the PATH (a no-op when the build is
 # up to date); under sudo without cargo it installs the existing build from
@@ -29,7 +30,7 @@
 # other tests are running). After installing:
 #   systemctl daemon-reload
 #   sysctl -p /etc/sysctl.d/99-portsyncd.conf && portsyncd sysctl-check
-#   systemctl enable --now portsyncd
+#   systemctl enable --now portsyncd neighsyncd
 
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
@@ -45,12 +46,14 @@ RELEASE          ?= $(CARGO_TARGET_DIR)/release
 
 INSTALL ?= install
 
+# The daemons: one per src/bin/*.rs, each with systemd/<d>.service and
+# config/<d>.conf.example.
+DAEMONS := $(sort $(basename $(notdir $(wildcard src/bin/*.rs))))
+
 INSTALLED = \
-	$(DESTDIR)$(BINDIR)/portsyncd \
+	$(foreach d,$(DAEMONS),$(DESTDIR)$(BINDIR)/$(d) $(DESTDIR)$(UNITDIR)/$(d).service $(DESTDIR)$(CONFDIR)/$(d).conf.example) \
 	$(DESTDIR)$(BINDIR)/portsyncd-flood \
-	$(DESTDIR)$(UNITDIR)/portsyncd.service \
-	$(DESTDIR)$(SYSCTLDIR)/99-portsyncd.conf \
-	$(DESTDIR)$(CONFDIR)/portsyncd.conf.example
+	$(DESTDIR)$(SYSCTLDIR)/99-portsyncd.conf
 
 .PHONY: all build install uninstall deb cargo-deb
 
@@ -61,30 +64,33 @@ ifeq ($(NO_BUILD),)
 	@if command -v $(CARGO) >/dev/null 2>&1; then \
 		echo "$(CARGO) build --release --locked --bins"; \
 		$(CARGO) build --release --locked --bins; \
-	elif [ -x $(RELEASE)/portsyncd ] && [ -x $(RELEASE)/flood ]; then \
+	elif [ -x $(RELEASE)/portsyncd ] && [ -x $(RELEASE)/neighsyncd ] && [ -x $(RELEASE)/flood ]; then \
 		echo "make: $(CARGO) not found; installing the build in $(RELEASE)"; \
 	else \
 		echo "make: $(CARGO) not found and nothing built in $(RELEASE); run make as the user who builds first" >&2; \
 		exit 1; \
 	fi
 else
-	@for b in portsyncd flood; do \
+	@for b in $(DAEMONS) flood; do \
 		[ -x $(RELEASE)/$$b ] || { echo "make: NO_BUILD set and no $(RELEASE)/$$b" >&2; exit 1; }; \
 	done
 endif
 
 install: build
-	$(INSTALL) -D -m 0755 $(RELEASE)/portsyncd $(DESTDIR)$(BINDIR)/portsyncd
-	$(INSTALL) -D -m 0755 $(RELEASE)/flood $(DESTDIR)$(BINDIR)/portsyncd-flood
 	$(INSTALL) -d -m 0755 $(DESTDIR)$(UNITDIR)
-	sed -e 's#^ExecStart=/usr/local/bin/portsyncd$$#ExecStart=$(BINDIR)/portsyncd#' \
-		-e 's#^ExecStart=/usr/local/bin/portsyncd #ExecStart=$(BINDIR)/portsyncd #' \
-		systemd/portsyncd.service > $(DESTDIR)$(UNITDIR)/portsyncd.service.tmp
-	grep -Eq '^ExecStart=$(BINDIR)/portsyncd( |$$)' $(DESTDIR)$(UNITDIR)/portsyncd.service.tmp
-	chmod 0644 $(DESTDIR)$(UNITDIR)/portsyncd.service.tmp
-	mv -f $(DESTDIR)$(UNITDIR)/portsyncd.service.tmp $(DESTDIR)$(UNITDIR)/portsyncd.service
+	@set -e; for d in $(DAEMONS); do \
+		echo "install $$d"; \
+		$(INSTALL) -D -m 0755 $(RELEASE)/$$d $(DESTDIR)$(BINDIR)/$$d; \
+		sed -e "s#^ExecStart=/usr/local/bin/$$d\$$#ExecStart=$(BINDIR)/$$d#" \
+			-e "s#^ExecStart=/usr/local/bin/$$d #ExecStart=$(BINDIR)/$$d #" \
+			systemd/$$d.service > $(DESTDIR)$(UNITDIR)/$$d.service.tmp; \
+		grep -Eq "^ExecStart=$(BINDIR)/$$d( |\$$)" $(DESTDIR)$(UNITDIR)/$$d.service.tmp; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$d.service.tmp; \
+		mv -f $(DESTDIR)$(UNITDIR)/$$d.service.tmp $(DESTDIR)$(UNITDIR)/$$d.service; \
+		$(INSTALL) -D -m 0644 config/$$d.conf.example $(DESTDIR)$(CONFDIR)/$$d.conf.example; \
+	done
+	$(INSTALL) -D -m 0755 $(RELEASE)/flood $(DESTDIR)$(BINDIR)/portsyncd-flood
 	$(INSTALL) -D -m 0644 sysctl/99-portsyncd.conf $(DESTDIR)$(SYSCTLDIR)/99-portsyncd.conf
-	$(INSTALL) -D -m 0644 config/portsyncd.conf.example $(DESTDIR)$(CONFDIR)/portsyncd.conf.example
 
 uninstall:
 	rm -f $(INSTALLED)
@@ -114,7 +120,6 @@ uninstall:
 
 CARGO_DEB_VERSION = 3.8.0
 DEBDIR  := target/debian
-DAEMONS := $(sort $(basename $(notdir $(wildcard src/bin/*.rs))))
 
 cargo-deb:
 	@if [ "$$($(CARGO) deb --version 2>/dev/null)" != "cargo-deb $(CARGO_DEB_VERSION)" ]; then \

@@ -455,3 +455,130 @@ fn check_compares_the_kernel_with_appl_db() {
     assert_eq!(doc["differences"][0]["key"], "Ethernet0:10.0.0.2");
     assert!(doc["differences"][0]["appl_db"].is_null());
 }
+
+/// SONiC's warm restart (NEIGH_CONTRACT.md §7), the scenario of its own
+/// recorded run: a neighbor kept (SAME), one added while the daemon was
+/// down (NEW), one deleted while it was down (STALE), one changed (NEW).
+#[test]
+fn a_warm_restart_reconciles_same_new_and_stale_as_sonic_does() {
+    let bed = Bed::new();
+    for n in [
+        "add 10.0.0.2 lladdr 02:00:00:00:00:02 dev Ethernet0 nud permanent",
+        "add 10.0.0.3 lladdr 02:00:00:00:00:03 dev Ethernet0 nud permanent",
+        "add 10.0.0.4 lladdr 02:00:00:00:00:04 dev Ethernet0 nud permanent",
+        "add 2001:db8::2 lladdr 02:00:00:00:00:12 dev Ethernet0 nud permanent",
+    ] {
+        bed.neigh(n);
+    }
+    let mut d = bed.start(&[]);
+    d.wait_ready();
+    bed.converged(&d, "the cold start");
+    assert_eq!(
+        bed.redis
+            .cmd(
+                6,
+                &["HGET", "WARM_RESTART_TABLE|neighsyncd", "restore_count"]
+            )
+            .unwrap()
+            .as_string()
+            .as_deref(),
+        Some("0")
+    );
+    d.stop();
+    // While it is down.
+    bed.neigh("del 10.0.0.4 dev Ethernet0");
+    bed.neigh("add 10.0.0.5 lladdr 02:00:00:00:00:05 dev Ethernet0 nud permanent");
+    bed.neigh("replace 10.0.0.3 lladdr 02:00:00:00:00:33 dev Ethernet0 nud permanent");
+    bed.redis
+        .cmd(
+            6,
+            &["HSET", "WARM_RESTART_ENABLE_TABLE|system", "enable", "true"],
+        )
+        .unwrap();
+    bed.redis
+        .cmd(
+            6,
+            &["HSET", "NEIGH_RESTORE_TABLE|Flags", "restored", "true"],
+        )
+        .unwrap();
+    bed.config(&["HSET", "WARM_RESTART|swss", "neighsyncd_timer", "1"]);
+    // Staging left by the old run is cleared (SONiC's clear script).
+    bed.redis
+        .cmd(
+            0,
+            &["HSET", "_NEIGH_TABLE:Ethernet0:10.9.9.9", "neigh", "x"],
+        )
+        .unwrap();
+    let d = bed.start(&[]);
+    d.wait_ready();
+    let t = bed.converged(&d, "after the warm restart");
+    assert_eq!(t["Ethernet0:10.0.0.3"].0, "02:00:00:00:00:33");
+    let log = d.log();
+    for line in [
+        "getWarmStartTimer: Getting warmStartTimer for docker: swss, app: neighsyncd, value: 1",
+        "NEIGH_TABLE NEW, key: Ethernet0:10.0.0.5, neigh:02:00:00:00:00:05, family:IPv4, cache-state:NEW, ",
+        "NEIGH_TABLE NEW, key: Ethernet0:10.0.0.3, neigh:02:00:00:00:00:33, family:IPv4, cache-state:NEW, ",
+        "NEIGH_TABLE STALE/DELETE, key: Ethernet0:10.0.0.4, neigh:02:00:00:00:00:04, family:IPv4, cache-state:STALE, ",
+        "2 new, 2 same, 1 stale, 0 deleted",
+    ] {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+    let state = bed
+        .redis
+        .hgetall(6, "WARM_RESTART_TABLE|neighsyncd")
+        .unwrap();
+    assert!(
+        state.contains(&("restore_count".into(), "1".into())),
+        "{state:?}"
+    );
+    assert!(
+        state.contains(&("state".into(), "reconciled".into())),
+        "{state:?}"
+    );
+    assert!(bed
+        .redis
+        .keys(0, "_NEIGH_TABLE:Ethernet0:10.9.9.9")
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_warm_start_without_the_restore_flag_exits_1() {
+    let bed = Bed::new();
+    bed.redis
+        .cmd(
+            6,
+            &["HSET", "WARM_RESTART_ENABLE_TABLE|swss", "enable", "true"],
+        )
+        .unwrap();
+    bed.redis
+        .cmd(
+            6,
+            &[
+                "HSET",
+                "WARM_RESTART_TABLE|neighsyncd",
+                "restore_count",
+                "4",
+            ],
+        )
+        .unwrap();
+    let mut d = bed.start(&["warm.restore_timeout_s=1"]);
+    assert_eq!(d.wait_exit().code(), Some(1), "{}", d.log());
+    let state = bed
+        .redis
+        .hgetall(6, "WARM_RESTART_TABLE|neighsyncd")
+        .unwrap();
+    assert!(
+        state.contains(&("restore_count".into(), "5".into())),
+        "{state:?}"
+    );
+    assert!(
+        state.contains(&("state".into(), "restored".into())),
+        "{state:?}"
+    );
+    assert!(
+        d.log().contains("restored was not true within 1 s"),
+        "{}",
+        d.log()
+    );
+}

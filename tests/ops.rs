@@ -1095,6 +1095,9 @@ fn make_install_places_every_file_and_uninstall_removes_them() {
         "usr/local/lib/systemd/system/portsyncd.service",
         "etc/sysctl.d/99-portsyncd.conf",
         "etc/sonic/portsyncd.conf.example",
+        "usr/local/bin/neighsyncd",
+        "usr/local/lib/systemd/system/neighsyncd.service",
+        "etc/sonic/neighsyncd.conf.example",
     ];
     let out = make(&["install".into(), destdir.clone()]);
     assert!(out.status.success(), "make install:\n{}", text(&out));
