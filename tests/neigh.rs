@@ -582,3 +582,50 @@ fn a_warm_start_without_the_restore_flag_exits_1() {
         d.log()
     );
 }
+
+/// Drift behind the daemon's back (an entry deleted, one changed, one
+/// nothing stands for) is found by self-verification and repaired.
+#[test]
+fn self_verification_repairs_drift_in_appl_db() {
+    let bed = Bed::new();
+    bed.neigh("add 10.0.0.2 lladdr 02:00:00:00:00:02 dev Ethernet0 nud permanent");
+    bed.neigh("add 10.0.0.3 lladdr 02:00:00:00:00:03 dev Ethernet0 nud permanent");
+    let d = bed.start(&["verify.interval_s=1"]);
+    d.wait_ready();
+    bed.converged(&d, "before the drift");
+    bed.redis
+        .cmd(0, &["DEL", "NEIGH_TABLE:Ethernet0:10.0.0.2"])
+        .unwrap();
+    bed.redis
+        .cmd(
+            0,
+            &[
+                "HSET",
+                "NEIGH_TABLE:Ethernet0:10.0.0.3",
+                "neigh",
+                "02:00:00:00:00:ff",
+            ],
+        )
+        .unwrap();
+    bed.redis
+        .cmd(
+            0,
+            &[
+                "HSET",
+                "NEIGH_TABLE:Ethernet0:10.7.7.7",
+                "neigh",
+                "02:00:00:00:00:77",
+                "family",
+                "IPv4",
+            ],
+        )
+        .unwrap();
+    bed.converged(&d, "after self-verification");
+    let log = d.log();
+    assert!(
+        log.contains(
+            "self-verification: APPL_DB NEIGH_TABLE differed for 2 neighbors and held 1 entries"
+        ),
+        "{log}"
+    );
+}

@@ -14,10 +14,12 @@ use crate::engine::runtime::config::Config;
 use crate::engine::sonic::dbconfig::{Database, Databases};
 use crate::neigh::follow::NeighSync;
 use crate::neigh::keys::NeighKeys;
+use crate::neigh::selfcheck::SelfCheck;
 use crate::neigh::session::appl::ApplSession;
 use crate::neigh::session::config::ConfigSession;
 use crate::neigh::session::events::EventsSession;
 use crate::neigh::session::NeighWork;
+use crate::neigh::warm::WarmOp;
 use crate::neigh::warm::{self, Snapshot};
 use crate::{log_notice, log_warn};
 
@@ -75,6 +77,7 @@ impl NeighSyncer {
             sync,
             config_wanted: false,
             configured_level: cfg.log.level.0,
+            selfcheck: SelfCheck::new(cfg.verify.interval_s),
         };
         if warm.is_some() {
             work.sync.table.hold(true);
@@ -129,7 +132,7 @@ impl NeighSyncer {
             r.stale,
             r.delete
         );
-        self.appl.warm_ops.extend(r.ops);
+        self.appl.text_ops.extend(r.ops);
         self.appl.warm_state_owed = true;
         sync.table.reconciled(&sync.links);
     }
@@ -162,6 +165,11 @@ impl Syncer for NeighSyncer {
             self.next_config_poll_ns = now + CONFIG_POLL_NS;
         }
         self.appl.on_timer(w, now);
+        let sync = &mut w.sync;
+        if self.warm.is_none() {
+            w.selfcheck
+                .on_timer(now, sync.neighbor_dumps(), || sync.want_dump());
+        }
         self.reconcile_if_due(now, io.recorder);
         let mut next = [
             self.appl.conn.retry_at(),
@@ -169,6 +177,7 @@ impl Syncer for NeighSyncer {
             self.events.conn.retry_at(),
             self.appl.next_retry(),
             Some(self.next_config_poll_ns),
+            self.work.selfcheck.next_timer(),
             // Past the deadline, the reconciliation waits for the dump
             // (write() runs it then), not for a timer.
             self.warm
@@ -189,6 +198,21 @@ impl Syncer for NeighSyncer {
             self.reconcile_if_due(crate::engine::sys::monotonic_ns(), io.recorder);
         }
         let w = &mut self.work;
+        let settled = self.appl.unsettled(&w.sync.table) == Some(0);
+        if w.selfcheck.read_due(w.sync.neighbor_dumps(), settled) {
+            let n = self.appl.queue_verify();
+            if n > 0 {
+                w.selfcheck.reading(w.sync.table.writes(), n);
+            }
+        }
+        let repairs = std::mem::take(&mut w.selfcheck.repairs);
+        let now = crate::engine::sys::monotonic_ns();
+        for key in repairs.rewrite {
+            w.sync.table.rewrite(&key, now);
+        }
+        for key in repairs.delete {
+            self.appl.text_ops.push_back(WarmOp::Del { key });
+        }
         self.appl.write(w, io);
         self.config.write(w, io);
         self.events.write(w, io);

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod links;
 pub mod rules;
 pub mod run;
+pub mod selfcheck;
 pub mod session;
 pub mod startup;
 pub mod table;

@@ -106,6 +106,8 @@ struct Entry {
     seen: u32,
     /// Bumped on every write taken, to match replies to the latest.
     generation: u32,
+    /// The table's write count when its last write was taken.
+    written_at: u64,
 }
 
 /// One ProducerStateTable command for `<name>:<ip>`.
@@ -160,6 +162,8 @@ pub struct NeighTable {
     resyncing: bool,
     /// Writes are held (warm start until reconciliation).
     held: bool,
+    /// Writes taken, ever.
+    writes: u64,
 }
 
 impl NeighTable {
@@ -212,6 +216,7 @@ impl NeighTable {
                     since_ns: rx_ns,
                     seen: 0,
                     generation: 0,
+                    written_at: 0,
                 };
                 let slot = match self.free.pop() {
                     Some(s) => {
@@ -270,6 +275,8 @@ impl NeighTable {
                 continue;
             }
             e.generation = e.generation.wrapping_add(1);
+            self.writes += 1;
+            e.written_at = self.writes;
             let w = self.write_of(slot, links);
             self.entries[slot as usize].sent = match w.op {
                 Op::Set(name, mac) => Sent::Set { mac, name },
@@ -508,6 +515,20 @@ impl NeighTable {
         self.index
             .iter()
             .map(|(k, &slot)| (*k, self.entries[slot as usize].want))
+    }
+
+    /// Writes taken so far (self-verification notes it when it reads).
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// Every entry that owes nothing and whose last write was taken at or
+    /// before write `since`: what Redis holds for it is what was sent.
+    pub fn settled_since(&self, since: u64) -> impl Iterator<Item = (NeighKey, Sent)> + '_ {
+        self.index.values().filter_map(move |&slot| {
+            let e = &self.entries[slot as usize];
+            (!e.queued && e.written_at <= since).then_some((e.key, e.sent))
+        })
     }
 
     /// What was last sent for `key`, if it has an entry.

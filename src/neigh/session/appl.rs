@@ -20,6 +20,7 @@ use crate::engine::sys::monotonic_ns;
 use crate::neigh::keys::NeighKeys;
 use crate::neigh::links::{IfName, LinkNames};
 use crate::neigh::rules::{family_text, ip_text};
+use crate::neigh::selfcheck::ListKind;
 use crate::neigh::session::NeighWork;
 use crate::neigh::table::{NeighKey, NeighTable, Op, Slot};
 use crate::neigh::text;
@@ -59,6 +60,13 @@ pub enum ApplTag {
     StateSelect,
     /// `HSET WARM_RESTART_TABLE|neighsyncd state reconciled`.
     WarmState,
+    /// Self-verification's first round: a list of keys or members.
+    VerifyList(ListKind),
+    /// Self-verification's second round: `HGETALL` of one hash.
+    VerifyHash {
+        staging: bool,
+        key: Vec<u8>,
+    },
 }
 
 /// A command to send again after an error reply.
@@ -109,8 +117,9 @@ pub struct ApplSession {
     keys: NeighKeys,
     /// Where STATE_DB is, for the `state` write when it is elsewhere.
     state_db: Database,
-    /// Warm restart's reconciliation, owed.
-    pub warm_ops: VecDeque<WarmOp>,
+    /// Commands by text key, owed: warm restart's reconciliation, and
+    /// self-verification's deletes of entries no neighbor stands for.
+    pub text_ops: VecDeque<WarmOp>,
     /// `state` = `reconciled` owed (after the reconciliation's commands).
     pub warm_state_owed: bool,
     /// Receive stamps of the neighbors in the batch being sent (scratch).
@@ -124,7 +133,7 @@ impl ApplSession {
             replies: ApplReplies::default(),
             keys,
             state_db,
-            warm_ops: VecDeque::new(),
+            text_ops: VecDeque::new(),
             warm_state_owed: false,
             written_since: Vec::with_capacity(4096),
         }
@@ -170,7 +179,7 @@ impl ApplSession {
     fn encode_warm(&mut self) {
         let table = &self.keys.producer;
         while self.conn.room() >= MAX_COMMAND_BYTES + 256 {
-            let Some(op) = self.warm_ops.pop_front() else {
+            let Some(op) = self.text_ops.pop_front() else {
                 break;
             };
             self.conn.push(ApplTag::Warm(op.clone()), |out| match &op {
@@ -180,7 +189,7 @@ impl ApplSession {
                 WarmOp::Del { key } => table.encode_del(out, key),
             });
         }
-        if !self.warm_state_owed || !self.warm_ops.is_empty() {
+        if !self.warm_state_owed || !self.text_ops.is_empty() {
             return;
         }
         self.warm_state_owed = false;
@@ -216,6 +225,29 @@ impl ApplSession {
         }
     }
 
+    /// Queue self-verification's first round of reads. Returns how many.
+    pub fn queue_verify(&mut self) -> usize {
+        if !self.conn.is_up() {
+            return 0;
+        }
+        let k = &self.keys;
+        let table = [&k.appl_prefix[..], b"*"].concat();
+        let staging = [b"_", &k.appl_prefix[..], b"*"].concat();
+        let key_set = format!("{}_KEY_SET", crate::neigh::keys::NEIGH_TABLE);
+        let del_set = format!("{}_DEL_SET", crate::neigh::keys::NEIGH_TABLE);
+        let reads: [(ListKind, [&[u8]; 2]); 4] = [
+            (ListKind::Table, [b"KEYS", &table]),
+            (ListKind::Staging, [b"KEYS", &staging]),
+            (ListKind::Pending, [b"SMEMBERS", key_set.as_bytes()]),
+            (ListKind::Deleted, [b"SMEMBERS", del_set.as_bytes()]),
+        ];
+        for (kind, args) in reads {
+            self.conn
+                .push(ApplTag::VerifyList(kind), |out| encode::command(out, &args));
+        }
+        4
+    }
+
     /// Retries due at `now` are owed again; repeated errors summed up.
     pub fn on_timer(&mut self, work: &mut NeighWork, now: u64) {
         let r = &mut self.replies;
@@ -229,7 +261,7 @@ impl ApplSession {
                         name,
                     } => sync.table.refused(slot, generation, name, now, &sync.links),
                     Retry::Stale(key, name) => sync.table.stale_refused(key, name),
-                    Retry::Warm(op) => self.warm_ops.push_back(op),
+                    Retry::Warm(op) => self.text_ops.push_back(op),
                     Retry::WarmState => self.warm_state_owed = true,
                 }
             }
@@ -252,7 +284,7 @@ impl ApplSession {
                 + table.dirty()
                 + table.stale_len()
                 + self.replies.retries.len()
-                + self.warm_ops.len()
+                + self.text_ops.len()
         })
     }
 }
@@ -327,6 +359,8 @@ impl ApplReplies {
             ApplTag::Stale { key, name } => ("old name's delete", Retry::Stale(key, name)),
             ApplTag::Warm(op) => ("warm reconciliation", Retry::Warm(op)),
             ApplTag::WarmState => ("warm state", Retry::WarmState),
+            // Answered in `read`, never here.
+            ApplTag::VerifyList(_) | ApplTag::VerifyHash { .. } => return,
         };
         if self.errors.note(&format!("{what} {code}"), now) == Say::First {
             log_error!(
@@ -341,6 +375,81 @@ impl ApplReplies {
         }
         self.retries.push(retry);
     }
+}
+
+/// Self-verification's first round answered: a list of keys (each read
+/// next with `HGETALL`, queued in `hgetalls`) or a set's members.
+fn on_verify_list(
+    kind: ListKind,
+    reply: &Reply<'_>,
+    prefix: &[u8],
+    work: &mut NeighWork,
+    hgetalls: &mut Vec<ApplTag>,
+    recorder: &Recorder,
+) {
+    let items: Vec<Vec<u8>> = match reply {
+        Reply::Array(items) => items
+            .iter()
+            .filter_map(|r| r.as_bytes().map(|b| b.to_vec()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let read = &mut work.selfcheck.read;
+    match kind {
+        ListKind::Table | ListKind::Staging => {
+            let staging = kind == ListKind::Staging;
+            let strip = if staging {
+                prefix.len() + 1
+            } else {
+                prefix.len()
+            };
+            let before = hgetalls.len();
+            for key in items {
+                if key.len() > strip {
+                    hgetalls.push(ApplTag::VerifyHash {
+                        staging,
+                        key: key[strip..].to_vec(),
+                    });
+                }
+            }
+            // Counted now, before this answer can end the run.
+            work.selfcheck.more_reads(hgetalls.len() - before);
+        }
+        ListKind::Pending => read.pending = items.into_iter().collect(),
+        ListKind::Deleted => read.deleted = items.into_iter().collect(),
+    }
+    answered(work, recorder);
+}
+
+/// Self-verification's second round: one hash.
+fn on_verify_hash(
+    staging: bool,
+    key: Vec<u8>,
+    reply: &Reply<'_>,
+    work: &mut NeighWork,
+    recorder: &Recorder,
+) {
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = reply
+        .pairs()
+        .into_iter()
+        .map(|(f, v)| (f.to_vec(), v.to_vec()))
+        .collect();
+    if !pairs.is_empty() {
+        let read = &mut work.selfcheck.read;
+        let into = if staging {
+            &mut read.staging
+        } else {
+            &mut read.table
+        };
+        into.insert(key, pairs);
+    }
+    answered(work, recorder);
+}
+
+fn answered(work: &mut NeighWork, recorder: &Recorder) {
+    let sync = &work.sync;
+    work.selfcheck
+        .answered(&sync.table, &sync.links, &recorder.counters, monotonic_ns());
 }
 
 /// One loop turn's APPL_DB encoding: old names' deletes, then every
@@ -441,25 +550,52 @@ impl Session for ApplSession {
 
     fn read(&mut self, work: &mut NeighWork, io: &mut LoopIo<'_>) -> Result<(), Lost> {
         let (replies, recorder) = (&mut self.replies, io.recorder);
-        self.conn.read_replies(|tag, reply| {
-            if let Some(tag) = tag {
-                replies.on_reply(tag, reply, work, recorder, monotonic_ns());
+        let (conn, prefix) = (&mut self.conn, &self.keys.appl_prefix);
+        let mut hgetalls: Vec<ApplTag> = Vec::new();
+        let result = conn.read_replies(|tag, reply| match tag {
+            Some(ApplTag::VerifyList(kind)) => {
+                on_verify_list(kind, reply, prefix, work, &mut hgetalls, recorder)
             }
-        })
+            Some(ApplTag::VerifyHash { staging, key }) => {
+                on_verify_hash(staging, key, reply, work, recorder)
+            }
+            Some(tag) => replies.on_reply(tag, reply, work, recorder, monotonic_ns()),
+            None => {}
+        });
+        // The second round, sent once the first round's lists are in.
+        for tag in hgetalls {
+            let ApplTag::VerifyHash { staging, key } = &tag else {
+                continue;
+            };
+            let full: Vec<u8> = if *staging {
+                [b"_", &prefix[..], key].concat()
+            } else {
+                [&prefix[..], key].concat()
+            };
+            self.conn.push(tag.clone(), |out| {
+                encode::command(out, &[b"HGETALL", &full])
+            });
+        }
+        result
     }
 
     fn drop_connection(&mut self, work: &mut NeighWork, now_ns: u64) {
         self.replies.scripts_loaded = false;
-        let (table, warm_ops) = (&mut work.sync.table, &mut self.warm_ops);
+        let (table, text_ops) = (&mut work.sync.table, &mut self.text_ops);
         let mut state_owed = false;
+        let mut verify_lost = false;
         self.conn.drop_connection(now_ns, |tag| match tag {
             // Rewritten on reconnect (`rewrite_all`), except the deletes
             // under old names, which live outside the entries.
             ApplTag::Stale { key, name } => table.stale_refused(key, name),
-            ApplTag::Warm(op) => warm_ops.push_back(op),
+            ApplTag::Warm(op) => text_ops.push_back(op),
             ApplTag::WarmState => state_owed = true,
+            ApplTag::VerifyList(_) | ApplTag::VerifyHash { .. } => verify_lost = true,
             _ => {}
         });
         self.warm_state_owed |= state_owed;
+        if verify_lost {
+            work.selfcheck.abandon(now_ns);
+        }
     }
 }

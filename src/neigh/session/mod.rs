@@ -9,6 +9,7 @@
 
 use crate::engine::runtime::log::Level;
 use crate::neigh::follow::NeighSync;
+use crate::neigh::selfcheck::SelfCheck;
 
 pub mod appl;
 pub mod config;
@@ -22,4 +23,7 @@ pub struct NeighWork {
     pub config_wanted: bool,
     /// The level to fall back to when CONFIG_DB has no `LOGLEVEL`.
     pub configured_level: Level,
+    /// Self-verification: its read-back replies come through the APPL_DB
+    /// session.
+    pub selfcheck: SelfCheck,
 }
