@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 pub mod changes;
+pub mod daemon;
 pub mod docs;
 pub mod export;
 pub mod fds;
@@ -34,6 +35,7 @@ pub mod render;
 pub mod series;
 pub mod table;
 
+pub use daemon::{Daemon, Scope};
 pub(crate) use table::counters_table;
 
 /// A monotonically increasing count with a single writer.
