@@ -15,28 +15,28 @@
 //! counters_table! {
 //!     /// Doc of the struct.
 //!     pub struct Counters {
-//!         // One family: exported name, TYPE, HELP, then its fields.
-//!         // Exported by every daemon.
-//!         "portsyncd_netlink_datagrams_total" counter "Netlink datagrams received." {
+//!         // One family: name (the metrics thread adds `<daemon>_`), TYPE,
+//!         // HELP, then its fields. Exported by every daemon.
+//!         "netlink_datagrams_total" counter "Netlink datagrams received." {
 //!             datagrams: Counter totals "datagrams",
 //!         }
 //!         // A family split by a label: one field per label value. A field
 //!         // can be one daemon's only (`only port`, `only neigh`), and so
 //!         // can its word in the `totals:` line (`totals "w" only port`).
-//!         "portsyncd_netlink_messages_total" counter "Netlink messages received, by type." {
+//!         "netlink_messages_total" counter "Netlink messages received, by type." {
 //!             msgs_newlink: Counter ("type" = "newlink") totals "newlink" only port,
 //!             msgs_newneigh: Counter ("type" = "newneigh") only neigh totals "newneigh",
 //!             msgs_done: Counter ("type" = "done"),
 //!         }
 //!         // A family one daemon exports: `only` between TYPE and HELP.
-//!         "portsyncd_ports_written_total" counter only port "STATE_DB PORT_TABLE HSETs sent." {
+//!         "ports_written_total" counter only port "STATE_DB PORT_TABLE HSETs sent." {
 //!             ports_written: Counter totals "written",
 //!         }
-//!         "portsyncd_loop_cpu_seconds_total" counter "CPU time used by the loop thread." {
+//!         "loop_cpu_seconds_total" counter "CPU time used by the loop thread." {
 //!             /// Extra doc for the field (after the HELP text).
 //!             loop_cpu_ns: Gauge (seconds),
 //!         }
-//!         "portsyncd_reactor" gauge "The reactor in use (1 for the one in use)." {
+//!         "reactor" gauge "The reactor in use (1 for the one in use)." {
 //!             reactor: Gauge (one_hot "reactor" ["epoll", "io_uring"]),
 //!         }
 //!     }
@@ -88,7 +88,8 @@ pub enum Shape {
 pub struct Entry<C> {
     /// The struct field.
     pub field: &'static str,
-    /// The exported family name; a family's entries are adjacent.
+    /// The family name without the daemon's prefix; a family's entries
+    /// are adjacent.
     pub name: &'static str,
     pub kind: MetricType,
     /// The `HELP` text of the family.
@@ -139,8 +140,9 @@ impl<C: CountersTable> fmt::Display for Totals<'_, C> {
 
 /// What makes a table unexportable, or `Ok`: a family split in two, its
 /// entries disagreeing on TYPE or HELP, a counter not ending `_total`, a
-/// label value used twice, a `totals` word used twice in one daemon's
-/// line, an empty HELP. The tests of each table call it.
+/// name already carrying a prefix the metrics thread adds, a label value
+/// used twice, a `totals` word used twice in one daemon's line, an empty
+/// HELP. The tests of each table call it.
 pub fn check<C: CountersTable>() -> Result<(), String> {
     let entries = C::ENTRIES;
     for (i, e) in entries.iter().enumerate() {
@@ -154,6 +156,13 @@ pub fn check<C: CountersTable>() -> Result<(), String> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
             return Err(format!("{f}: bad name {:?}", e.name));
+        }
+        if let Some(d) = Daemon::ALL.iter().find(|d| e.name.starts_with(d.prefix())) {
+            return Err(format!(
+                "{f}: {} starts {} (the metrics thread adds it)",
+                e.name,
+                d.prefix()
+            ));
         }
         match e.kind {
             MetricType::Counter if !e.name.ends_with("_total") => {
@@ -426,6 +435,12 @@ mod tests {
         }
 
         counters_table! {
+            pub struct Prefixed {
+                "portsyncd_s_total" counter "S." { s: Counter }
+            }
+        }
+
+        counters_table! {
             pub struct TotalsNowhere {
                 "r_total" counter only port "R." { r: Counter totals "r" only neigh }
             }
@@ -440,6 +455,7 @@ mod tests {
             check::<refused::BadName>(),
             check::<refused::TwiceInTotals>(),
             check::<refused::TwiceInOneScope>(),
+            check::<refused::Prefixed>(),
             check::<refused::TotalsNowhere>(),
         ];
         for r in &refused {
@@ -450,6 +466,7 @@ mod tests {
         assert!(why(2).contains("_total"));
         assert!(why(3).contains("portsyncd's line"), "{}", why(3));
         assert!(why(4).contains("neighsyncd's line"), "{}", why(4));
-        assert!(why(5).contains("no daemon's line"), "{}", why(5));
+        assert!(why(5).contains("adds it"), "{}", why(5));
+        assert!(why(6).contains("no daemon's line"), "{}", why(6));
     }
 }
