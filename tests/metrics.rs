@@ -810,7 +810,8 @@ fn recording_samples_and_counters_never_allocates() {
         cpu: None,
         log_interval_s: 1,
     };
-    let t = MetricsThread::spawn(&cfg, rec.counters.clone(), rx).unwrap();
+    let portsyncd = syncd::engine::metrics::Daemon::Portsyncd;
+    let t = MetricsThread::spawn(&cfg, portsyncd, rec.counters.clone(), rx).unwrap();
     let n = allocations_during(|| {
         for i in 0..200_000u64 {
             rec.record(SampleKind::RecvToReply, i);

@@ -6,7 +6,7 @@
 //! (engine/redis/conn.rs) → `StateReplies::on_reply`.
 
 use crate::engine::event_loop::{LoopIo, Syncer, FIRST_SYNCER_TOKEN};
-use crate::engine::metrics::{Recorder, SampleKind};
+use crate::engine::metrics::{Daemon, Recorder, SampleKind};
 use crate::engine::reactor::{Readiness, Token};
 use crate::engine::redis::conn::RedisConn;
 use crate::engine::redis::session;
@@ -183,6 +183,6 @@ impl Syncer for PortSyncer {
     }
 
     fn log_totals(&self, recorder: &Recorder) {
-        crate::log_notice!("{}", recorder.counters.totals());
+        crate::log_notice!("{}", recorder.counters.totals(Daemon::Portsyncd));
     }
 }

@@ -1,6 +1,7 @@
 //! `docs/metrics.md`, written from the counters table ([`Counters`]) and
-//! the metrics thread's own families ([`render::THREAD_FAMILIES`]), so the
-//! reference cannot drift from what `/metrics` serves.
+//! the metrics thread's own families ([`render::THREAD_FAMILIES`]), one
+//! section per [`Daemon`], so the reference cannot drift from what each
+//! daemon's `/metrics` serves.
 //!
 //! A test compares the file with [`markdown`] and fails when they differ.
 //! After changing the table or a family, regenerate the file and commit it:
@@ -11,8 +12,9 @@
 
 use std::fmt::Write;
 
+use super::daemon::Daemon;
 use super::http::Status;
-use super::render::{self, Family};
+use super::render;
 use super::table::{CountersTable, MetricType, Shape};
 use super::Counters;
 
@@ -37,105 +39,144 @@ pub fn markdown() -> String {
 > and commit the result; without `UPDATE_DOCS` that test fails while this
 > file is out of date.
 
-portsyncd serves these at `GET /metrics` on `metrics.listen`, in the
-Prometheus text format 0.0.4, in this order. Counters end `_total`; times
-are in seconds.
+Each daemon serves its metrics at `GET /metrics` on `metrics.listen`, in
+the Prometheus text format 0.0.4, in the order listed in its section.
+What the engine counts (netlink, dumps, the loop, Redis, latency, the
+endpoint) every daemon exports under its own prefix
+(`portsyncd_netlink_datagrams_total`, `neighsyncd_netlink_datagrams_total`);
+the rest is one daemon's. The standard `process_*` families have no
+prefix. Counters end `_total`; times are in seconds.
+"
+    );
+    for d in Daemon::ALL {
+        let _ = writeln!(out, "- [{0}](#{0})", d.name());
+    }
+    for d in Daemon::ALL {
+        out.push('\n');
+        section(&mut out, d);
+    }
+    out
+}
 
-## Counted by the loop
+/// The section of one daemon: every series its `/metrics` serves.
+fn section(out: &mut String, d: Daemon) {
+    let name = d.name();
+    let _ = writeln!(
+        out,
+        "## {name}
+
+### Counted by the loop
 
 One row per series. *Field* is the `Counters` field behind it; *totals* is
-the word before its value in the `totals:` line logged when the daemon
-stops.
+the word before its value in the `totals:` line logged when {name}
+stops; *Exported by* says whether the other daemon has the series too.
 
-| Series | Type | Help | Field | totals |
-|---|---|---|---|---|"
+| Series | Type | Help | Field | totals | Exported by |
+|---|---|---|---|---|---|"
     );
-    counter_rows(&mut out);
+    counter_rows(out, d);
+    let flaps = render::PORT_FLAPS;
+    let flaps = if d.exports(flaps.scope) {
+        format!(
+            "`{}` has one series per port whose netdev the\ndaemon has seen. ",
+            flaps.name_for(d)
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
         "
-## Measured by the metrics thread
+### Measured by the metrics thread
 
 Each histogram is `_bucket{{le=\"…\"}}`, `_sum` and `_count`, exact and
 since start, beside a `_max` gauge read from its HdrHistogram. For
 quantiles, use `histogram_quantile()` over the buckets.
 
-`portsyncd_port_flaps_total` has one series per port whose netdev the
-daemon has seen. The `process_*` families are the standard ones, read
+{flaps}The `process_*` families are the standard ones, read
 from `/proc/self` at each scrape (left out if it cannot be read;
 `process_max_fds` also when the limit is unlimited).
 
-| Series | Type | Help |
-|---|---|---|"
+| Series | Type | Help | Exported by |
+|---|---|---|---|"
     );
-    for f in render::THREAD_FAMILIES {
-        let Family { name, kind, help } = f;
-        let help = cell(help);
-        match kind {
+    for f in render::THREAD_FAMILIES
+        .iter()
+        .filter(|f| d.exports(f.scope))
+    {
+        let name = f.name_for(d);
+        let help = cell(&f.help_for(d));
+        let by = f.scope.daemons();
+        let kind = f.kind.as_str();
+        match f.kind {
             MetricType::Histogram => {
-                let _ = writeln!(out, "| `{name}` | histogram | {help} |");
-                let mhelp = cell(&render::max_help(name));
-                let _ = writeln!(out, "| `{name}_max` | gauge | {mhelp} |");
+                let _ = writeln!(out, "| `{name}` | histogram | {help} | {by} |");
+                let mhelp = cell(&render::max_help(&name));
+                let _ = writeln!(out, "| `{name}_max` | gauge | {mhelp} | {by} |");
             }
-            _ if f == render::BUILD_INFO => {
+            _ if *f == render::BUILD_INFO => {
                 let _ = writeln!(
                     out,
-                    "| `{name}{{version=\"…\",commit=\"…\"}}` | {} | {help} |",
-                    kind.as_str()
+                    "| `{name}{{version=\"…\",commit=\"…\"}}` | {kind} | {help} | {by} |"
                 );
             }
-            _ if f == render::PORT_FLAPS => {
-                let _ = writeln!(
-                    out,
-                    "| `{name}{{port=\"…\"}}` | {} | {help} |",
-                    kind.as_str()
-                );
+            _ if *f == render::PORT_FLAPS => {
+                let _ = writeln!(out, "| `{name}{{port=\"…\"}}` | {kind} | {help} | {by} |");
             }
-            _ if f == render::HTTP_RESPONSES => {
+            _ if *f == render::HTTP_RESPONSES => {
                 for st in Status::ALL {
                     let code = st.code();
                     let _ = writeln!(
                         out,
-                        "| `{name}{{code=\"{code}\"}}` | {} | {help} |",
-                        kind.as_str()
+                        "| `{name}{{code=\"{code}\"}}` | {kind} | {help} | {by} |"
                     );
                 }
             }
             _ => {
-                let _ = writeln!(out, "| `{name}` | {} | {help} |", kind.as_str());
+                let _ = writeln!(out, "| `{name}` | {kind} | {help} | {by} |");
             }
         }
     }
-    out
 }
 
-/// One row per series of the counters table.
-fn counter_rows(out: &mut String) {
-    for e in <Counters as CountersTable>::ENTRIES {
+/// One row per series of the counters table that `d` exports.
+fn counter_rows(out: &mut String, d: Daemon) {
+    let p = d.prefix();
+    for e in <Counters as CountersTable>::ENTRIES
+        .iter()
+        .filter(|e| d.exports(e.scope))
+    {
         let (name, help, field) = (e.name, cell(e.help), e.field);
         let kind = e.kind.as_str();
-        let totals = e.totals.map(|w| format!("`{w}`")).unwrap_or_default();
+        let totals = e
+            .totals_word(d)
+            .map(|w| format!("`{w}`"))
+            .unwrap_or_default();
+        let by = e.scope.daemons();
         match e.shape {
             Shape::Plain => {
-                let _ = writeln!(out, "| `{name}` | {kind} | {help} | `{field}` | {totals} |");
+                let _ = writeln!(
+                    out,
+                    "| `{p}{name}` | {kind} | {help} | `{field}` | {totals} | {by} |"
+                );
             }
             Shape::Label(key, value) => {
                 let _ = writeln!(
                     out,
-                    "| `{name}{{{key}=\"{value}\"}}` | {kind} | {help} | `{field}` | {totals} |"
+                    "| `{p}{name}{{{key}=\"{value}\"}}` | {kind} | {help} | `{field}` | {totals} | {by} |"
                 );
             }
             Shape::Seconds => {
                 let _ = writeln!(
                     out,
-                    "| `{name}` | {kind} | {help} | `{field}` (ns) | {totals} |"
+                    "| `{p}{name}` | {kind} | {help} | `{field}` (ns) | {totals} | {by} |"
                 );
             }
             Shape::OneHot(key, names) => {
                 for (i, n) in names.iter().enumerate() {
                     let _ = writeln!(
                         out,
-                        "| `{name}{{{key}=\"{n}\"}}` | {kind} | {help} | `{field}` = {i} | {totals} |"
+                        "| `{p}{name}{{{key}=\"{n}\"}}` | {kind} | {help} | `{field}` = {i} | {totals} | {by} |"
                     );
                 }
             }
@@ -166,9 +207,10 @@ mod tests {
 
     /// `series` with the values of the labels that vary by build or port
     /// replaced by `…`, as the docs write them.
-    fn dynamic_labels(series: &str) -> String {
+    fn dynamic_labels(d: Daemon, series: &str) -> String {
         let family = series.split('{').next().unwrap();
-        if ![render::BUILD_INFO.name, render::PORT_FLAPS.name].contains(&family) {
+        let dynamic = [render::BUILD_INFO, render::PORT_FLAPS].map(|f| f.name_for(d));
+        if !dynamic.iter().any(|f| f == family) {
             return series.to_string();
         }
         let mut out = String::new();
@@ -181,10 +223,8 @@ mod tests {
         out
     }
 
-    /// Every family `/metrics` serves has a row, and every row names a
-    /// family it serves.
-    #[test]
-    fn the_docs_list_every_exported_series() {
+    /// What `/metrics` serves for `d`, every family present.
+    fn served(d: Daemon) -> String {
         use super::super::flaps::PortFlaps;
         use super::super::process::ProcessStats;
         use super::super::render::{render, HttpStats, Snapshot};
@@ -201,6 +241,7 @@ mod tests {
         render(
             &mut text,
             &Snapshot {
+                daemon: d,
                 counters: &counters,
                 recv_to_write: &w,
                 recv_to_reply: &r,
@@ -213,43 +254,57 @@ mod tests {
                 }),
             },
         );
-        let doc = markdown();
-        let documented: Vec<&str> = doc
-            .lines()
-            .filter_map(|l| l.strip_prefix("| `"))
-            .filter_map(|l| l.split('`').next())
-            .collect();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                let (name, help) = rest.split_once(' ').unwrap();
+        text
+    }
+
+    /// In each daemon's section: every family its `/metrics` serves has a
+    /// row, and every row names a family it serves.
+    #[test]
+    fn the_docs_list_every_exported_series() {
+        for d in Daemon::ALL {
+            let text = served(d);
+            let mut doc = String::new();
+            section(&mut doc, d);
+            assert!(markdown().contains(&doc));
+            let documented: Vec<&str> = doc
+                .lines()
+                .filter_map(|l| l.strip_prefix("| `"))
+                .filter_map(|l| l.split('`').next())
+                .collect();
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("# HELP ") {
+                    let (name, help) = rest.split_once(' ').unwrap();
+                    assert!(
+                        doc.contains(&format!("`{name}")),
+                        "{name} is not in the docs"
+                    );
+                    assert!(doc.contains(&cell(help)), "HELP of {name} not in the docs");
+                    continue;
+                }
+                if line.starts_with('#') {
+                    continue;
+                }
+                let series = line.rsplit_once(' ').unwrap().0;
+                // Label values known only at run time are written `…`.
+                let series = dynamic_labels(d, series);
+                let series = series.as_str();
+                let histogram_part = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| series.split('{').next().unwrap().ends_with(s));
                 assert!(
-                    doc.contains(&format!("`{name}")),
-                    "{name} is not in the docs"
+                    histogram_part || documented.contains(&series),
+                    "{series} is not in {}'s docs",
+                    d.name()
                 );
-                assert!(doc.contains(&cell(help)), "HELP of {name} not in the docs");
-                continue;
             }
-            if line.starts_with('#') {
-                continue;
+            for row in &documented {
+                let family = row.split('{').next().unwrap();
+                assert!(
+                    text.contains(&format!("# TYPE {family} ")),
+                    "{row} is documented for {} but not served",
+                    d.name()
+                );
             }
-            let series = line.rsplit_once(' ').unwrap().0;
-            // Label values known only at run time are written `…`.
-            let series = dynamic_labels(series);
-            let series = series.as_str();
-            let histogram_part = ["_bucket", "_sum", "_count"]
-                .iter()
-                .any(|s| series.split('{').next().unwrap().ends_with(s));
-            assert!(
-                histogram_part || documented.contains(&series),
-                "{series} is not in the docs"
-            );
-        }
-        for d in &documented {
-            let family = d.split('{').next().unwrap();
-            assert!(
-                text.contains(&format!("# TYPE {family} ")),
-                "{d} is documented but not served"
-            );
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The metrics thread: turns the loop's samples into histograms, serves
 //! them with every counter as Prometheus text, and logs a summary line.
+//! It runs for one [`Daemon`]: the families that daemon exports, named
+//! with its prefix.
 //!
 //! It shares nothing with the loop but the counters (atomics the loop
 //! writes and this thread only reads) and the sample channel, which it only
@@ -39,7 +41,7 @@ use super::http::{self, Parsed, Route, Status, MAX_REQUEST_BYTES};
 use super::process::ProcessStats;
 use super::render::{self, HttpStats, Snapshot};
 use super::series::Series;
-use super::{fds, Counters, Sample, SampleKind};
+use super::{fds, Counters, Daemon, Sample, SampleKind};
 use crate::engine::runtime::config::MetricsConfig;
 use crate::engine::runtime::placement::{self, Refused};
 use crate::{log_debug, log_error, log_info, log_notice};
@@ -105,16 +107,17 @@ pub struct MetricsThread {
 
 impl MetricsThread {
     /// Bind the endpoint (unless `cfg.listen` is empty) and start the
-    /// thread, pinned to `cfg.cpu` when set. A bind or pin the system
-    /// refuses does not fail the spawn: the thread runs without it and the
-    /// refusal waits in [`MetricsThread::take_refused`] for the caller to
-    /// judge (warning, or exit under `runtime.strict`).
+    /// thread for `daemon`, pinned to `cfg.cpu` when set. A bind or pin the
+    /// system refuses does not fail the spawn: the thread runs without it
+    /// and the refusal waits in [`MetricsThread::take_refused`] for the
+    /// caller to judge (warning, or exit under `runtime.strict`).
     pub fn spawn(
         cfg: &MetricsConfig,
+        daemon: Daemon,
         counters: Arc<Counters>,
         rx: Receiver<Sample>,
     ) -> io::Result<MetricsThread> {
-        MetricsThread::spawn_with_stall(cfg, counters, rx, LOOP_STALL)
+        MetricsThread::spawn_with_stall(cfg, daemon, counters, rx, LOOP_STALL)
     }
 
     /// [`spawn`](Self::spawn) with another loop-stall threshold for
@@ -123,6 +126,7 @@ impl MetricsThread {
     /// once here.)
     pub fn spawn_with_stall(
         cfg: &MetricsConfig,
+        daemon: Daemon,
         counters: Arc<Counters>,
         rx: Receiver<Sample>,
         stall: Duration,
@@ -153,6 +157,7 @@ impl MetricsThread {
             conns: (0..MAX_CONNECTIONS).map(|_| None).collect(),
             accept_pending: false,
             spare: spare_fd(),
+            daemon,
             counters,
             rx,
             recv_to_write: Series::latency(false).map_err(hist_err)?,
@@ -172,7 +177,7 @@ impl MetricsThread {
         let cpu = cfg.cpu;
         let (placed_tx, placed_rx) = std::sync::mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
-            .name("portsyncd-metrics".into())
+            .name(format!("{}-metrics", daemon.name()))
             .spawn(move || {
                 let placed = cpu.map(|cpu| placement::pin_current_thread("metrics.cpu", cpu));
                 let _ = placed_tx.send(placed);
@@ -396,6 +401,8 @@ struct Worker {
     accept_pending: bool,
     /// Given up to accept one more connection when fds run out.
     spare: Option<std::fs::File>,
+    /// Whose metrics these are.
+    daemon: Daemon,
     counters: Arc<Counters>,
     rx: Receiver<Sample>,
     recv_to_write: Series,
@@ -647,6 +654,7 @@ impl Worker {
                     .inspect_err(|e| log_debug!("metrics: process_* left out: {e}"))
                     .ok();
                 let snap = Snapshot {
+                    daemon: self.daemon,
                     counters: &self.counters,
                     recv_to_write: &self.recv_to_write,
                     recv_to_reply: &self.recv_to_reply,
@@ -748,12 +756,23 @@ impl Worker {
         }
     }
 
+    /// The daemon's events for the summary line: the messages it syncs.
     fn events(&self) -> u64 {
-        self.counters.msgs_newlink.get() + self.counters.msgs_dellink.get()
+        let c = &self.counters;
+        match self.daemon {
+            Daemon::Portsyncd => c.msgs_newlink.get() + c.msgs_dellink.get(),
+            Daemon::Neighsyncd => c.msgs_newneigh.get() + c.msgs_delneigh.get(),
+        }
     }
 
+    /// The daemon's writes for the summary line: its entries set and
+    /// deleted.
     fn writes(&self) -> u64 {
-        self.counters.ports_written.get() + self.counters.ports_deleted.get()
+        let c = &self.counters;
+        match self.daemon {
+            Daemon::Portsyncd => c.ports_written.get() + c.ports_deleted.get(),
+            Daemon::Neighsyncd => c.neighbors_written.get() + c.neighbors_deleted.get(),
+        }
     }
 
     fn maybe_log(&mut self, now: Instant) {
@@ -819,7 +838,8 @@ mod tests {
             cpu: None,
             log_interval_s: 0,
         };
-        let mut t = MetricsThread::spawn(&cfg, rec.counters.clone(), rx).unwrap();
+        let mut t =
+            MetricsThread::spawn(&cfg, Daemon::Portsyncd, rec.counters.clone(), rx).unwrap();
         assert!(t.take_refused().is_empty());
         let addr = t.local_addr().unwrap();
         for i in 1..=1000u64 {
@@ -866,7 +886,14 @@ mod tests {
             log_interval_s: 0,
         };
         let stall = Duration::from_millis(300);
-        let t = MetricsThread::spawn_with_stall(&cfg, rec.counters.clone(), rx, stall).unwrap();
+        let t = MetricsThread::spawn_with_stall(
+            &cfg,
+            Daemon::Portsyncd,
+            rec.counters.clone(),
+            rx,
+            stall,
+        )
+        .unwrap();
         let addr = t.local_addr().unwrap();
         // A loop that turns: healthy, however long it runs.
         let started = Instant::now();
@@ -899,7 +926,7 @@ mod tests {
             cpu: None,
             log_interval_s: 60,
         };
-        let t = MetricsThread::spawn(&cfg, rec.counters.clone(), rx).unwrap();
+        let t = MetricsThread::spawn(&cfg, Daemon::Portsyncd, rec.counters.clone(), rx).unwrap();
         assert!(t.local_addr().is_none());
         let c = t.control();
         assert_eq!(c.log_interval(), 60);
@@ -917,7 +944,8 @@ mod tests {
             cpu: None,
             log_interval_s: 0,
         };
-        let mut t = MetricsThread::spawn(&cfg, rec.counters.clone(), rx).unwrap();
+        let mut t =
+            MetricsThread::spawn(&cfg, Daemon::Portsyncd, rec.counters.clone(), rx).unwrap();
         let refused = t.take_refused();
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].key, "metrics.listen");

@@ -8,10 +8,20 @@
 //! counted.
 //!
 //! [`Counters`] is declared as one table ([`table`]): each field once,
-//! with its exported name, TYPE, HELP and its word in the `totals:` log
-//! line ([`Counters::totals`]); the Prometheus text and `docs/metrics.md`
-//! ([`docs`]) are produced from it. Another daemon declares its own table
-//! with the same macro.
+//! with its exported name, TYPE, HELP, the daemons that export it and its
+//! word in the `totals:` log line ([`Counters::totals`]); the Prometheus
+//! text and `docs/metrics.md` ([`docs`]) are produced from it.
+//!
+//! One table serves every daemon ([`daemon`]). A family is exported by
+//! every daemon (what the engine counts: netlink, dumps, the loop, Redis,
+//! samples, CPU) or by one ([`Scope::Port`], [`Scope::Neigh`]). The
+//! metrics thread exports the families of the [`Daemon`] it runs for, each
+//! name prefixed `<daemon>_` (`portsyncd_`, `neighsyncd_`); the standard
+//! `process_*` families keep their names. A daemon chooses by its name:
+//! `launch::launch(&cfg, "neighsyncd")`
+//! ([`launch`](crate::engine::runtime::launch::launch)) starts the
+//! metrics thread for [`Daemon::Neighsyncd`], and its `totals:` line is
+//! `counters.totals(Daemon::Neighsyncd)`.
 //!
 //! The metrics thread ([`export`]) owns everything else: the histograms
 //! ([`series`]), the Prometheus text ([`render`]), the HTTP endpoint
@@ -24,6 +34,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 pub mod changes;
+pub mod daemon;
 pub mod docs;
 pub mod export;
 pub mod fds;
@@ -34,6 +45,7 @@ pub mod render;
 pub mod series;
 pub mod table;
 
+pub use daemon::{Daemon, Scope};
 pub(crate) use table::counters_table;
 
 /// A monotonically increasing count with a single writer.
@@ -79,138 +91,87 @@ impl Gauge {
 }
 
 counters_table! {
-    /// Every counter and gauge portsyncd exports, declared once: the field,
-    /// its exported family (name, TYPE, HELP, label) and its word in the
+    /// Every counter and gauge the daemons export, declared once: the
+    /// field, its exported family (name without the `<daemon>_` prefix,
+    /// TYPE, which daemons export it, HELP, label) and its word in the
     /// `totals:` log line. Export order is table order.
     pub struct Counters {
-        "portsyncd_netlink_datagrams_total" counter "Netlink datagrams received." {
+        "netlink_datagrams_total" counter "Netlink datagrams received." {
             datagrams: Counter totals "datagrams",
         }
-        "portsyncd_netlink_messages_total" counter "Netlink messages received, by type." {
-            msgs_newlink: Counter ("type" = "newlink") totals "newlink",
-            msgs_dellink: Counter ("type" = "dellink") totals "dellink",
-            msgs_newneigh: Counter ("type" = "newneigh"),
-            msgs_delneigh: Counter ("type" = "delneigh"),
+        "netlink_messages_total" counter "Netlink messages received, by type." {
+            msgs_newlink: Counter ("type" = "newlink") totals "newlink" only port,
+            msgs_dellink: Counter ("type" = "dellink") totals "dellink" only port,
+            msgs_newneigh: Counter ("type" = "newneigh") only neigh totals "newneigh",
+            msgs_delneigh: Counter ("type" = "delneigh") only neigh totals "delneigh",
             msgs_done: Counter ("type" = "done"),
             msgs_error: Counter ("type" = "error"),
             msgs_other: Counter ("type" = "other"),
         }
-        "portsyncd_netlink_malformed_total" counter
+        "netlink_malformed_total" counter
             "Netlink messages that could not be parsed (skipped)." {
             malformed: Counter totals "malformed",
         }
-        "portsyncd_netlink_enobufs_total" counter
+        "netlink_enobufs_total" counter
             "ENOBUFS from the netlink socket: the kernel dropped events." {
             enobufs: Counter totals "enobufs",
         }
-        "portsyncd_netlink_truncations_total" counter
+        "netlink_truncations_total" counter
             "Datagrams larger than the receive ring, read whole into the overflow buffer." {
             truncations: Counter totals "truncations",
         }
-        "portsyncd_netlink_resyncs_total" counter
+        "netlink_resyncs_total" counter
             "Link dumps started to recover from an overrun." {
             resyncs: Counter totals "resyncs",
         }
-        "portsyncd_netlink_dump_restarts_total" counter
+        "netlink_dump_restarts_total" counter
             "Link dumps redone because they were interrupted or overlapped an overrun." {
             /// Interrupted means `NLM_F_DUMP_INTR`.
             dump_restarts: Counter totals "dump_restarts",
         }
-        "portsyncd_netlink_dump_requests_total" counter
+        "netlink_dump_requests_total" counter
             "Dump requests sent (at start-up, and to recover after lost messages)." {
             dump_requests: Counter,
         }
-        "portsyncd_netlink_dump_failures_total" counter
+        "netlink_dump_failures_total" counter
             "Dump requests that did not end in a complete dump, by reason: the kernel still ran an earlier dump (ebusy), refused it or it could not be sent (refused), the buffer was full when it started (enobufs: it goes on and is redone), or it went silent past its deadline (timeout)." {
             dump_busy: Counter ("reason" = "ebusy"),
             dump_refused: Counter ("reason" = "refused"),
             dump_enobufs: Counter ("reason" = "enobufs"),
             dump_timeouts: Counter ("reason" = "timeout"),
         }
-        "portsyncd_drift_repaired_total" counter
+        // Self-verification is portsyncd's for now.
+        "drift_repaired_total" counter only port
             "Differences self-verification found and repaired, by source: the kernel (a netdev gone without its event reaching the daemon, found by the dump or by its entry left in STATE_DB) or Redis (an entry that lost or changed one of the daemon's fields)." {
             drift_kernel: Counter ("source" = "kernel"),
             drift_redis: Counter ("source" = "redis"),
         }
-        "portsyncd_verify_runs_total" counter "Self-verifications completed." {
+        "verify_runs_total" counter only port "Self-verifications completed." {
             verify_runs: Counter,
         }
-        "portsyncd_ports_vanished_total" counter "Ports found gone by a resync dump." {
+        "ports_vanished_total" counter only port "Ports found gone by a resync dump." {
             ports_vanished: Counter totals "vanished",
         }
-        "portsyncd_messages_skipped_total" counter
+        "messages_skipped_total" counter only port
             "Link messages skipped by SONiC's rules, by reason." {
             skipped_not_port: Counter ("reason" = "not_port"),
             skipped_team: Counter ("reason" = "team"),
             skipped_del_with_master: Counter ("reason" = "del_with_master"),
             skipped_old_interface: Counter ("reason" = "old_interface"),
         }
-        "portsyncd_port_names_refused_total" counter
+        "port_names_refused_total" counter only port
             "Port names refused (too long, or the port table full)." {
             refused_names: Counter,
         }
-        "portsyncd_ports_written_total" counter "STATE_DB PORT_TABLE HSETs sent." {
+        "ports_written_total" counter only port "STATE_DB PORT_TABLE HSETs sent." {
             ports_written: Counter totals "written",
         }
-        "portsyncd_ports_deleted_total" counter "STATE_DB PORT_TABLE DELs sent." {
+        "ports_deleted_total" counter only port "STATE_DB PORT_TABLE DELs sent." {
             ports_deleted: Counter totals "deleted",
         }
-        "portsyncd_batches_total" counter
-            "Batches written to STATE_DB (one per loop turn with changes)." {
-            batches: Counter totals "batches",
-        }
-        "portsyncd_loop_turns_total" counter
-            "Event loop turns (at least one a second while the loop runs)." {
-            /// The tick is the housekeeping one, so a value that stops
-            /// moving means a stuck loop (`/healthz` says 503).
-            loop_turns: Counter,
-        }
-        "portsyncd_redis_reconnects_total" counter
-            "Redis connections re-established after a loss." {
-            redis_reconnects: Counter totals "reconnects",
-        }
-        "portsyncd_redis_error_replies_total" counter
-            "Redis error replies to the daemon's commands." {
-            redis_error_replies: Counter totals "error_replies",
-        }
-        "portsyncd_fd_exhausted_total" counter
-            "Sockets that could not be opened or accepted for lack of file descriptors (EMFILE, ENFILE); /healthz says 503 while a needed one cannot be opened." {
-            /// Process-wide (`fds`), copied by the metrics thread.
-            fd_exhausted: Gauge,
-        }
-        "portsyncd_samples_dropped_total" counter
-            "Latency samples dropped because the metrics thread fell behind." {
-            samples_dropped: Counter totals "samples_dropped",
-        }
-        "portsyncd_loop_cpu_seconds_total" counter
-            "CPU time used by the loop thread (updated once a second)." {
-            /// Held in nanoseconds (a gauge, since it is set, not added to)
-            /// and exported in seconds.
-            loop_cpu_ns: Gauge (seconds),
-        }
-        "portsyncd_known_ports" gauge "Ports in the port table." {
-            known_ports: Gauge,
-        }
-        "portsyncd_pending_ports" gauge
-            "Ports with a netdev waiting to be known in APPL_DB PORT_TABLE." {
-            pending_ports: Gauge,
-        }
-        "portsyncd_dirty_ports" gauge
-            "Ports owing a write that did not fit the Redis write buffer." {
-            dirty_ports: Gauge,
-        }
-        "portsyncd_netlink_rcvbuf_bytes" gauge "Effective netlink receive buffer." {
-            /// In bytes.
-            rcvbuf_bytes: Gauge,
-        }
-        "portsyncd_reactor" gauge "The reactor in use (1 for the one in use)." {
-            /// 0 epoll, 1 io_uring.
-            reactor: Gauge (one_hot "reactor" ["epoll", "io_uring"]),
-        }
-        "portsyncd_redis_up" gauge "1 while the STATE_DB connection is up." {
-            redis_up: Gauge,
-        }
-        "portsyncd_neighbor_messages_skipped_total" counter
+        // neighsyncd's counterparts of the port families above, in the
+        // same order so its `totals:` line reads like portsyncd's.
+        "neighbor_messages_skipped_total" counter only neigh
             "Neighbor messages that write nothing by SONiC's rules, by reason: not IPv4/IPv6 (family: bridge FDB events among them), no usable destination (bad_destination), IPv4 link-local on dual-ToR, IPv6 link-local add without the interface's link-local mode, link-local-scope multicast, NOARP without extern_learn, an add without a link-layer address (mac_none) or with one that is not a MAC (mac_not_ethernet), the broadcast MAC." {
             skipped_neigh_family: Counter ("reason" = "family"),
             skipped_neigh_bad_destination: Counter ("reason" = "bad_destination"),
@@ -222,41 +183,97 @@ counters_table! {
             skipped_neigh_mac_not_ethernet: Counter ("reason" = "mac_not_ethernet"),
             skipped_neigh_broadcast: Counter ("reason" = "broadcast"),
         }
-        "portsyncd_neighbors_written_total" counter
-            "APPL_DB NEIGH_TABLE sets sent (ProducerStateTable set script)." {
-            neighbors_written: Counter,
-        }
-        "portsyncd_neighbors_deleted_total" counter
-            "APPL_DB NEIGH_TABLE deletes sent (ProducerStateTable del script), old names' included." {
-            neighbors_deleted: Counter,
-        }
-        "portsyncd_neighbors_vanished_total" counter
+        "neighbors_vanished_total" counter only neigh
             "Neighbors found gone by a resync dump (their delete event was lost) or with their interface." {
-            neighbors_vanished: Counter,
+            neighbors_vanished: Counter totals "vanished",
         }
-        "portsyncd_neighbors_refused_total" counter
+        "neighbors_refused_total" counter only neigh
             "Neighbors not tracked because the neighbor table was full." {
             neighbors_refused: Counter,
         }
-        "portsyncd_neighbor_config_changes_total" counter
+        "neighbors_written_total" counter only neigh
+            "APPL_DB NEIGH_TABLE sets sent (ProducerStateTable set script)." {
+            neighbors_written: Counter totals "written",
+        }
+        "neighbors_deleted_total" counter only neigh
+            "APPL_DB NEIGH_TABLE deletes sent (ProducerStateTable del script), old names' included." {
+            neighbors_deleted: Counter totals "deleted",
+        }
+        "neighbor_config_changes_total" counter only neigh
             "CONFIG_DB changes that alter the rules (dual-ToR, an interface's IPv6 link-local mode), each followed by a dump that applies them to every neighbor." {
             neighbor_config_changes: Counter,
         }
-        "portsyncd_warm_reconciled_total" counter
+        "warm_reconciled_total" counter only neigh
             "Entries of the warm-restart reconciliation, by SONiC's cache state: new (set), same (kept), stale and delete (deleted)." {
             warm_new: Counter ("state" = "new"),
             warm_same: Counter ("state" = "same"),
             warm_stale: Counter ("state" = "stale"),
             warm_delete: Counter ("state" = "delete"),
         }
-        "portsyncd_known_neighbors" gauge "Neighbors in the neighbor table." {
+        "batches_total" counter
+            "Batches written to STATE_DB (one per loop turn with changes)." {
+            batches: Counter totals "batches",
+        }
+        "loop_turns_total" counter
+            "Event loop turns (at least one a second while the loop runs)." {
+            /// The tick is the housekeeping one, so a value that stops
+            /// moving means a stuck loop (`/healthz` says 503).
+            loop_turns: Counter,
+        }
+        "redis_reconnects_total" counter
+            "Redis connections re-established after a loss." {
+            redis_reconnects: Counter totals "reconnects",
+        }
+        "redis_error_replies_total" counter
+            "Redis error replies to the daemon's commands." {
+            redis_error_replies: Counter totals "error_replies",
+        }
+        "fd_exhausted_total" counter
+            "Sockets that could not be opened or accepted for lack of file descriptors (EMFILE, ENFILE); /healthz says 503 while a needed one cannot be opened." {
+            /// Process-wide (`fds`), copied by the metrics thread.
+            fd_exhausted: Gauge,
+        }
+        "samples_dropped_total" counter
+            "Latency samples dropped because the metrics thread fell behind." {
+            samples_dropped: Counter totals "samples_dropped",
+        }
+        "loop_cpu_seconds_total" counter
+            "CPU time used by the loop thread (updated once a second)." {
+            /// Held in nanoseconds (a gauge, since it is set, not added to)
+            /// and exported in seconds.
+            loop_cpu_ns: Gauge (seconds),
+        }
+        "known_ports" gauge only port "Ports in the port table." {
+            known_ports: Gauge,
+        }
+        "pending_ports" gauge only port
+            "Ports with a netdev waiting to be known in APPL_DB PORT_TABLE." {
+            pending_ports: Gauge,
+        }
+        "dirty_ports" gauge only port
+            "Ports owing a write that did not fit the Redis write buffer." {
+            dirty_ports: Gauge,
+        }
+        "known_neighbors" gauge only neigh "Neighbors in the neighbor table." {
             known_neighbors: Gauge,
         }
-        "portsyncd_dirty_neighbors" gauge
+        "dirty_neighbors" gauge only neigh
             "Neighbors owing a write that did not fit the Redis write buffer." {
             dirty_neighbors: Gauge,
         }
-        "portsyncd_port_change_lines_suppressed_total" counter
+        "netlink_rcvbuf_bytes" gauge "Effective netlink receive buffer." {
+            /// In bytes.
+            rcvbuf_bytes: Gauge,
+        }
+        "reactor" gauge "The reactor in use (1 for the one in use)." {
+            /// 0 epoll, 1 io_uring.
+            reactor: Gauge (one_hot "reactor" ["epoll", "io_uring"]),
+        }
+        "redis_up" gauge "1 while the daemon's main Redis connection is up." {
+            /// portsyncd's is STATE_DB, neighsyncd's APPL_DB.
+            redis_up: Gauge,
+        }
+        "port_change_lines_suppressed_total" counter only port
             "Per-port change lines not logged: more than one a second for a port (the next line says how many)." {
             /// Written by the metrics thread, which writes the lines.
             change_lines_suppressed: Gauge,
@@ -327,13 +344,22 @@ mod tests {
     #[test]
     fn the_table_can_be_exported() {
         assert_eq!(check::<Counters>(), Ok(()));
-        assert_eq!(Counters::ENTRIES.len(), 41);
+        assert_eq!(Counters::ENTRIES.len(), 63);
+        let exported_by = |d: Daemon| {
+            Counters::ENTRIES
+                .iter()
+                .filter(|e| d.exports(e.scope))
+                .count()
+        };
+        assert_eq!(exported_by(Daemon::Portsyncd), 41);
+        assert_eq!(exported_by(Daemon::Neighsyncd), 48);
     }
 
     /// The text `log_totals` in src/port/daemon.rs wrote by hand before the
     /// table, word for word (tests/util `total` parses it).
     #[test]
     fn totals_is_the_line_portsyncd_logs() {
+        let d = Daemon::Portsyncd;
         let c = Counters::default();
         let fields = [
             &c.datagrams,
@@ -361,6 +387,11 @@ mod tests {
         c.loop_turns.add(7);
         c.known_ports.set(7);
         c.loop_cpu_ns.set(7);
+        // neighsyncd's.
+        c.msgs_newneigh.add(7);
+        c.neighbors_vanished.add(7);
+        c.neighbors_written.add(7);
+        c.neighbors_deleted.add(7);
         let old = format!(
             "totals: datagrams {} newlink {} dellink {} malformed {} enobufs {} truncations {} resyncs {} dump_restarts {} vanished {} written {} deleted {} batches {} reconnects {} error_replies {} samples_dropped {}",
             c.datagrams.get(),
@@ -379,10 +410,47 @@ mod tests {
             c.redis_error_replies.get(),
             c.samples_dropped.get()
         );
-        assert_eq!(c.totals().to_string(), old);
+        assert_eq!(c.totals(d).to_string(), old);
         assert_eq!(
-            Counters::default().totals().to_string(),
+            Counters::default().totals(d).to_string(),
             "totals: datagrams 0 newlink 0 dellink 0 malformed 0 enobufs 0 truncations 0 resyncs 0 dump_restarts 0 vanished 0 written 0 deleted 0 batches 0 reconnects 0 error_replies 0 samples_dropped 0"
+        );
+    }
+
+    /// portsyncd's line with neighbor messages for link messages and
+    /// neighbors for ports (tests/util `total` parses it the same way).
+    #[test]
+    fn totals_is_the_line_neighsyncd_logs() {
+        let c = Counters::default();
+        let fields = [
+            &c.datagrams,
+            &c.msgs_newneigh,
+            &c.msgs_delneigh,
+            &c.malformed,
+            &c.enobufs,
+            &c.truncations,
+            &c.resyncs,
+            &c.dump_restarts,
+            &c.neighbors_vanished,
+            &c.neighbors_written,
+            &c.neighbors_deleted,
+            &c.batches,
+            &c.redis_reconnects,
+            &c.redis_error_replies,
+            &c.samples_dropped,
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            f.add(100 + i as u64);
+        }
+        // portsyncd's: these must not show up.
+        c.msgs_newlink.add(7);
+        c.msgs_dellink.add(7);
+        c.ports_vanished.add(7);
+        c.ports_written.add(7);
+        c.ports_deleted.add(7);
+        assert_eq!(
+            c.totals(Daemon::Neighsyncd).to_string(),
+            "totals: datagrams 100 newneigh 101 delneigh 102 malformed 103 enobufs 104 truncations 105 resyncs 106 dump_restarts 107 vanished 108 written 109 deleted 110 batches 111 reconnects 112 error_replies 113 samples_dropped 114"
         );
     }
 

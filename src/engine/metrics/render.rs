@@ -3,9 +3,12 @@
 //!
 //! The counters and gauges come from the counters table ([`table`], in
 //! table order); the histograms and the endpoint's own counters follow
-//! ([`THREAD_FAMILIES`]). `docs/metrics.md` lists both.
+//! ([`THREAD_FAMILIES`]). `docs/metrics.md` lists both. Only the families
+//! the daemon exports ([`Daemon::exports`]) are written.
 //!
-//! Names start `portsyncd_`; times are in seconds; counters end `_total`.
+//! Names start with the daemon's prefix (`portsyncd_`, `neighsyncd_`)
+//! except the standard `process_*`; times are in seconds; counters end
+//! `_total`.
 //! Each histogram is `_bucket{le}`/`_sum`/`_count` (exact), plus a `_max`
 //! gauge read from its HdrHistogram, all since start. Quantiles are left
 //! to PromQL (`histogram_quantile` over the buckets, over any window):
@@ -13,8 +16,10 @@
 //! aggregated, and their `quantile` label made `promtool check metrics`
 //! fail (issue 14).
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
+use super::daemon::{Daemon, Scope};
 use super::flaps::FlapCounts;
 use super::http::Status;
 use super::process::ProcessStats;
@@ -33,19 +38,21 @@ pub struct HttpStats {
 
 /// Everything one scrape shows.
 pub struct Snapshot<'a> {
+    /// Whose metrics: the prefix and the families written.
+    pub daemon: Daemon,
     pub counters: &'a Counters,
     pub recv_to_write: &'a Series,
     pub recv_to_reply: &'a Series,
     pub batch_size: &'a Series,
     pub http: &'a HttpStats,
-    /// Per-port oper status changes.
+    /// Per-port oper status changes (portsyncd's).
     pub flaps: &'a dyn FlapCounts,
     /// `None` when `/proc` could not be read: the `process_*` families
     /// are left out.
     pub process: Option<&'a ProcessStats>,
 }
 
-/// The crate version, for `portsyncd_build_info`.
+/// The crate version, for `<daemon>_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The commit built (`build.rs`: `SYNCD_COMMIT`, `git rev-parse HEAD`, or
 /// `unknown`).
@@ -98,8 +105,9 @@ pub fn max_help(name: &str) -> String {
     format!("Largest {name} since start (HdrHistogram, 3 significant digits).")
 }
 
-fn histogram(out: &mut String, family: &Family, s: &Series) {
-    let Family { name, help, .. } = *family;
+fn histogram(out: &mut String, d: Daemon, family: &Family, s: &Series) {
+    let name = &family.name_for(d);
+    let help = &family.help_for(d);
     head(out, name, family.kind.as_str(), help);
     let mut cumulative = s.cumulative();
     for &b in s.bounds {
@@ -122,81 +130,136 @@ fn histogram(out: &mut String, family: &Family, s: &Series) {
 /// A family the metrics thread owns rather than a counters-table field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Family {
+    /// The name without the daemon's prefix.
     pub name: &'static str,
     pub kind: MetricType,
+    /// `{daemon}` stands for the daemon's name.
     pub help: &'static str,
+    /// The daemons that export it.
+    pub scope: Scope,
+    /// Exported as `<daemon>_` + name; false for the standard `process_*`.
+    pub prefixed: bool,
 }
 
-pub const RECV_TO_WRITE: Family = Family {
-    name: "portsyncd_recv_to_write_seconds",
-    kind: MetricType::Histogram,
-    help: "Netlink receive to the batch holding the change written to Redis.",
-};
-pub const RECV_TO_REPLY: Family = Family {
-    name: "portsyncd_recv_to_reply_seconds",
-    kind: MetricType::Histogram,
-    help: "Netlink receive to Redis acknowledging the write.",
-};
-pub const BATCH_COMMANDS: Family = Family {
-    name: "portsyncd_batch_commands",
-    kind: MetricType::Histogram,
-    help: "Commands in one batch written to STATE_DB.",
-};
+impl Family {
+    /// Its exported name for `d`.
+    pub fn name_for(&self, d: Daemon) -> Cow<'static, str> {
+        if self.prefixed {
+            Cow::Owned(format!("{}{}", d.prefix(), self.name))
+        } else {
+            Cow::Borrowed(self.name)
+        }
+    }
+
+    /// Its HELP text for `d`.
+    pub fn help_for(&self, d: Daemon) -> Cow<'static, str> {
+        if self.help.contains("{daemon}") {
+            Cow::Owned(self.help.replace("{daemon}", d.name()))
+        } else {
+            Cow::Borrowed(self.help)
+        }
+    }
+}
+
+/// A family of the daemon's own (named `<daemon>_` + `name`).
+const fn own(name: &'static str, kind: MetricType, scope: Scope, help: &'static str) -> Family {
+    Family {
+        name,
+        kind,
+        help,
+        scope,
+        prefixed: true,
+    }
+}
+
+/// A standard `process_*` family (named as is, exported by every daemon).
+const fn standard(name: &'static str, kind: MetricType, help: &'static str) -> Family {
+    Family {
+        name,
+        kind,
+        help,
+        scope: Scope::Every,
+        prefixed: false,
+    }
+}
+
+pub const RECV_TO_WRITE: Family = own(
+    "recv_to_write_seconds",
+    MetricType::Histogram,
+    Scope::Every,
+    "Netlink receive to the batch holding the change written to Redis.",
+);
+pub const RECV_TO_REPLY: Family = own(
+    "recv_to_reply_seconds",
+    MetricType::Histogram,
+    Scope::Every,
+    "Netlink receive to Redis acknowledging the write.",
+);
+pub const BATCH_COMMANDS: Family = own(
+    "batch_commands",
+    MetricType::Histogram,
+    Scope::Every,
+    "Commands in one batch written to STATE_DB.",
+);
 /// Labelled by `code`, one sample per [`Status::ALL`].
-pub const HTTP_RESPONSES: Family = Family {
-    name: "portsyncd_metrics_http_responses_total",
-    kind: MetricType::Counter,
-    help: "Responses of the metrics endpoint, by status code.",
-};
-pub const HTTP_TIMEOUTS: Family = Family {
-    name: "portsyncd_metrics_http_timeouts_total",
-    kind: MetricType::Counter,
-    help: "Metrics endpoint connections closed at their deadline.",
-};
+pub const HTTP_RESPONSES: Family = own(
+    "metrics_http_responses_total",
+    MetricType::Counter,
+    Scope::Every,
+    "Responses of the metrics endpoint, by status code.",
+);
+pub const HTTP_TIMEOUTS: Family = own(
+    "metrics_http_timeouts_total",
+    MetricType::Counter,
+    Scope::Every,
+    "Metrics endpoint connections closed at their deadline.",
+);
 
 /// Labelled by `version` and `commit`; always 1.
-pub const BUILD_INFO: Family = Family {
-    name: "portsyncd_build_info",
-    kind: MetricType::Gauge,
-    help: "The version and commit portsyncd was built from (always 1).",
-};
+pub const BUILD_INFO: Family = own(
+    "build_info",
+    MetricType::Gauge,
+    Scope::Every,
+    "The version and commit {daemon} was built from (always 1).",
+);
 /// Labelled by `port`, one sample per port whose netdev was seen.
-pub const PORT_FLAPS: Family = Family {
-    name: "portsyncd_port_flaps_total",
-    kind: MetricType::Counter,
-    help: "Oper status changes of the port's netdev seen (a netdev appearing or coming back is not one).",
-};
-pub const PROCESS_CPU: Family = Family {
-    name: "process_cpu_seconds_total",
-    kind: MetricType::Counter,
-    help: "User and system CPU time of every thread, in seconds.",
-};
-pub const PROCESS_RESIDENT: Family = Family {
-    name: "process_resident_memory_bytes",
-    kind: MetricType::Gauge,
-    help: "Resident memory size in bytes.",
-};
-pub const PROCESS_VIRTUAL: Family = Family {
-    name: "process_virtual_memory_bytes",
-    kind: MetricType::Gauge,
-    help: "Virtual memory size in bytes.",
-};
-pub const PROCESS_OPEN_FDS: Family = Family {
-    name: "process_open_fds",
-    kind: MetricType::Gauge,
-    help: "Open file descriptors.",
-};
+pub const PORT_FLAPS: Family = own(
+    "port_flaps_total",
+    MetricType::Counter,
+    Scope::Port,
+    "Oper status changes of the port's netdev seen (a netdev appearing or coming back is not one).",
+);
+pub const PROCESS_CPU: Family = standard(
+    "process_cpu_seconds_total",
+    MetricType::Counter,
+    "User and system CPU time of every thread, in seconds.",
+);
+pub const PROCESS_RESIDENT: Family = standard(
+    "process_resident_memory_bytes",
+    MetricType::Gauge,
+    "Resident memory size in bytes.",
+);
+pub const PROCESS_VIRTUAL: Family = standard(
+    "process_virtual_memory_bytes",
+    MetricType::Gauge,
+    "Virtual memory size in bytes.",
+);
+pub const PROCESS_OPEN_FDS: Family = standard(
+    "process_open_fds",
+    MetricType::Gauge,
+    "Open file descriptors.",
+);
 /// Left out when the limit is unlimited.
-pub const PROCESS_MAX_FDS: Family = Family {
-    name: "process_max_fds",
-    kind: MetricType::Gauge,
-    help: "The soft limit on open file descriptors.",
-};
-pub const PROCESS_START: Family = Family {
-    name: "process_start_time_seconds",
-    kind: MetricType::Gauge,
-    help: "Start time of the process since the Unix epoch, in seconds.",
-};
+pub const PROCESS_MAX_FDS: Family = standard(
+    "process_max_fds",
+    MetricType::Gauge,
+    "The soft limit on open file descriptors.",
+);
+pub const PROCESS_START: Family = standard(
+    "process_start_time_seconds",
+    MetricType::Gauge,
+    "Start time of the process since the Unix epoch, in seconds.",
+);
 
 /// The metrics thread's own families, in export order (after the table).
 pub const THREAD_FAMILIES: [Family; 13] = [
@@ -215,12 +278,12 @@ pub const THREAD_FAMILIES: [Family; 13] = [
     PROCESS_START,
 ];
 
-fn family_head(out: &mut String, f: &Family) {
-    head(out, f.name, f.kind.as_str(), f.help);
+fn family_head(out: &mut String, d: Daemon, f: &Family) {
+    head(out, &f.name_for(d), f.kind.as_str(), &f.help_for(d));
 }
 
-/// The `process_*` families.
-fn process(out: &mut String, p: &ProcessStats) {
+/// The `process_*` families (the same names for every daemon).
+fn process(out: &mut String, d: Daemon, p: &ProcessStats) {
     let plain: [(&Family, &dyn std::fmt::Display); 4] = [
         (&PROCESS_CPU, &p.cpu_seconds),
         (&PROCESS_RESIDENT, &p.resident_bytes),
@@ -228,36 +291,39 @@ fn process(out: &mut String, p: &ProcessStats) {
         (&PROCESS_OPEN_FDS, &p.open_fds),
     ];
     for (f, v) in plain {
-        family_head(out, f);
+        family_head(out, d, f);
         let _ = writeln!(out, "{} {v}", f.name);
     }
     if let Some(max) = p.max_fds {
-        family_head(out, &PROCESS_MAX_FDS);
+        family_head(out, d, &PROCESS_MAX_FDS);
         let _ = writeln!(out, "{} {max}", PROCESS_MAX_FDS.name);
     }
-    family_head(out, &PROCESS_START);
+    family_head(out, d, &PROCESS_START);
     let _ = writeln!(out, "{} {}", PROCESS_START.name, p.start_time_seconds);
 }
 
-/// Every entry of a counters table, in table order; a family's HELP and
-/// TYPE come before its first sample.
-pub fn table<C: CountersTable>(out: &mut String, c: &C) {
+/// Every entry of a counters table that `d` exports, in table order,
+/// named `<daemon>_` + its name; a family's HELP and TYPE come before its
+/// first sample.
+pub fn table<C: CountersTable>(out: &mut String, d: Daemon, c: &C) {
+    let p = d.prefix();
     let mut family = "";
-    for e in C::ENTRIES {
+    for e in C::ENTRIES.iter().filter(|e| d.exports(e.scope)) {
         if e.name != family {
-            head(out, e.name, e.kind.as_str(), e.help);
+            let _ = writeln!(out, "# HELP {p}{} {}", e.name, e.help);
+            let _ = writeln!(out, "# TYPE {p}{} {}", e.name, e.kind.as_str());
             family = e.name;
         }
         let name = e.name;
         let v = (e.read)(c);
         let _ = match e.shape {
-            Shape::Plain => writeln!(out, "{name} {v}"),
-            Shape::Label(key, value) => writeln!(out, "{name}{{{key}=\"{value}\"}} {v}"),
-            Shape::Seconds => writeln!(out, "{name} {}", ExactSeconds(v)),
+            Shape::Plain => writeln!(out, "{p}{name} {v}"),
+            Shape::Label(key, value) => writeln!(out, "{p}{name}{{{key}=\"{value}\"}} {v}"),
+            Shape::Seconds => writeln!(out, "{p}{name} {}", ExactSeconds(v)),
             Shape::OneHot(key, names) => {
                 for (i, n) in names.iter().enumerate() {
                     let on = u64::from(i as u64 == v);
-                    let _ = writeln!(out, "{name}{{{key}=\"{n}\"}} {on}");
+                    let _ = writeln!(out, "{p}{name}{{{key}=\"{n}\"}} {on}");
                 }
                 Ok(())
             }
@@ -265,57 +331,52 @@ pub fn table<C: CountersTable>(out: &mut String, c: &C) {
     }
 }
 
-/// Render every metric into `out` (cleared first).
+/// Render every metric the snapshot's daemon exports into `out` (cleared
+/// first).
 pub fn render(out: &mut String, s: &Snapshot<'_>) {
     out.clear();
-    table(out, s.counters);
+    let d = s.daemon;
+    let p = d.prefix();
+    table(out, d, s.counters);
 
-    histogram(out, &RECV_TO_WRITE, s.recv_to_write);
-    histogram(out, &RECV_TO_REPLY, s.recv_to_reply);
-    histogram(out, &BATCH_COMMANDS, s.batch_size);
+    histogram(out, d, &RECV_TO_WRITE, s.recv_to_write);
+    histogram(out, d, &RECV_TO_REPLY, s.recv_to_reply);
+    histogram(out, d, &BATCH_COMMANDS, s.batch_size);
 
-    head(
-        out,
-        HTTP_RESPONSES.name,
-        HTTP_RESPONSES.kind.as_str(),
-        HTTP_RESPONSES.help,
-    );
+    family_head(out, d, &HTTP_RESPONSES);
     for st in Status::ALL {
         let _ = writeln!(
             out,
-            "{}{{code=\"{}\"}} {}",
+            "{p}{}{{code=\"{}\"}} {}",
             HTTP_RESPONSES.name,
             st.code(),
             s.http.responses[st.index()]
         );
     }
-    head(
-        out,
-        HTTP_TIMEOUTS.name,
-        HTTP_TIMEOUTS.kind.as_str(),
-        HTTP_TIMEOUTS.help,
-    );
-    let _ = writeln!(out, "{} {}", HTTP_TIMEOUTS.name, s.http.timeouts);
+    family_head(out, d, &HTTP_TIMEOUTS);
+    let _ = writeln!(out, "{p}{} {}", HTTP_TIMEOUTS.name, s.http.timeouts);
 
-    family_head(out, &BUILD_INFO);
+    family_head(out, d, &BUILD_INFO);
     let _ = writeln!(
         out,
-        "{}{{version=\"{}\",commit=\"{}\"}} 1",
+        "{p}{}{{version=\"{}\",commit=\"{}\"}} 1",
         BUILD_INFO.name,
         LabelValue(VERSION.as_bytes()),
         LabelValue(COMMIT.as_bytes())
     );
-    family_head(out, &PORT_FLAPS);
-    s.flaps.each(&mut |name, n| {
-        let _ = writeln!(
-            out,
-            "{}{{port=\"{}\"}} {n}",
-            PORT_FLAPS.name,
-            LabelValue(name)
-        );
-    });
-    if let Some(p) = s.process {
-        process(out, p);
+    if d.exports(PORT_FLAPS.scope) {
+        family_head(out, d, &PORT_FLAPS);
+        s.flaps.each(&mut |name, n| {
+            let _ = writeln!(
+                out,
+                "{p}{}{{port=\"{}\"}} {n}",
+                PORT_FLAPS.name,
+                LabelValue(name)
+            );
+        });
+    }
+    if let Some(stats) = s.process {
+        process(out, d, stats);
     }
 }
 

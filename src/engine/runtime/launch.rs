@@ -3,9 +3,12 @@
 //! metrics thread started (before the loop thread is pinned and made
 //! real-time, so it inherits neither), the loop thread placed, the reactor
 //! built. Each refusal is a warning, or exit 2 under `runtime.strict`.
+//!
+//! The daemon's name picks its metrics ([`Daemon`]): `"portsyncd"` and
+//! `"neighsyncd"` export their own families, each with its prefix.
 
 use crate::engine::metrics::export::MetricsThread;
-use crate::engine::metrics::Recorder;
+use crate::engine::metrics::{Daemon, Recorder};
 use crate::engine::netlink::ring::{RecvRing, RingLock};
 use crate::engine::reactor::Reactor;
 use crate::engine::runtime::config::Config;
@@ -50,8 +53,17 @@ fn placement_result(strict: bool, r: Result<(), Refused>) -> Result<(), u8> {
     }
 }
 
-/// Set the process up for `daemon`; `Err` is the exit status.
+/// Set the process up for `daemon` (`"portsyncd"`, `"neighsyncd"`: the
+/// name also chooses the metrics, [`Daemon::from_name`]); `Err` is the exit
+/// status.
 pub fn launch(cfg: &Config, daemon: &str) -> Result<Launched, u8> {
+    let Some(metrics_for) = Daemon::from_name(daemon) else {
+        let known = Daemon::ALL.map(Daemon::name).join(", ");
+        return Err(failed(
+            "metrics",
+            &format!("no metrics for a daemon named {daemon:?} (known: {known})"),
+        ));
+    };
     // Before any thread exists, so every thread inherits the blocked mask.
     let signals = Signals::install().map_err(|e| failed("signals", &e))?;
     let notifier = Notifier::from_env();
@@ -71,8 +83,13 @@ pub fn launch(cfg: &Config, daemon: &str) -> Result<Launched, u8> {
     let (recorder, samples) = Recorder::new();
     // The metrics thread first: it must not inherit the loop's pinning and
     // real-time policy.
-    let mut metrics = MetricsThread::spawn(&cfg.metrics, recorder.counters.clone(), samples)
-        .map_err(|e| failed("metrics thread", &e))?;
+    let mut metrics = MetricsThread::spawn(
+        &cfg.metrics,
+        metrics_for,
+        recorder.counters.clone(),
+        samples,
+    )
+    .map_err(|e| failed("metrics thread", &e))?;
     // A refused metrics.listen bind or metrics.cpu pin: like a placement.
     for refused in metrics.take_refused() {
         placement_result(strict, Err(refused))?;

@@ -4,8 +4,9 @@ use super::*;
 use crate::engine::metrics::flaps::PortFlaps;
 use crate::engine::metrics::series::LATENCY_BOUNDS_NS;
 
-/// Each field of `Counters` and the series it is exported as.
-const EXPORTED: &[(&str, &str)] = &[
+/// Each field of `Counters` portsyncd exports and the series it is
+/// exported as.
+const PORTSYNCD: &[(&str, &str)] = &[
     (
         "msgs_newlink",
         "portsyncd_netlink_messages_total{type=\"newlink\"}",
@@ -98,6 +99,138 @@ const EXPORTED: &[(&str, &str)] = &[
     ("loop_cpu_ns", "portsyncd_loop_cpu_seconds_total"),
 ];
 
+/// Each field of `Counters` neighsyncd exports and the series it is
+/// exported as.
+const NEIGHSYNCD: &[(&str, &str)] = &[
+    (
+        "msgs_newlink",
+        "neighsyncd_netlink_messages_total{type=\"newlink\"}",
+    ),
+    (
+        "msgs_dellink",
+        "neighsyncd_netlink_messages_total{type=\"dellink\"}",
+    ),
+    (
+        "msgs_done",
+        "neighsyncd_netlink_messages_total{type=\"done\"}",
+    ),
+    (
+        "msgs_error",
+        "neighsyncd_netlink_messages_total{type=\"error\"}",
+    ),
+    (
+        "msgs_other",
+        "neighsyncd_netlink_messages_total{type=\"other\"}",
+    ),
+    ("datagrams", "neighsyncd_netlink_datagrams_total"),
+    ("malformed", "neighsyncd_netlink_malformed_total"),
+    ("enobufs", "neighsyncd_netlink_enobufs_total"),
+    ("truncations", "neighsyncd_netlink_truncations_total"),
+    ("resyncs", "neighsyncd_netlink_resyncs_total"),
+    ("dump_restarts", "neighsyncd_netlink_dump_restarts_total"),
+    ("dump_requests", "neighsyncd_netlink_dump_requests_total"),
+    (
+        "dump_busy",
+        "neighsyncd_netlink_dump_failures_total{reason=\"ebusy\"}",
+    ),
+    (
+        "dump_refused",
+        "neighsyncd_netlink_dump_failures_total{reason=\"refused\"}",
+    ),
+    (
+        "dump_enobufs",
+        "neighsyncd_netlink_dump_failures_total{reason=\"enobufs\"}",
+    ),
+    (
+        "dump_timeouts",
+        "neighsyncd_netlink_dump_failures_total{reason=\"timeout\"}",
+    ),
+    ("batches", "neighsyncd_batches_total"),
+    ("loop_turns", "neighsyncd_loop_turns_total"),
+    ("redis_reconnects", "neighsyncd_redis_reconnects_total"),
+    (
+        "redis_error_replies",
+        "neighsyncd_redis_error_replies_total",
+    ),
+    ("fd_exhausted", "neighsyncd_fd_exhausted_total"),
+    ("samples_dropped", "neighsyncd_samples_dropped_total"),
+    ("rcvbuf_bytes", "neighsyncd_netlink_rcvbuf_bytes"),
+    ("redis_up", "neighsyncd_redis_up"),
+    (
+        "msgs_newneigh",
+        "neighsyncd_netlink_messages_total{type=\"newneigh\"}",
+    ),
+    (
+        "msgs_delneigh",
+        "neighsyncd_netlink_messages_total{type=\"delneigh\"}",
+    ),
+    (
+        "skipped_neigh_family",
+        "neighsyncd_neighbor_messages_skipped_total{reason=\"family\"}",
+    ),
+    (
+        "skipped_neigh_bad_destination",
+        "neighsyncd_neighbor_messages_skipped_total{reason=\"bad_destination\"}",
+    ),
+    (
+        "skipped_neigh_ipv4_link_local_dual_tor",
+        "neighsyncd_neighbor_messages_skipped_total{reason=\"ipv4_link_local_dual_tor\"}",
+    ),
+    (
+        "skipped_neigh_ipv6_link_local_mode_off",
+        "neighsyncd_neighbor_messages_skipped_total{reason=\"ipv6_link_local_mode_off\"}",
+    ),
+    (
+        "skipped_neigh_ipv6_link_local_multicast",
+        "neighsyncd_neighbor_messages_skipped_total{reason=\"ipv6_link_local_multicast\"}",
+    ),
+    (
+        "skipped_neigh_noarp",
+        "neighsyncd_neighbor_messages_skipped_total{reason=\"noarp\"}",
+    ),
+    (
+        "skipped_neigh_mac_none",
+        "neighsyncd_neighbor_messages_skipped_total{reason=\"mac_none\"}",
+    ),
+    (
+        "skipped_neigh_mac_not_ethernet",
+        "neighsyncd_neighbor_messages_skipped_total{reason=\"mac_not_ethernet\"}",
+    ),
+    (
+        "skipped_neigh_broadcast",
+        "neighsyncd_neighbor_messages_skipped_total{reason=\"broadcast\"}",
+    ),
+    ("neighbors_vanished", "neighsyncd_neighbors_vanished_total"),
+    ("neighbors_refused", "neighsyncd_neighbors_refused_total"),
+    ("neighbors_written", "neighsyncd_neighbors_written_total"),
+    ("neighbors_deleted", "neighsyncd_neighbors_deleted_total"),
+    (
+        "neighbor_config_changes",
+        "neighsyncd_neighbor_config_changes_total",
+    ),
+    (
+        "warm_new",
+        "neighsyncd_warm_reconciled_total{state=\"new\"}",
+    ),
+    (
+        "warm_same",
+        "neighsyncd_warm_reconciled_total{state=\"same\"}",
+    ),
+    (
+        "warm_stale",
+        "neighsyncd_warm_reconciled_total{state=\"stale\"}",
+    ),
+    (
+        "warm_delete",
+        "neighsyncd_warm_reconciled_total{state=\"delete\"}",
+    ),
+    ("known_neighbors", "neighsyncd_known_neighbors"),
+    ("dirty_neighbors", "neighsyncd_dirty_neighbors"),
+    // Special forms, checked by their own tests below.
+    ("reactor", "neighsyncd_reactor{reactor=\"io_uring\"}"),
+    ("loop_cpu_ns", "neighsyncd_loop_cpu_seconds_total"),
+];
+
 /// The field names of `Counters`, from its `Debug` output.
 fn counter_fields() -> Vec<String> {
     let text = format!("{:?}", Counters::default());
@@ -158,10 +291,38 @@ fn numbered() -> Counters {
     c.reactor.set(1);
     c.loop_cpu_ns.set(2_000_000_123);
     c.redis_up.set(v("redis_up"));
+    c.msgs_newneigh.add(v("msgs_newneigh"));
+    c.msgs_delneigh.add(v("msgs_delneigh"));
+    c.skipped_neigh_family.add(v("skipped_neigh_family"));
+    c.skipped_neigh_bad_destination
+        .add(v("skipped_neigh_bad_destination"));
+    c.skipped_neigh_ipv4_link_local_dual_tor
+        .add(v("skipped_neigh_ipv4_link_local_dual_tor"));
+    c.skipped_neigh_ipv6_link_local_mode_off
+        .add(v("skipped_neigh_ipv6_link_local_mode_off"));
+    c.skipped_neigh_ipv6_link_local_multicast
+        .add(v("skipped_neigh_ipv6_link_local_multicast"));
+    c.skipped_neigh_noarp.add(v("skipped_neigh_noarp"));
+    c.skipped_neigh_mac_none.add(v("skipped_neigh_mac_none"));
+    c.skipped_neigh_mac_not_ethernet
+        .add(v("skipped_neigh_mac_not_ethernet"));
+    c.skipped_neigh_broadcast.add(v("skipped_neigh_broadcast"));
+    c.neighbors_vanished.add(v("neighbors_vanished"));
+    c.neighbors_refused.add(v("neighbors_refused"));
+    c.neighbors_written.add(v("neighbors_written"));
+    c.neighbors_deleted.add(v("neighbors_deleted"));
+    c.neighbor_config_changes.add(v("neighbor_config_changes"));
+    c.warm_new.add(v("warm_new"));
+    c.warm_same.add(v("warm_same"));
+    c.warm_stale.add(v("warm_stale"));
+    c.warm_delete.add(v("warm_delete"));
+    c.known_neighbors.set(v("known_neighbors"));
+    c.dirty_neighbors.set(v("dirty_neighbors"));
     c
 }
 
 struct Fixture {
+    daemon: Daemon,
     counters: Counters,
     write: Series,
     reply: Series,
@@ -172,8 +333,14 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// portsyncd's.
     fn new(counters: Counters) -> Fixture {
+        Fixture::of(Daemon::Portsyncd, counters)
+    }
+
+    fn of(daemon: Daemon, counters: Counters) -> Fixture {
         Fixture {
+            daemon,
             counters,
             write: Series::latency(false).unwrap(),
             reply: Series::latency(true).unwrap(),
@@ -185,10 +352,11 @@ impl Fixture {
     }
 
     fn render(&self) -> String {
-        let mut out = String::from("stale text that must go");
+        let mut out = String::from("LEFTOVER text that must go");
         render(
             &mut out,
             &Snapshot {
+                daemon: self.daemon,
                 counters: &self.counters,
                 recv_to_write: &self.write,
                 recv_to_reply: &self.reply,
@@ -202,9 +370,15 @@ impl Fixture {
     }
 }
 
-/// Every sample line as series → value; panics on a line that is not
-/// well-formed exposition text.
+/// Every sample line of portsyncd's text as series → value; panics on a
+/// line that is not well-formed exposition text.
 fn samples(text: &str) -> BTreeMap<String, String> {
+    samples_of(Daemon::Portsyncd, text)
+}
+
+/// [`samples`] of `d`'s text: every name starts with its prefix or is a
+/// standard `process_*`.
+fn samples_of(d: Daemon, text: &str) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
     let mut typed = std::collections::HashSet::new();
     for line in text.lines() {
@@ -226,7 +400,7 @@ fn samples(text: &str) -> BTreeMap<String, String> {
         let (series, value) = line.rsplit_once(' ').unwrap();
         let name = series.split('{').next().unwrap();
         assert!(
-            name.starts_with("portsyncd_") || name.starts_with("process_"),
+            name.starts_with(d.prefix()) || name.starts_with("process_"),
             "{line}"
         );
         assert!(
@@ -255,29 +429,92 @@ fn samples(text: &str) -> BTreeMap<String, String> {
     map
 }
 
+/// What `d` exports, by the lists above.
+fn exported(d: Daemon) -> &'static [(&'static str, &'static str)] {
+    match d {
+        Daemon::Portsyncd => PORTSYNCD,
+        Daemon::Neighsyncd => NEIGHSYNCD,
+    }
+}
+
 #[test]
 fn every_counter_and_gauge_is_exported_with_its_value() {
     let fields = counter_fields();
-    assert_eq!(fields.len(), 41, "{fields:?}");
+    assert_eq!(fields.len(), 63, "{fields:?}");
     for f in &fields {
         assert!(
-            EXPORTED.iter().any(|(name, _)| name == f),
-            "Counters::{f} is not exported (add it to render() and to EXPORTED)"
+            Daemon::ALL
+                .iter()
+                .any(|&d| exported(d).iter().any(|(name, _)| name == f)),
+            "Counters::{f} is exported by no daemon (add it to PORTSYNCD or NEIGHSYNCD)"
         );
     }
-    let fx = Fixture::new(numbered());
-    let text = fx.render();
-    assert!(!text.contains("stale"));
-    let m = samples(&text);
-    for (i, f) in fields.iter().enumerate() {
-        let (_, series) = EXPORTED.iter().find(|(name, _)| name == f).unwrap();
-        let want = match f.as_str() {
-            "reactor" => "1".to_string(),
-            "loop_cpu_ns" => "2.000000123".to_string(),
-            _ => (1000 + i).to_string(),
-        };
-        assert_eq!(m.get(*series), Some(&want), "{f} as {series}");
+    for d in Daemon::ALL {
+        let fx = Fixture::of(d, numbered());
+        let text = fx.render();
+        assert!(!text.contains("LEFTOVER"));
+        let m = samples_of(d, &text);
+        for (f, series) in exported(d) {
+            let i = fields.iter().position(|n| n == f).unwrap();
+            let want = match *f {
+                "reactor" => "1".to_string(),
+                "loop_cpu_ns" => "2.000000123".to_string(),
+                _ => (1000 + i).to_string(),
+            };
+            assert_eq!(m.get(*series), Some(&want), "{f} as {series}");
+        }
+        // And nothing else from the table (the one-hot reactor has a
+        // second series).
+        let mut table = String::new();
+        super::table(&mut table, d, &fx.counters);
+        let served = samples_of(d, &table).len();
+        assert_eq!(served, exported(d).len() + 1, "{}:\n{table}", d.name());
     }
+}
+
+/// portsyncd exports no neighbor family and neighsyncd no port family;
+/// each names everything with its own prefix.
+#[test]
+fn each_daemon_exports_its_own_families_under_its_own_prefix() {
+    let port = Fixture::of(Daemon::Portsyncd, numbered()).render();
+    let neigh = Fixture::of(Daemon::Neighsyncd, numbered()).render();
+    assert!(!port.contains("neigh"), "{port}");
+    let family = |series: &str| series.split('{').next().unwrap().to_string();
+    let port_families: Vec<String> = PORTSYNCD.iter().map(|(_, s)| family(s)).collect();
+    let neigh_families: Vec<String> = NEIGHSYNCD.iter().map(|(_, s)| family(s)).collect();
+    for f in &port_families {
+        let shared = format!("neighsyncd_{}", f.trim_start_matches("portsyncd_"));
+        if !neigh_families.contains(&shared) {
+            assert!(!neigh.contains(&shared), "{shared} in neighsyncd's text");
+        }
+    }
+    assert!(!neigh.contains("port_flaps_total"));
+    assert!(!neigh.contains("portsyncd"), "{neigh}");
+    for (d, text) in [(Daemon::Portsyncd, &port), (Daemon::Neighsyncd, &neigh)] {
+        for line in text.lines() {
+            let name = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+                .unwrap_or(line);
+            assert!(
+                name.starts_with(d.prefix()) || name.starts_with("process_"),
+                "{line}"
+            );
+        }
+    }
+    // The shared histograms, under neighsyncd's name.
+    let m = samples_of(Daemon::Neighsyncd, &neigh);
+    for h in [
+        "recv_to_write_seconds",
+        "recv_to_reply_seconds",
+        "batch_commands",
+    ] {
+        assert_eq!(m[&format!("neighsyncd_{h}_count")], "0");
+    }
+    assert!(neigh.contains("# HELP neighsyncd_build_info The version and commit neighsyncd was built from (always 1).\n"));
+    assert!(port.contains(
+        "# HELP portsyncd_build_info The version and commit portsyncd was built from (always 1).\n"
+    ));
 }
 
 #[test]
