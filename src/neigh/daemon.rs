@@ -247,6 +247,11 @@ impl Syncer for NeighSyncer {
         if self.warm.is_some() {
             log_warn!("stopping before warm restart's reconciliation");
         }
-        crate::log_notice!("{}", recorder.counters.totals());
+        crate::log_notice!(
+            "{}",
+            recorder
+                .counters
+                .totals(crate::engine::metrics::Daemon::Neighsyncd)
+        );
     }
 }

@@ -121,11 +121,11 @@ counters_table! {
             truncations: Counter totals "truncations",
         }
         "netlink_resyncs_total" counter
-            "Link dumps started to recover from an overrun." {
+            "Dumps started to recover from lost messages (an overrun or a cut datagram)." {
             resyncs: Counter totals "resyncs",
         }
         "netlink_dump_restarts_total" counter
-            "Link dumps redone because they were interrupted or overlapped an overrun." {
+            "Dumps redone because they were interrupted or overlapped an overrun." {
             /// Interrupted means `NLM_F_DUMP_INTR`.
             dump_restarts: Counter totals "dump_restarts",
         }
@@ -140,13 +140,12 @@ counters_table! {
             dump_enobufs: Counter ("reason" = "enobufs"),
             dump_timeouts: Counter ("reason" = "timeout"),
         }
-        // Self-verification is portsyncd's for now.
-        "drift_repaired_total" counter only port
-            "Differences self-verification found and repaired, by source: the kernel (a netdev gone without its event reaching the daemon, found by the dump or by its entry left in STATE_DB) or Redis (an entry that lost or changed one of the daemon's fields)." {
+        "drift_repaired_total" counter
+            "Differences self-verification found and repaired, by source: the kernel (an entry whose kernel object is gone without its event reaching the daemon) or Redis (an entry lost, changed behind the daemon's back, or standing for nothing in the kernel)." {
             drift_kernel: Counter ("source" = "kernel"),
             drift_redis: Counter ("source" = "redis"),
         }
-        "verify_runs_total" counter only port "Self-verifications completed." {
+        "verify_runs_total" counter "Self-verifications completed." {
             verify_runs: Counter,
         }
         "ports_vanished_total" counter only port "Ports found gone by a resync dump." {
@@ -211,7 +210,7 @@ counters_table! {
             warm_delete: Counter ("state" = "delete"),
         }
         "batches_total" counter
-            "Batches written to STATE_DB (one per loop turn with changes)." {
+            "Batches written to Redis (one per loop turn with changes)." {
             batches: Counter totals "batches",
         }
         "loop_turns_total" counter
@@ -352,7 +351,7 @@ mod tests {
                 .count()
         };
         assert_eq!(exported_by(Daemon::Portsyncd), 41);
-        assert_eq!(exported_by(Daemon::Neighsyncd), 48);
+        assert_eq!(exported_by(Daemon::Neighsyncd), 51);
     }
 
     /// The text `log_totals` in src/port/daemon.rs wrote by hand before the

@@ -199,7 +199,7 @@ pub const BATCH_COMMANDS: Family = own(
     "batch_commands",
     MetricType::Histogram,
     Scope::Every,
-    "Commands in one batch written to STATE_DB.",
+    "Commands in one batch written to Redis.",
 );
 /// Labelled by `code`, one sample per [`Status::ALL`].
 pub const HTTP_RESPONSES: Family = own(

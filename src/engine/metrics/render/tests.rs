@@ -130,6 +130,15 @@ const NEIGHSYNCD: &[(&str, &str)] = &[
     ("dump_restarts", "neighsyncd_netlink_dump_restarts_total"),
     ("dump_requests", "neighsyncd_netlink_dump_requests_total"),
     (
+        "drift_kernel",
+        "neighsyncd_drift_repaired_total{source=\"kernel\"}",
+    ),
+    (
+        "drift_redis",
+        "neighsyncd_drift_repaired_total{source=\"redis\"}",
+    ),
+    ("verify_runs", "neighsyncd_verify_runs_total"),
+    (
         "dump_busy",
         "neighsyncd_netlink_dump_failures_total{reason=\"ebusy\"}",
     ),
