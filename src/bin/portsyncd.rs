@@ -10,6 +10,7 @@ use syncd::engine::sonic::dbconfig::Databases;
 use syncd::log_error;
 use syncd::port::check;
 use syncd::port::cli::{self, Command};
+use syncd::port::keys::DAEMON;
 
 fn main() -> ExitCode {
     ExitCode::from(try_main())
@@ -53,7 +54,7 @@ fn try_main() -> u8 {
         print!("{}", cfg.to_toml());
         return 0;
     }
-    log::init(cfg.log.level.0);
+    log::init(DAEMON, cfg.log.level.0, cfg.log.output.resolve());
     let dbs = match Databases::load(&cfg.redis.database_config) {
         Ok(d) => d,
         Err(e) => {
