@@ -208,6 +208,21 @@ counters_table! {
         "portsyncd_redis_up" gauge "1 while the STATE_DB connection is up." {
             redis_up: Gauge,
         }
+        "portsyncd_log_lines_dropped_total" counter
+            "Log lines dropped because the syslog socket's queue was full: the daemon never waits for syslog (the next line through says how many)." {
+            /// Process-wide (`runtime::syslog`), copied by the metrics thread.
+            log_lines_dropped: Gauge,
+        }
+        "portsyncd_log_lines_to_stderr_total" counter
+            "Log lines written to stderr instead of syslog because the syslog socket was gone (no /dev/log, or the syslog daemon restarting)." {
+            /// Process-wide (`runtime::syslog`), copied by the metrics thread.
+            log_lines_to_stderr: Gauge,
+        }
+        "portsyncd_log_syslog_reconnects_total" counter
+            "Connections to the syslog socket made again after it went away." {
+            /// Process-wide (`runtime::syslog`), copied by the metrics thread.
+            log_syslog_reconnects: Gauge,
+        }
         "portsyncd_port_change_lines_suppressed_total" counter
             "Per-port change lines not logged: more than one a second for a port (the next line says how many)." {
             /// Written by the metrics thread, which writes the lines.
@@ -279,7 +294,7 @@ mod tests {
     #[test]
     fn the_table_can_be_exported() {
         assert_eq!(check::<Counters>(), Ok(()));
-        assert_eq!(Counters::ENTRIES.len(), 41);
+        assert_eq!(Counters::ENTRIES.len(), 44);
     }
 
     /// The text `log_totals` in src/port/daemon.rs wrote by hand before the
