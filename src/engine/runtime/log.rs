@@ -128,12 +128,8 @@ pub fn under_journal() -> bool {
 /// Set up for `daemon` (the syslog identifier): journald prefixes when
 /// stderr is the journal, the level and where lines go.
 pub fn init(daemon: &str, level: Level, output: Output) {
-    init_at(daemon, level, output, Path::new(syslog::DEV_LOG));
-}
-
-/// [`init`] with the syslog socket at `dev_log`.
-pub fn init_at(daemon: &str, level: Level, output: Output, dev_log: &Path) {
     JOURNAL.store(under_journal(), Ordering::Relaxed);
+    let dev_log = Path::new(syslog::DEV_LOG);
     *lock_syslog() = Some(Syslog::new(daemon, syslog::FACILITY_USER, dev_log));
     set_level(level);
     OUTPUT.store(output as u8, Ordering::Relaxed);

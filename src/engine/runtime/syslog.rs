@@ -7,9 +7,9 @@
 //! `[pid]` (no `LOG_PID`), facility `LOG_USER`. A datagram is
 //! `<PRI>Mmm dd hh:mm:ss portsyncd: text` (RFC 3164 without the host
 //! name, local time), PRI = facility × 8 + severity. Matching it keeps the
-//! daemon's lines where SONiC's tooling looks for them (`swss#portsyncd:`
-//! in `/var/log/syslog`); the receiver learns the pid from the socket's
-//! credentials anyway (journald's `_PID`, rsyslog's imuxsock).
+//! daemon's lines under the tag and facility SONiC's rsyslog rules and
+//! operators' greps expect of portsyncd; the receiver learns the pid from
+//! the socket's credentials anyway (journald's `_PID`, rsyslog's imuxsock).
 //!
 //! Unlike glibc, which sends on a blocking socket (a stalled syslog daemon
 //! stalls the caller), the socket is non-blocking, so no thread ever waits
