@@ -71,6 +71,8 @@ pub trait Syncer {
     /// Once a second: refresh the syncer's gauges.
     fn tick(&mut self, recorder: &Recorder);
     /// SIGHUP reloaded the configuration; `new` is the running one now.
+    /// The syncer applies `[log]` (it knows what CONFIG_DB's LOGGER entry
+    /// says, which wins where set).
     fn reloaded(&mut self, new: &Config);
     /// The one-line totals logged at exit.
     fn log_totals(&self, recorder: &Recorder);
@@ -373,7 +375,6 @@ impl<S: Syncer> EventLoop<S> {
         let (applied, ignored): (Vec<&String>, Vec<&String>) = changed
             .iter()
             .partition(|k| RELOADABLE.contains(&k.as_str()));
-        crate::engine::runtime::log::set_level(new.log.level.0);
         metrics.set_log_interval(new.metrics.log_interval_s);
         if !ignored.is_empty() {
             let names: Vec<&str> = ignored.iter().map(|k| k.as_str()).collect();

@@ -12,6 +12,7 @@ use crate::engine::redis::conn::RedisConn;
 use crate::engine::redis::session;
 use crate::engine::runtime::config::Config;
 use crate::engine::sonic::dbconfig::{Database, Databases};
+use crate::engine::sonic::logger::{LoggerFollow, RunLog};
 use crate::neigh::follow::NeighSync;
 use crate::neigh::keys::NeighKeys;
 use crate::neigh::selfcheck::SelfCheck;
@@ -61,6 +62,7 @@ impl NeighSyncer {
         keys: NeighKeys,
         sync: NeighSync,
         warm: Option<WarmWait>,
+        logger: LoggerFollow,
     ) -> NeighSyncer {
         let r = &cfg.redis;
         fn conn<T>(role: &'static str, db: &Database, bytes: usize, cfg: &Config) -> RedisConn<T> {
@@ -76,7 +78,7 @@ impl NeighSyncer {
         let mut work = NeighWork {
             sync,
             config_wanted: false,
-            configured_level: cfg.log.level.0,
+            logger,
             selfcheck: SelfCheck::new(cfg.verify.interval_s),
         };
         if warm.is_some() {
@@ -238,9 +240,14 @@ impl Syncer for NeighSyncer {
     }
 
     fn reloaded(&mut self, new: &Config) {
-        self.work.configured_level = new.log.level.0;
-        // CONFIG_DB's LOGLEVEL, when set, wins over the file (as in SONiC).
-        self.work.config_wanted = true;
+        // CONFIG_DB's LOGGER values, when someone set them, still win.
+        self.config.reload_log(
+            &mut self.work,
+            RunLog {
+                level: new.log.level.0,
+                output: new.log.output.resolve(),
+            },
+        );
     }
 
     fn log_totals(&self, recorder: &Recorder) {

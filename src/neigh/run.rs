@@ -72,7 +72,7 @@ fn run_inner(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8
         started.elapsed.as_secs_f64() * 1e3,
         if warm_start { "warm" } else { "cold" }
     );
-    let syncer = NeighSyncer::new(&cfg, &dbs, keys, sync, warm);
+    let syncer = NeighSyncer::new(&cfg, &dbs, keys, sync, warm, started.logger);
     let mut event_loop = EventLoop::new(
         cfg,
         l.reactor,

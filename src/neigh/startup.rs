@@ -21,7 +21,7 @@ use crate::engine::netlink::ring::RecvRing;
 use crate::engine::netlink::socket::{NetlinkSocket, RcvBufOutcome, RTMGRP_LINK, RTMGRP_NEIGH};
 use crate::engine::redis::client::{Client, ClientError};
 use crate::engine::sonic::dbconfig::Databases;
-use crate::engine::sonic::logger;
+use crate::engine::sonic::logger::{self, LoggerFollow, RunLog};
 use crate::engine::sonic::pst::CLEAR_SCRIPT;
 use crate::engine::sonic::warm::WarmStart;
 use crate::engine::startup::{Interrupt, StartError, StartupIo};
@@ -41,6 +41,8 @@ pub struct Started {
     pub start: WarmStart,
     /// Warm: the snapshot and the reconcile timer (seconds).
     pub warm: Option<(Snapshot, u64)>,
+    /// CONFIG_DB `LOGGER|neighsyncd` as read and registered.
+    pub logger: LoggerFollow,
     pub elapsed: Duration,
 }
 
@@ -72,6 +74,7 @@ impl Startup<'_> {
     fn run_inner(self, ring: RecvRing) -> Result<Outcome, Interrupt> {
         let began = Instant::now();
         self.io.notifier.status("starting: reading CONFIG_DB");
+        let logger = self.read_log_settings()?;
         let config = self.read_config()?;
         let start = self.warm_start()?;
         log_notice!(
@@ -97,15 +100,38 @@ impl Startup<'_> {
             config,
             start,
             warm,
+            logger,
             elapsed: began.elapsed(),
         })))
     }
 
-    /// Step 1: the log level (registered when absent) and the rules' facts.
+    /// Step 1a: the log settings SONiC's way (CONFIG_DB
+    /// `LOGGER|neighsyncd`, registered with SONiC's defaults when
+    /// incomplete; see `engine/sonic/logger.rs` for who wins).
+    fn read_log_settings(&self) -> Result<LoggerFollow, Interrupt> {
+        let logger = &self.keys.logger;
+        let mut follow = LoggerFollow::new(RunLog {
+            level: self.io.cfg.log.level.0,
+            output: self.io.cfg.log.output.resolve(),
+        });
+        self.io.retry("CONFIG_DB LOGGER", &self.dbs.config, |c| {
+            // swss-common's linkToDb: two HGETs, one HSET of both fields.
+            let level = c.call_ok(&[b"HGET", &logger.key, b"LOGLEVEL"])?;
+            let output = c.call_ok(&[b"HGET", &logger.key, b"LOGOUTPUT"])?;
+            let (register, moves) = follow.register(level.as_bytes(), output.as_bytes());
+            if let Some([(f1, v1), (f2, v2)]) = &register {
+                c.call_ok(&[b"HSET", &logger.key, f1, v1, f2, v2])?;
+            }
+            logger::apply(logger, moves, "configuration");
+            Ok(())
+        })?;
+        Ok(follow)
+    }
+
+    /// Step 1b: the facts the rules read.
     fn read_config(&self) -> Result<NeighConfig, Interrupt> {
         let k = self.keys;
         self.io.retry("CONFIG_DB", &self.dbs.config, |c| {
-            logger::register(c, &k.logger)?;
             let pattern = [&k.peer_switch_prefix[..], b"*"].concat();
             let peers = c.call_ok(&[b"KEYS", &pattern])?.items().len();
             let mut modes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();

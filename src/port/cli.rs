@@ -75,6 +75,12 @@ KEYS (default):
     log_interval_s      seconds between summary log lines, 0 disables (60)
   [log]
     level               error | warn | notice | info | debug (\"notice\")
+    output              \"auto\" | \"syslog\" | \"stderr\": auto is the
+                        journal's stderr under systemd, else syslog when
+                        /dev/log exists, else stderr (\"auto\")
+                        CONFIG_DB LOGGER|portsyncd LOGLEVEL / LOGOUTPUT
+                        override both when set to other than SONiC's
+                        NOTICE / SYSLOG, or changed while running
   [verify]
     interval_s          seconds between self-verifications: a kernel dump and
                         a read-back of what it owns in STATE_DB, differences
@@ -82,7 +88,8 @@ KEYS (default):
 
 SIGNALS:
     SIGTERM, SIGINT     finish the batch in flight and exit 0
-    SIGHUP              reload the log level and metrics interval
+    SIGHUP              reload the log level and output and the metrics
+                        interval
 
 EXIT STATUS:
     0 stopped by a signal; 1 runtime failure; 2 bad command line or configuration

@@ -12,6 +12,7 @@ use crate::engine::redis::conn::RedisConn;
 use crate::engine::redis::session;
 use crate::engine::runtime::config::Config;
 use crate::engine::sonic::dbconfig::{Database, Databases};
+use crate::engine::sonic::logger::{LoggerFollow, RunLog};
 use crate::log_debug;
 use crate::port::follow::LinkSync;
 use crate::port::keys::PortKeys;
@@ -43,7 +44,13 @@ pub struct PortSyncer {
 impl PortSyncer {
     /// The syncer over the follower start-up filled; connections open on
     /// the loop's first turn.
-    pub fn new(cfg: &Config, dbs: &Databases, keys: PortKeys, sync: LinkSync) -> PortSyncer {
+    pub fn new(
+        cfg: &Config,
+        dbs: &Databases,
+        keys: PortKeys,
+        sync: LinkSync,
+        logger: LoggerFollow,
+    ) -> PortSyncer {
         let r = &cfg.redis;
         fn conn<T>(role: &'static str, db: &Database, bytes: usize, cfg: &Config) -> RedisConn<T> {
             let r = &cfg.redis;
@@ -63,7 +70,7 @@ impl PortSyncer {
             appl: ApplSession::new(
                 conn("APPL_DB", &dbs.appl, r.write_buffer_bytes, cfg),
                 keys.clone(),
-                cfg.log.level.0,
+                logger,
             ),
             events: EventsSession::new(
                 conn("APPL_DB events", &dbs.appl, EVENTS_BUFFER_BYTES, cfg),
@@ -71,7 +78,7 @@ impl PortSyncer {
             ),
             work: PortWork {
                 sync,
-                loglevel_wanted: false,
+                logger_wanted: false,
                 selfcheck: SelfCheck::new(cfg.verify.interval_s, 0),
             },
             poll_interval_ns: r.port_table_poll_ms * 1_000_000,
@@ -174,12 +181,11 @@ impl Syncer for PortSyncer {
     }
 
     fn reloaded(&mut self, new: &Config) {
-        self.appl.set_configured_level(new.log.level.0);
-        // CONFIG_DB's LOGLEVEL, when set, wins over the file (as in
-        // SONiC), so it is read again.
-        if self.appl.logger_live() {
-            self.work.loglevel_wanted = true;
-        }
+        // CONFIG_DB's LOGGER values, when someone set them, still win.
+        self.appl.reload_log(RunLog {
+            level: new.log.level.0,
+            output: new.log.output.resolve(),
+        });
     }
 
     fn log_totals(&self, recorder: &Recorder) {

@@ -50,7 +50,7 @@ fn run_inner(cfg: Config, dbs: Databases, source: ConfigSource) -> Result<u8, u8
         .counters
         .rcvbuf_bytes
         .set(info.rcvbuf.effective as u64);
-    let syncer = PortSyncer::new(&cfg, &dbs, keys, sync);
+    let syncer = PortSyncer::new(&cfg, &dbs, keys, sync, info.logger.clone());
     let mut event_loop = EventLoop::new(cfg, reactor, signals, notifier, recorder, netlink, syncer)
         .map_err(|e| failed("event loop", &e))?;
     event_loop.set_reload(source, metrics.control());

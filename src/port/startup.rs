@@ -30,7 +30,7 @@ use crate::engine::redis::client::{Client, ClientError};
 use crate::engine::redis::reply::Verdict;
 use crate::engine::runtime::config::Config;
 use crate::engine::sonic::dbconfig::Databases;
-use crate::engine::sonic::logger;
+use crate::engine::sonic::logger::{self, LoggerFollow, RunLog};
 use crate::engine::sonic::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
 use crate::engine::sonic::warm::{WarmKeys, WarmStart};
 use crate::engine::startup::{Interrupt, StartError, StartupIo};
@@ -55,6 +55,8 @@ pub struct StartInfo {
     pub old_interfaces: usize,
     pub rcvbuf: RcvBufOutcome,
     pub elapsed: Duration,
+    /// CONFIG_DB `LOGGER|portsyncd` as read, for the loop to follow.
+    pub logger: LoggerFollow,
 }
 
 /// Start-up ended.
@@ -154,7 +156,7 @@ impl Startup<'_> {
         let began = Instant::now();
         let existing = self.snapshot_old_interfaces();
         self.io.notifier.status("starting: reading CONFIG_DB");
-        let switch_type = self.read_log_level_and_switch_type()?;
+        let (switch_type, logger) = self.read_log_settings_and_switch_type()?;
         let start = self.warm_start()?;
         log_notice!(
             "{} start (switch_type {switch_type}, restore_count {})",
@@ -186,6 +188,7 @@ impl Startup<'_> {
             old_interfaces,
             rcvbuf,
             elapsed: began.elapsed(),
+            logger,
         };
         Ok(Started::Ready {
             info: Box::new(info),
@@ -194,31 +197,32 @@ impl Startup<'_> {
         })
     }
 
-    /// Step 1: the log level SONiC's way (CONFIG_DB `LOGGER|portsyncd`,
-    /// registered with our level when absent), then `switch_type`.
-    fn read_log_level_and_switch_type(&self) -> Result<String, Interrupt> {
+    /// Step 1: the log settings SONiC's way (CONFIG_DB `LOGGER|portsyncd`,
+    /// registered with SONiC's defaults when incomplete; see
+    /// `engine/sonic/logger.rs` for who wins), then `switch_type`.
+    fn read_log_settings_and_switch_type(&self) -> Result<(String, LoggerFollow), Interrupt> {
         let logger = &self.keys.logger;
         let metadata_key = format!(
             "DEVICE_METADATA{}localhost",
             self.dbs.config.separator as char
         );
-        self.io.retry("switch_type", &self.dbs.config, |c| {
+        let mut follow = LoggerFollow::new(RunLog {
+            level: self.cfg.log.level.0,
+            output: self.cfg.log.output.resolve(),
+        });
+        let switch_type = self.io.retry("switch_type", &self.dbs.config, |c| {
+            // swss-common's linkToDb: two HGETs, one HSET of both fields.
             let level = c.call_ok(&[b"HGET", &logger.key, b"LOGLEVEL"])?;
-            let configured = crate::engine::runtime::log::level();
-            logger::follow_level(logger, level.as_bytes(), configured);
-            if level.as_bytes().is_none() {
-                c.call_ok(&[
-                    b"HSET",
-                    &logger.key,
-                    b"LOGLEVEL",
-                    configured.name().as_bytes(),
-                    b"LOGOUTPUT",
-                    b"SYSLOG",
-                ])?;
+            let output = c.call_ok(&[b"HGET", &logger.key, b"LOGOUTPUT"])?;
+            let (register, moves) = follow.register(level.as_bytes(), output.as_bytes());
+            if let Some([(f1, v1), (f2, v2)]) = &register {
+                c.call_ok(&[b"HSET", &logger.key, f1, v1, f2, v2])?;
             }
+            logger::apply(logger, moves, "configuration");
             let v = c.call_ok(&[b"HGET", metadata_key.as_bytes(), b"switch_type"])?;
             Ok(v.as_string().unwrap_or_else(|| "switch".to_string()))
-        })
+        })?;
+        Ok((switch_type, follow))
     }
 
     /// Step 2: warm start. The decision and the new count are made once, so a

@@ -151,7 +151,9 @@ impl Daemon {
         std::fs::write(dir.path().join("none.toml"), "").unwrap();
         cmd.arg("--set")
             .arg(format!("redis.database_config={}", db.display()));
-        cmd.args(["--set", "log.level=info"]);
+        // Tests read the log from stderr, whether or not this machine has
+        // a /dev/log (which `auto` would pick).
+        cmd.args(["--set", "log.level=info", "--set", "log.output=stderr"]);
         for s in &opts.sets {
             cmd.arg("--set").arg(s);
         }

@@ -44,6 +44,7 @@ use super::series::Series;
 use super::{fds, Counters, Daemon, Sample, SampleKind};
 use crate::engine::runtime::config::MetricsConfig;
 use crate::engine::runtime::placement::{self, Refused};
+use crate::engine::runtime::syslog;
 use crate::{log_debug, log_error, log_info, log_notice};
 
 /// Connections served at once; more are answered `503` and closed.
@@ -650,6 +651,7 @@ impl Worker {
                 // Everything sent before the scrape is in it.
                 self.drain_samples();
                 self.counters.fd_exhausted.set(fds::exhausted_total());
+                self.copy_log_counters();
                 let process = ProcessStats::read()
                     .inspect_err(|e| log_debug!("metrics: process_* left out: {e}"))
                     .ok();
@@ -743,9 +745,18 @@ impl Worker {
         }
     }
 
+    /// The log's process-wide syslog counts, into the table.
+    fn copy_log_counters(&self) {
+        let c = &self.counters;
+        c.log_lines_dropped.set(syslog::lines_dropped());
+        c.log_lines_to_stderr.set(syslog::lines_to_stderr());
+        c.log_syslog_reconnects.set(syslog::reconnects());
+    }
+
     fn follow_control(&mut self, now: Instant) {
         self.watch_loop(now);
         self.counters.fd_exhausted.set(fds::exhausted_total());
+        self.copy_log_counters();
         let want = self.control.log_interval();
         if want != self.log.interval_s {
             self.log.set_interval(want, now);

@@ -272,6 +272,21 @@ counters_table! {
             /// portsyncd's is STATE_DB, neighsyncd's APPL_DB.
             redis_up: Gauge,
         }
+        "log_lines_dropped_total" counter
+            "Log lines dropped because the syslog socket's queue was full: the daemon never waits for syslog (the next line through says how many)." {
+            /// Process-wide (`runtime::syslog`), copied by the metrics thread.
+            log_lines_dropped: Gauge,
+        }
+        "log_lines_to_stderr_total" counter
+            "Log lines written to stderr instead of syslog because the syslog socket was gone (no /dev/log, or the syslog daemon restarting)." {
+            /// Process-wide (`runtime::syslog`), copied by the metrics thread.
+            log_lines_to_stderr: Gauge,
+        }
+        "log_syslog_reconnects_total" counter
+            "Connections to the syslog socket made again after it went away." {
+            /// Process-wide (`runtime::syslog`), copied by the metrics thread.
+            log_syslog_reconnects: Gauge,
+        }
         "port_change_lines_suppressed_total" counter only port
             "Per-port change lines not logged: more than one a second for a port (the next line says how many)." {
             /// Written by the metrics thread, which writes the lines.
@@ -343,15 +358,15 @@ mod tests {
     #[test]
     fn the_table_can_be_exported() {
         assert_eq!(check::<Counters>(), Ok(()));
-        assert_eq!(Counters::ENTRIES.len(), 63);
+        assert_eq!(Counters::ENTRIES.len(), 66);
         let exported_by = |d: Daemon| {
             Counters::ENTRIES
                 .iter()
                 .filter(|e| d.exports(e.scope))
                 .count()
         };
-        assert_eq!(exported_by(Daemon::Portsyncd), 41);
-        assert_eq!(exported_by(Daemon::Neighsyncd), 51);
+        assert_eq!(exported_by(Daemon::Portsyncd), 44);
+        assert_eq!(exported_by(Daemon::Neighsyncd), 54);
     }
 
     /// The text `log_totals` in src/port/daemon.rs wrote by hand before the

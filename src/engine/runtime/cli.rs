@@ -90,7 +90,7 @@ pub fn main(d: &Daemon) -> u8 {
         print!("{}", cfg.to_toml());
         return 0;
     }
-    log::init(cfg.log.level.0);
+    log::init(name, cfg.log.level.0, cfg.log.output.resolve());
     let dbs = match Databases::load(&cfg.redis.database_config) {
         Ok(d) => d,
         Err(e) => {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::runtime::log::Level;
+use crate::engine::runtime::log::{self, Level, Output};
 use crate::log_warn;
 
 /// SONiC's location of `database_config.json`.
@@ -305,17 +305,54 @@ impl From<LogLevel> for String {
     }
 }
 
+/// Where log lines go (`[log] output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogOutput {
+    /// journald's stderr protocol under systemd, else syslog when
+    /// `/dev/log` exists, else stderr.
+    Auto,
+    Syslog,
+    Stderr,
+}
+
+impl LogOutput {
+    /// The output this choice means on this machine now.
+    pub fn resolve(self) -> Output {
+        match self {
+            LogOutput::Auto => Output::auto(
+                log::under_journal(),
+                Path::new(crate::engine::runtime::syslog::DEV_LOG).exists(),
+            ),
+            LogOutput::Syslog => Output::Syslog,
+            LogOutput::Stderr => Output::Stderr,
+        }
+    }
+}
+
+impl fmt::Display for LogOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogOutput::Auto => "auto",
+            LogOutput::Syslog => "syslog",
+            LogOutput::Stderr => "stderr",
+        })
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub level: LogLevel,
+    pub output: LogOutput,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: LogLevel(Level::Notice),
+            output: LogOutput::Auto,
         }
     }
 }
@@ -504,7 +541,7 @@ impl ConfigSource {
 }
 
 /// Keys SIGHUP applies without a restart.
-pub const RELOADABLE: [&str; 2] = ["log.level", "metrics.log_interval_s"];
+pub const RELOADABLE: [&str; 3] = ["log.level", "log.output", "metrics.log_interval_s"];
 
 impl Config {
     /// `section.key` of every setting that differs between `self` and `other`.

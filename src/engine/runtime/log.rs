@@ -1,15 +1,25 @@
-//! Plain log lines on stderr, which journald captures.
+//! Log lines, to syslog (`/dev/log`, [`syslog`](super::syslog)), stderr or
+//! stdout; the daemon's name is a parameter, so every syncer shares this.
 //!
-//! Levels follow SONiC's names. Under systemd (`JOURNAL_STREAM` set) each
-//! line starts with a `<N>` priority prefix that journald turns into the
-//! record's priority; otherwise it starts with a UTC timestamp. A line is
-//! formatted on the stack-side buffer of one `String` and written with one
-//! `write(2)`, so lines from two threads never interleave.
+//! Levels follow SONiC's names. On stderr and stdout, under systemd
+//! (`JOURNAL_STREAM` set) each line starts with a `<N>` priority prefix
+//! that journald turns into the record's priority; otherwise it starts
+//! with a UTC timestamp. A line is formatted into one `String` and written
+//! with one `write(2)` (one datagram for syslog), so lines from two
+//! threads never interleave.
+//!
+//! Where lines go ([`Output`]) is chosen at start ([`init`], from
+//! `[log] output`), and changed later by CONFIG_DB `LOGGER|<daemon>
+//! LOGOUTPUT` ([`change_output`]).
 
 use std::fmt;
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::engine::runtime::syslog::{self, Sent, Syslog};
 
 /// Severity, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,16 +64,111 @@ impl fmt::Display for Level {
     }
 }
 
-static LEVEL: AtomicU8 = AtomicU8::new(Level::Notice as u8);
-static JOURNAL: AtomicBool = AtomicBool::new(false);
+/// Where lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Output {
+    Stderr = 0,
+    Stdout = 1,
+    /// Datagrams on `/dev/log`; stderr while it is gone.
+    Syslog = 2,
+}
 
-/// Set up from the environment: journald prefixes when stderr is the journal.
-pub fn init(level: Level) {
-    JOURNAL.store(
-        std::env::var_os("JOURNAL_STREAM").is_some(),
-        Ordering::Relaxed,
-    );
+impl Output {
+    /// `[log] output = "auto"`: journald's stderr protocol under systemd
+    /// (`journal`: `JOURNAL_STREAM` set), else syslog when `/dev/log`
+    /// exists, else stderr.
+    pub fn auto(journal: bool, dev_log_exists: bool) -> Output {
+        if journal {
+            Output::Stderr
+        } else if dev_log_exists {
+            Output::Syslog
+        } else {
+            Output::Stderr
+        }
+    }
+
+    /// CONFIG_DB `LOGOUTPUT`'s values, exactly as swss-common spells them.
+    pub fn from_sonic(value: &[u8]) -> Option<Output> {
+        match value {
+            b"SYSLOG" => Some(Output::Syslog),
+            b"STDOUT" => Some(Output::Stdout),
+            b"STDERR" => Some(Output::Stderr),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Output::Stderr => "stderr",
+            Output::Stdout => "stdout",
+            Output::Syslog => "syslog",
+        }
+    }
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Notice as u8);
+static OUTPUT: AtomicU8 = AtomicU8::new(Output::Stderr as u8);
+static JOURNAL: AtomicBool = AtomicBool::new(false);
+/// The syslog writer, made by [`init`]; locked only around a
+/// non-blocking send.
+static SYSLOG: Mutex<Option<Syslog>> = Mutex::new(None);
+
+/// Whether stderr is journald's stream (systemd sets `JOURNAL_STREAM`).
+pub fn under_journal() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// Set up for `daemon` (the syslog identifier): journald prefixes when
+/// stderr is the journal, the level and where lines go.
+pub fn init(daemon: &str, level: Level, output: Output) {
+    JOURNAL.store(under_journal(), Ordering::Relaxed);
+    let dev_log = Path::new(syslog::DEV_LOG);
+    *lock_syslog() = Some(Syslog::new(daemon, syslog::FACILITY_USER, dev_log));
     set_level(level);
+    OUTPUT.store(output as u8, Ordering::Relaxed);
+}
+
+fn lock_syslog() -> std::sync::MutexGuard<'static, Option<Syslog>> {
+    // A panic while holding it leaves nothing half-done worth refusing.
+    SYSLOG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where lines go now.
+pub fn output() -> Output {
+    match OUTPUT.load(Ordering::Relaxed) {
+        1 => Output::Stdout,
+        2 => Output::Syslog,
+        _ => Output::Stderr,
+    }
+}
+
+/// Send lines to `to` from now on and say so, on the old output and on
+/// the new one (a reader of either learns where the lines went).
+pub fn change_output(to: Output, why: &str) {
+    let from = output();
+    if to == from {
+        return;
+    }
+    if enabled(Level::Notice) {
+        write(
+            Level::Notice,
+            format_args!("log output {to} ({why}; was {from})"),
+        );
+    }
+    OUTPUT.store(to as u8, Ordering::Relaxed);
+    if enabled(Level::Notice) {
+        write(
+            Level::Notice,
+            format_args!("log output {to} ({why}; was {from})"),
+        );
+    }
 }
 
 /// Change the level (config, SIGHUP, CONFIG_DB `LOGGER|portsyncd`).
@@ -123,6 +228,41 @@ fn civil(days: i64) -> (i64, u32, u32) {
 
 /// Write one line. Use the `log_*!` macros.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
+    match output() {
+        Output::Syslog => to_syslog(level, args),
+        stream => to_stream(stream, level, args),
+    }
+}
+
+/// One datagram; stderr when there is no syslog to send to, with a
+/// warning at the first such line (see [`syslog`] for why a full queue
+/// drops the line instead).
+fn to_syslog(level: Level, args: fmt::Arguments<'_>) {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(160);
+    let _ = text.write_fmt(args);
+    let sent = match lock_syslog().as_mut() {
+        Some(s) => match s.write(level, &text) {
+            Sent::Gone { first: true, error } => Err(Some(format!(
+                "syslog {}: {error}; log lines go to stderr until it answers",
+                s.path().display()
+            ))),
+            Sent::Gone { .. } => Err(None),
+            Sent::Sent | Sent::Dropped => Ok(()),
+        },
+        // Not initialised (a test, or before init): nowhere else to go.
+        None => Err(None),
+    };
+    if let Err(why) = sent {
+        if let Some(why) = why {
+            to_stream(Output::Stderr, Level::Warn, format_args!("{why}"));
+        }
+        to_stream(Output::Stderr, level, format_args!("{text}"));
+    }
+}
+
+/// One line on stderr or stdout.
+fn to_stream(stream: Output, level: Level, args: fmt::Arguments<'_>) {
     use std::fmt::Write as _;
     let mut line = String::with_capacity(160);
     if JOURNAL.load(Ordering::Relaxed) {
@@ -146,7 +286,10 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
     }
     let _ = line.write_fmt(args);
     line.push('\n');
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let _ = match stream {
+        Output::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
+        _ => std::io::stderr().lock().write_all(line.as_bytes()),
+    };
 }
 
 #[macro_export]
@@ -179,6 +322,25 @@ mod tests {
         assert_eq!(civil(19_723), (2024, 1, 1));
         assert_eq!(civil(20_778), (2026, 11, 21));
         assert_eq!(civil(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn auto_is_the_journal_then_syslog_then_stderr() {
+        assert_eq!(Output::auto(true, true), Output::Stderr);
+        assert_eq!(Output::auto(true, false), Output::Stderr);
+        assert_eq!(Output::auto(false, true), Output::Syslog);
+        assert_eq!(Output::auto(false, false), Output::Stderr);
+    }
+
+    /// swss-common's `outputStringMap`: upper case only.
+    #[test]
+    fn logoutput_values_are_swss_commons() {
+        assert_eq!(Output::from_sonic(b"SYSLOG"), Some(Output::Syslog));
+        assert_eq!(Output::from_sonic(b"STDOUT"), Some(Output::Stdout));
+        assert_eq!(Output::from_sonic(b"STDERR"), Some(Output::Stderr));
+        assert_eq!(Output::from_sonic(b"stderr"), None);
+        assert_eq!(Output::from_sonic(b"FILE"), None);
+        assert_eq!(Output::from_sonic(b""), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Process plumbing every daemon shares: layered configuration (TOML <
-//! environment < flags), logging, signals, systemd notification, CPU and
+//! environment < flags), logging (stderr, the journal, syslog), signals, systemd notification, CPU and
 //! memory placement, and the sysctl profile check.
 
 pub mod cli;
@@ -11,3 +11,4 @@ pub mod placement;
 pub mod repeat;
 pub mod signals;
 pub mod sysctl_check;
+pub mod syslog;

@@ -10,7 +10,7 @@ use crate::engine::redis::conn::{Connection, Lost, RedisConn};
 use crate::engine::redis::encode;
 use crate::engine::redis::reply::Reply;
 use crate::engine::redis::session::{self, Session};
-use crate::engine::sonic::logger;
+use crate::engine::sonic::logger::{self, RunLog};
 use crate::neigh::context::{link_local_interface, NeighConfig, LINK_LOCAL_FIELD, LINK_LOCAL_ON};
 use crate::neigh::keys::NeighKeys;
 use crate::neigh::links::IfName;
@@ -27,8 +27,8 @@ pub enum ConfigTag {
     Interfaces(&'static str),
     /// `HGET <table>|<name> ipv6_use_link_local_only`.
     Mode(IfName),
-    /// `HGET LOGGER|neighsyncd LOGLEVEL`.
-    LogLevel,
+    /// `HMGET LOGGER|neighsyncd LOGLEVEL LOGOUTPUT`.
+    Logger,
 }
 
 /// One round of reads in progress.
@@ -50,6 +50,12 @@ pub struct ConfigSession {
 }
 
 impl ConfigSession {
+    /// SIGHUP: the run's new log settings, where CONFIG_DB made no choice.
+    pub fn reload_log(&self, work: &mut NeighWork, run: RunLog) {
+        let moves = work.logger.set_run(run);
+        logger::apply(&self.keys.logger, moves, "SIGHUP");
+    }
+
     pub fn new(conn: RedisConn<ConfigTag>, keys: NeighKeys) -> ConfigSession {
         ConfigSession {
             conn,
@@ -78,8 +84,8 @@ impl ConfigSession {
                 });
             }
             let logger = &k.logger.key;
-            self.conn.push(ConfigTag::LogLevel, |out| {
-                encode::command(out, &[b"HGET", logger, b"LOGLEVEL"])
+            self.conn.push(ConfigTag::Logger, |out| {
+                encode::command(out, &[b"HMGET", logger, b"LOGLEVEL", b"LOGOUTPUT"])
             });
             round.failed = false;
             self.round = Some(round);
@@ -134,12 +140,13 @@ impl ConfigSession {
                         round.link_local.push(name);
                     }
                 }
-                ConfigTag::LogLevel => {
-                    let value = match reply {
-                        Reply::Nil => None,
-                        other => other.as_bytes(),
+                ConfigTag::Logger => {
+                    let field = |i: usize| match reply {
+                        Reply::Array(items) => items.get(i).and_then(|r| r.as_bytes()),
+                        _ => None,
                     };
-                    logger::follow_level(&self.keys.logger, value, work.configured_level);
+                    let moves = work.logger.on_read(field(0), field(1));
+                    logger::apply(&self.keys.logger, moves, "configuration");
                 }
                 ConfigTag::Select => {}
             }
@@ -236,7 +243,8 @@ enum OwnedReply {
     Nil,
     Error(Vec<u8>),
     Bytes(Vec<u8>),
-    Keys(Vec<Vec<u8>>),
+    /// An array, its nil items kept in place.
+    Items(Vec<Option<Vec<u8>>>),
     Other,
 }
 
@@ -244,10 +252,10 @@ impl OwnedReply {
     fn of(reply: &Reply<'_>) -> OwnedReply {
         match reply {
             Reply::Nil => OwnedReply::Nil,
-            Reply::Array(items) => OwnedReply::Keys(
+            Reply::Array(items) => OwnedReply::Items(
                 items
                     .iter()
-                    .filter_map(|r| r.as_bytes().map(|b| b.to_vec()))
+                    .map(|r| r.as_bytes().map(|b| b.to_vec()))
                     .collect(),
             ),
             r => match (r.error(), r.as_bytes()) {
@@ -263,8 +271,11 @@ impl OwnedReply {
             OwnedReply::Nil => f(&Reply::Nil),
             OwnedReply::Error(e) => f(&Reply::Error(e)),
             OwnedReply::Bytes(b) => f(&Reply::Bulk(b)),
-            OwnedReply::Keys(keys) => {
-                let items: Vec<Reply<'_>> = keys.iter().map(|k| Reply::Bulk(k)).collect();
+            OwnedReply::Items(items) => {
+                let items: Vec<Reply<'_>> = items
+                    .iter()
+                    .map(|i| i.as_deref().map_or(Reply::Nil, Reply::Bulk))
+                    .collect();
                 f(&Reply::Array(items))
             }
             OwnedReply::Other => f(&Reply::Status(b"")),

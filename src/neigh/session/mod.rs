@@ -7,7 +7,7 @@
 //!   level;
 //! - [`events`]: keyspace notifications of those CONFIG_DB keys.
 
-use crate::engine::runtime::log::Level;
+use crate::engine::sonic::logger::LoggerFollow;
 use crate::neigh::follow::NeighSync;
 use crate::neigh::selfcheck::SelfCheck;
 
@@ -21,8 +21,8 @@ pub struct NeighWork {
     pub sync: NeighSync,
     /// CONFIG_DB may have changed: read it again.
     pub config_wanted: bool,
-    /// The level to fall back to when CONFIG_DB has no `LOGLEVEL`.
-    pub configured_level: Level,
+    /// CONFIG_DB `LOGGER|neighsyncd` against the run's own log settings.
+    pub logger: LoggerFollow,
     /// Self-verification: its read-back replies come through the APPL_DB
     /// session.
     pub selfcheck: SelfCheck,

@@ -1,7 +1,7 @@
 //! The APPL_DB session: which ports APPL_DB `PORT_TABLE` has (an `EXISTS`
 //! per port the table asks about), `PortInitDone` through the
 //! ProducerStateTable once every configured port is seen, and CONFIG_DB's
-//! `LOGGER|portsyncd` level when it lives on the same instance.
+//! `LOGGER|portsyncd` log settings when it lives on the same instance.
 
 use crate::engine::event_loop::LoopIo;
 use crate::engine::metrics::Counters;
@@ -9,9 +9,8 @@ use crate::engine::redis::conn::{Connection, Lost, RedisConn};
 use crate::engine::redis::encode;
 use crate::engine::redis::reply::{Reply, Verdict};
 use crate::engine::redis::session::{self, Session};
-use crate::engine::runtime::log::Level;
 use crate::engine::runtime::repeat::{cut, Repeats, Say};
-use crate::engine::sonic::logger;
+use crate::engine::sonic::logger::{self, LoggerFollow, RunLog};
 use crate::engine::sonic::pst::{ProducerTable, PstSet, SET_SCRIPT_SHA};
 use crate::engine::sys::monotonic_ns;
 use crate::port::keys::{PortKey, PortKeys};
@@ -37,8 +36,9 @@ pub enum ApplTag {
     /// Self-verification: does APPL_DB `PORT_TABLE` still have this port
     /// (one it writes)? Noticed even with keyspace notifications off.
     Recheck(PortId),
-    /// `HGET LOGGER|portsyncd LOGLEVEL` in CONFIG_DB (between two SELECTs).
-    LogLevel,
+    /// `HMGET LOGGER|portsyncd LOGLEVEL LOGOUTPUT` in CONFIG_DB (between
+    /// two SELECTs).
+    Logger,
 }
 
 /// A ProducerStateTable set owed to APPL_DB (`PortInitDone`).
@@ -64,14 +64,17 @@ pub struct ApplReplies {
     backoff_ns: u64,
     /// Error replies logged once per kind, the repeats counted.
     errors: Repeats,
-    /// The log level to fall back to when CONFIG_DB has none.
-    pub configured_level: Level,
+    /// CONFIG_DB's log settings as last read, and the run's own.
+    pub logger: LoggerFollow,
 }
 
 impl Default for ApplReplies {
     fn default() -> Self {
         ApplReplies {
-            configured_level: Level::Notice,
+            logger: LoggerFollow::new(RunLog {
+                level: crate::engine::runtime::log::Level::Notice,
+                output: crate::engine::runtime::log::Output::Stderr,
+            }),
             script_loaded: false,
             reload_script: false,
             outbox: Vec::new(),
@@ -93,7 +96,6 @@ impl ApplReplies {
         counters: &Counters,
         now: u64,
     ) {
-        let configured = self.configured_level;
         match tag {
             ApplTag::Select => {
                 if let Some(e) = reply.error() {
@@ -111,12 +113,20 @@ impl ApplReplies {
                     ),
                 }
             }
-            ApplTag::LogLevel => match reply {
-                Reply::Bulk(v) => logger::follow_level(&keys.logger, Some(v), configured),
-                Reply::Nil => logger::follow_level(&keys.logger, None, configured),
+            ApplTag::Logger => match reply {
+                Reply::Array(items) if items.len() == 2 => {
+                    let field = |r: &Reply<'_>| match r {
+                        Reply::Bulk(v) => Some(v.to_vec()),
+                        _ => None,
+                    };
+                    let (level, output) = (field(&items[0]), field(&items[1]));
+                    let moves = self.logger.on_read(level.as_deref(), output.as_deref());
+                    logger::apply(&keys.logger, moves, "configuration");
+                }
                 other => log_warn!(
-                    "CONFIG_DB: HGET {} LOGLEVEL answered {other:?}",
-                    keys.logger.name()
+                    "CONFIG_DB: HMGET {} LOGLEVEL LOGOUTPUT answered {}",
+                    keys.logger.name(),
+                    cut(&format!("{other:?}"), MAX_QUOTE)
                 ),
             },
             ApplTag::Exists(port) => self.on_exists(port, reply, ports, counters, now),
@@ -215,22 +225,17 @@ pub struct ApplSession {
 }
 
 impl ApplSession {
-    pub fn new(conn: RedisConn<ApplTag>, keys: PortKeys, configured_level: Level) -> ApplSession {
+    pub fn new(conn: RedisConn<ApplTag>, keys: PortKeys, logger: LoggerFollow) -> ApplSession {
         ApplSession {
             conn,
             replies: ApplReplies {
-                configured_level,
+                logger,
                 ..ApplReplies::default()
             },
             keys,
             init_done_queued: false,
             queries: Vec::with_capacity(256),
         }
-    }
-
-    /// CONFIG_DB's log level can be followed on this connection.
-    pub fn logger_live(&self) -> bool {
-        self.keys.logger.live
     }
 
     /// Resends due, and repeated errors summed up.
@@ -244,12 +249,14 @@ impl ApplSession {
         (waiting && self.replies.resend_at_ns > 0).then_some(self.replies.resend_at_ns)
     }
 
-    /// SIGHUP changed the configured level.
-    pub fn set_configured_level(&mut self, level: Level) {
-        self.replies.configured_level = level;
+    /// SIGHUP: the run's new log settings, applied where CONFIG_DB holds
+    /// no choice of its own.
+    pub fn reload_log(&mut self, run: RunLog) {
+        let moves = self.replies.logger.set_run(run);
+        logger::apply(&self.keys.logger, moves, "SIGHUP");
     }
 
-    /// Queue membership queries, a log level read, `PortInitDone` when due,
+    /// Queue membership queries, a read of the log settings, `PortInitDone` when due,
     /// and send.
     pub fn write(&mut self, work: &mut PortWork, io: &mut LoopIo<'_>) {
         if self.conn.is_up() {
@@ -268,9 +275,9 @@ impl ApplSession {
                 encode::command(out, &[b"EXISTS", key.as_bytes()])
             });
         }
-        if work.loglevel_wanted {
-            work.loglevel_wanted = false;
-            self.queue_loglevel_read();
+        if work.logger_wanted {
+            work.logger_wanted = false;
+            self.queue_logger_read();
         }
         if self.replies.reload_script {
             self.replies.reload_script = false;
@@ -309,16 +316,17 @@ impl ApplSession {
         }
     }
 
-    /// `HGET LOGGER|portsyncd LOGLEVEL` in CONFIG_DB, on this connection.
-    fn queue_loglevel_read(&mut self) {
+    /// `HMGET LOGGER|portsyncd LOGLEVEL LOGOUTPUT` in CONFIG_DB, on this
+    /// connection.
+    fn queue_logger_read(&mut self) {
         let config_db = self.keys.logger.config_db.to_string();
         let appl_db = self.keys.appl_db.as_bytes();
         let key = &self.keys.logger.key;
         self.conn.push(ApplTag::Select, |out| {
             encode::command(out, &[b"SELECT", config_db.as_bytes()])
         });
-        self.conn.push(ApplTag::LogLevel, |out| {
-            encode::command(out, &[b"HGET", key, b"LOGLEVEL"])
+        self.conn.push(ApplTag::Logger, |out| {
+            encode::command(out, &[b"HMGET", key, b"LOGLEVEL", b"LOGOUTPUT"])
         });
         self.conn.push(ApplTag::Select, |out| {
             encode::command(out, &[b"SELECT", appl_db])

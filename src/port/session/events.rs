@@ -29,7 +29,7 @@ pub fn on_notification(reply: &Reply<'_>, keys: &PortKeys, work: &mut PortWork) 
         && items[0].as_bytes() == Some(b"message")
         && items[1].as_bytes() == Some(keys.logger.channel.as_slice())
     {
-        work.loglevel_wanted = true;
+        work.logger_wanted = true;
         return;
     }
     if items.len() != 4 || items[0].as_bytes() != Some(b"pmessage") {
@@ -95,8 +95,8 @@ impl Session for EventsSession {
                 encode::command(out, &[b"SUBSCRIBE", channel]);
             }
         });
-        // A level set while we were not subscribed.
-        work.loglevel_wanted = keys.logger.live;
+        // Log settings changed while we were not subscribed.
+        work.logger_wanted = keys.logger.live;
         // Changes made while we were not subscribed are found by asking.
         work.sync.ports.requery_absent();
         if self.conn.connects > 1 {

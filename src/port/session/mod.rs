@@ -18,8 +18,8 @@ pub mod state;
 /// the one request one session makes of another.
 pub struct PortWork {
     pub sync: LinkSync,
-    /// CONFIG_DB's `LOGLEVEL` may have changed: read it again.
-    pub loglevel_wanted: bool,
+    /// CONFIG_DB's `LOGGER` entry may have changed: read it again.
+    pub logger_wanted: bool,
     /// Self-verification: its read-back replies come through the sessions.
     pub selfcheck: SelfCheck,
 }

@@ -58,6 +58,20 @@ fn poll_in(fds: &[i32], timeout: Duration) -> Vec<bool> {
     p.iter().map(|x| x.revents != 0).collect()
 }
 
+/// Whether `bin` takes `log.output` (asked with `--print-config`, which
+/// does nothing else).
+fn knows_log_output(bin: &Path, conf: &Path) -> bool {
+    Command::new(bin)
+        .arg("--config")
+        .arg(conf)
+        .args(["--print-config", "--set", "log.output=stderr"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 impl DaemonProcess {
     /// Start `bin` inside `netns` with its own notify socket and log.
     pub fn start(
@@ -87,6 +101,12 @@ impl DaemonProcess {
                 database_config.display()
             ))
             .args(["--set", "metrics.listen=", "--set", "log.level=notice"]);
+        // The log (its totals line) is read from stderr, so keep it there
+        // on a machine with /dev/log, which `auto` would pick; a build from
+        // before `log.output` logs only to stderr and would refuse the key.
+        if knows_log_output(bin, &conf) {
+            cmd.args(["--set", "log.output=stderr"]);
+        }
         for s in sets {
             cmd.arg("--set").arg(s);
         }

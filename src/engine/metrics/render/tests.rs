@@ -89,6 +89,12 @@ const PORTSYNCD: &[(&str, &str)] = &[
     ("redis_error_replies", "portsyncd_redis_error_replies_total"),
     ("fd_exhausted", "portsyncd_fd_exhausted_total"),
     ("samples_dropped", "portsyncd_samples_dropped_total"),
+    ("log_lines_dropped", "portsyncd_log_lines_dropped_total"),
+    ("log_lines_to_stderr", "portsyncd_log_lines_to_stderr_total"),
+    (
+        "log_syslog_reconnects",
+        "portsyncd_log_syslog_reconnects_total",
+    ),
     ("known_ports", "portsyncd_known_ports"),
     ("pending_ports", "portsyncd_pending_ports"),
     ("dirty_ports", "portsyncd_dirty_ports"),
@@ -163,6 +169,15 @@ const NEIGHSYNCD: &[(&str, &str)] = &[
     ),
     ("fd_exhausted", "neighsyncd_fd_exhausted_total"),
     ("samples_dropped", "neighsyncd_samples_dropped_total"),
+    ("log_lines_dropped", "neighsyncd_log_lines_dropped_total"),
+    (
+        "log_lines_to_stderr",
+        "neighsyncd_log_lines_to_stderr_total",
+    ),
+    (
+        "log_syslog_reconnects",
+        "neighsyncd_log_syslog_reconnects_total",
+    ),
     ("rcvbuf_bytes", "neighsyncd_netlink_rcvbuf_bytes"),
     ("redis_up", "neighsyncd_redis_up"),
     (
@@ -293,6 +308,9 @@ fn numbered() -> Counters {
     c.redis_error_replies.add(v("redis_error_replies"));
     c.fd_exhausted.set(v("fd_exhausted"));
     c.samples_dropped.add(v("samples_dropped"));
+    c.log_lines_dropped.set(v("log_lines_dropped"));
+    c.log_lines_to_stderr.set(v("log_lines_to_stderr"));
+    c.log_syslog_reconnects.set(v("log_syslog_reconnects"));
     c.known_ports.set(v("known_ports"));
     c.pending_ports.set(v("pending_ports"));
     c.dirty_ports.set(v("dirty_ports"));
@@ -449,7 +467,7 @@ fn exported(d: Daemon) -> &'static [(&'static str, &'static str)] {
 #[test]
 fn every_counter_and_gauge_is_exported_with_its_value() {
     let fields = counter_fields();
-    assert_eq!(fields.len(), 63, "{fields:?}");
+    assert_eq!(fields.len(), 66, "{fields:?}");
     for f in &fields {
         assert!(
             Daemon::ALL

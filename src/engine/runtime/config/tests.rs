@@ -209,3 +209,26 @@ fn differences_name_changed_keys() {
         vec!["log.level", "netlink.rcvbuf_bytes", "runtime.cpu"]
     );
 }
+
+/// Issue 14 item 2: `[log] output` from the file, the environment or a
+/// flag, like every other key; a wrong value names the choices.
+#[test]
+fn log_output_comes_from_file_environment_or_flag() {
+    assert_eq!(Config::default().log.output, LogOutput::Auto);
+    let c = Config::from_parts(None, "[log]\noutput = \"syslog\"\n", &[]).unwrap();
+    assert_eq!(c.log.output, LogOutput::Syslog);
+    let o = env(&[("PORTSYNCD_LOG_OUTPUT", "stderr")]);
+    let c = Config::from_parts(None, "[log]\noutput = \"syslog\"\n", &o).unwrap();
+    assert_eq!(c.log.output, LogOutput::Stderr);
+    let mut o = o;
+    o.push(Override::from_flag("log.output=auto").unwrap());
+    let c = Config::from_parts(None, "", &o).unwrap();
+    assert_eq!(c.log.output, LogOutput::Auto);
+    let e = err("", &[Override::from_flag("log.output=file").unwrap()]);
+    assert!(
+        e.contains("--set log.output=file") && e.contains("auto") && e.contains("syslog"),
+        "{e}"
+    );
+    assert_eq!(LogOutput::Syslog.resolve(), Output::Syslog);
+    assert_eq!(LogOutput::Stderr.resolve(), Output::Stderr);
+}
