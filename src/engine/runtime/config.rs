@@ -382,6 +382,13 @@ pub struct WarmConfig {
     pub restore_timeout_s: u64,
 }
 
+impl WarmConfig {
+    /// Whether this process is not the daemon `[warm]` belongs to.
+    fn not_this_daemons(&self) -> bool {
+        daemon().name != NEIGHSYNCD.name
+    }
+}
+
 impl Default for WarmConfig {
     fn default() -> Self {
         WarmConfig {
@@ -400,7 +407,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub verify: VerifyConfig,
-    /// neighsyncd only.
+    /// neighsyncd only: left out of portsyncd's sections, and refused there.
+    #[serde(skip_serializing_if = "WarmConfig::not_this_daemons")]
     pub warm: WarmConfig,
 }
 
@@ -623,6 +631,12 @@ impl Config {
             86_400,
         )?;
         in_range("verify.interval_s", self.verify.interval_s, 0, 86_400)?;
+        if self.warm.not_this_daemons() && self.warm != WarmConfig::default() {
+            return Err(ConfigError(format!(
+                "[warm] is neighsyncd's; {} has no such section",
+                daemon().name
+            )));
+        }
         in_range(
             "warm.restore_timeout_s",
             self.warm.restore_timeout_s,
