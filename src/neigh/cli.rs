@@ -48,13 +48,13 @@ KEYS (default):
     database_config     SONiC database_config.json
                         (\"/var/run/redis/sonic-db/database_config.json\");
                         the unix socket is used when it exists, else TCP
-    write_buffer_bytes  bound on bytes queued per Redis connection (4194304)
+    write_buffer_bytes  bound on bytes queued per Redis connection (1048576)
     retry_min_ms        first reconnect delay, doubling on failure (50)
     retry_max_ms        reconnect delay cap (2000)
     timeout_ms          start-up request timeout (5000)
   [netlink]
     rcvbuf_bytes        netlink receive buffer, SO_RCVBUFFORCE (16777216)
-    ring_bytes          mlocked receive ring (4194304)
+    ring_bytes          mlocked receive ring (2097152)
     max_batch_datagrams datagrams read per loop turn before writing (1024)
   [runtime]
     reactor             \"epoll\" | \"io_uring\" | \"auto\" (\"epoll\")

@@ -27,6 +27,14 @@ pub struct DaemonConfig {
     pub env_prefix: &'static str,
     /// The metrics endpoint's default port (127.0.0.1).
     pub metrics_port: u16,
+    /// `redis.write_buffer_bytes` by default: neighsyncd's writes are
+    /// ~200 bytes each, so 1 MiB holds ~5,000 per `send` (plenty to keep
+    /// Redis busy) and keeps its memory small at 64k neighbors.
+    pub write_buffer_bytes: usize,
+    /// `netlink.ring_bytes` by default: neighsyncd's 2 MiB is 16 slots of
+    /// 128 KiB per `recvmmsg` (its events are one small datagram each; a
+    /// dump's datagrams are at most 32 KiB), half portsyncd's, for memory.
+    pub ring_bytes: usize,
 }
 
 pub static PORTSYNCD: DaemonConfig = DaemonConfig {
@@ -34,6 +42,8 @@ pub static PORTSYNCD: DaemonConfig = DaemonConfig {
     default_path: "/etc/sonic/portsyncd.conf",
     env_prefix: "PORTSYNCD_",
     metrics_port: 29101,
+    write_buffer_bytes: 4 << 20,
+    ring_bytes: 4 << 20,
 };
 
 pub static NEIGHSYNCD: DaemonConfig = DaemonConfig {
@@ -41,6 +51,8 @@ pub static NEIGHSYNCD: DaemonConfig = DaemonConfig {
     default_path: "/etc/sonic/neighsyncd.conf",
     env_prefix: "NEIGHSYNCD_",
     metrics_port: 29102,
+    write_buffer_bytes: 1 << 20,
+    ring_bytes: 2 << 20,
 };
 
 static DAEMON: std::sync::OnceLock<&'static DaemonConfig> = std::sync::OnceLock::new();
@@ -97,7 +109,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             database_config: PathBuf::from(DEFAULT_DATABASE_CONFIG),
-            write_buffer_bytes: 4 << 20,
+            write_buffer_bytes: daemon().write_buffer_bytes,
             retry_min_ms: 50,
             retry_max_ms: 2000,
             timeout_ms: 5000,
@@ -123,7 +135,7 @@ impl Default for NetlinkConfig {
     fn default() -> Self {
         NetlinkConfig {
             rcvbuf_bytes: 16 << 20,
-            ring_bytes: 4 << 20,
+            ring_bytes: daemon().ring_bytes,
             max_batch_datagrams: 1024,
         }
     }
