@@ -1297,3 +1297,32 @@ chmod 0755 target/release/flood
         assert_eq!(uid, NOBODY, "{f} is owned by uid {uid}");
     }
 }
+
+/// neighsyncd's `--help` names every section and key its configuration has.
+#[test]
+fn neighsyncds_help_names_every_section_and_key() {
+    let run = |args: &[&str]| {
+        Command::new(Daemon::neighsyncd_binary())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let shown = run(&["--config", "/dev/null", "--print-config"]);
+    let table: toml::Table = String::from_utf8_lossy(&shown.stdout).parse().unwrap();
+    for (section, keys) in table {
+        assert!(
+            help.contains(&format!("[{section}]")),
+            "[{section}] not in --help"
+        );
+        for key in keys.as_table().unwrap().keys() {
+            assert!(
+                help.lines()
+                    .any(|l| l.split_whitespace().next() == Some(key.as_str())),
+                "{section}.{key} not in neighsyncd --help"
+            );
+        }
+    }
+}

@@ -180,6 +180,7 @@ fn the_man_page_names_every_key_and_command_of_help() {
         "\\-\\-print\\-config",
         "\\-\\-config",
         "\\-\\-set",
+        "\\-\\-namespace",
         "\\-\\-version",
         "SIGHUP",
         "PORTSYNCD_",

@@ -13,7 +13,7 @@ PortConfigDone / PortInitDone handshake orchagent waits for.
 
 USAGE:
     portsyncd [OPTIONS]
-    portsyncd check [--json] [-c FILE] [-s SECTION.KEY=VALUE]...
+    portsyncd check [--json] [-n NS] [-c FILE] [-s SECTION.KEY=VALUE]...
     portsyncd sysctl-check [FILE]
 
 OPTIONS:
@@ -22,17 +22,23 @@ OPTIONS:
                                  default file is missing, built-in defaults)
     -s, --set SECTION.KEY=VALUE  set one key; repeatable; wins over the
                                  environment and the file
+    -n, --namespace NS           from the host of a multi-ASIC switch: run in
+                                 network namespace NS (/var/run/netns/NS) with
+                                 the databases database_global.json lists for
+                                 it; same as --set runtime.namespace=NS. Not
+                                 needed inside an ASIC's container
         --print-config           print the effective configuration and exit
     -h, --help                   print this help
     -V, --version                print the version
 
     check [--json]               compare STATE_DB PORT_TABLE with the kernel's
-                                 links in this network namespace, once, with
-                                 the daemon's configuration (database_config,
-                                 timeout_ms); reads only. Prints one line per
-                                 port out of step, then a summary; --json
-                                 prints one JSON document instead. Exits 0 all
-                                 in step, 1 some port differs, 2 cannot check
+                                 links in this network namespace (or NS's),
+                                 once, with the daemon's configuration
+                                 (database_config, timeout_ms, namespace);
+                                 reads only. Prints one line per port out of
+                                 step, then a summary; --json prints one JSON
+                                 document instead. Exits 0 all in step, 1
+                                 some port differs, 2 cannot check
     sysctl-check [FILE]          compare live kernel settings with the
                                  shipped profile (default
                                  /etc/sysctl.d/99-portsyncd.conf); exits 1 on drift
@@ -47,6 +53,11 @@ KEYS (default):
     database_config     SONiC database_config.json
                         (\"/var/run/redis/sonic-db/database_config.json\");
                         the unix socket is used when it exists, else TCP
+    database_global_config
+                        SONiC database_global.json, read only with a
+                        namespace: its INCLUDES give each namespace's
+                        database_config.json
+                        (\"/var/run/redis/sonic-db/database_global.json\")
     write_buffer_bytes  bound on bytes queued per Redis connection (4194304)
     retry_min_ms        first reconnect delay, doubling on failure (50)
     retry_max_ms        reconnect delay cap (2000)
@@ -58,6 +69,10 @@ KEYS (default):
     ring_bytes          mlocked receive ring (4194304)
     max_batch_datagrams datagrams read per loop turn before writing (1024)
   [runtime]
+    namespace           network namespace to enter before any socket is
+                        opened (the metrics listener's too), databases from
+                        database_global_config; \"\" stays where started,
+                        databases from database_config (\"\")
     reactor             \"epoll\" | \"io_uring\" | \"auto\" (\"epoll\")
     cpu                 pin the loop thread to this CPU (unset)
     sched               \"other\" | \"fifo:PRIO\" | \"rr:PRIO\"; unset keeps
@@ -93,6 +108,7 @@ SIGNALS:
 
 EXIT STATUS:
     0 stopped by a signal; 1 runtime failure; 2 bad command line or configuration
+    (an unknown namespace or a missing /var/run/netns/NS too)
     check: 0 all in step; 1 a port differs; 2 cannot check (configuration,
     Redis not answering within redis.timeout_ms, netlink)
 ";

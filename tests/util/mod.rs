@@ -134,10 +134,6 @@ impl Daemon {
     pub fn start_with(ns: &Netns, redis: &RedisServer, opts: DaemonOptions) -> Daemon {
         let dir = TempDir::new().unwrap();
         let db = redis.write_database_config(dir.path(), opts.unix).unwrap();
-        let notify_path = dir.path().join("notify.sock");
-        let notify = UnixDatagram::bind(&notify_path).unwrap();
-        let log_path = dir.path().join("daemon.log");
-        let log = std::fs::File::create(&log_path).unwrap();
         let binary = opts.binary.clone().unwrap_or_else(Daemon::binary);
         let mut cmd = match opts.wrap.split_first() {
             Some((program, args)) => {
@@ -147,10 +143,32 @@ impl Daemon {
             }
             None => ns.command(&binary),
         };
-        cmd.arg("--config").arg(dir.path().join("none.toml"));
-        std::fs::write(dir.path().join("none.toml"), "").unwrap();
         cmd.arg("--set")
             .arg(format!("redis.database_config={}", db.display()));
+        Daemon::spawn(cmd, dir, &opts)
+    }
+
+    /// Run from the test's own network namespace (the host's, to the
+    /// daemon), not inside one, with `args` added (`--namespace NS`): as
+    /// an operator on a multi-ASIC host runs it. No database config is
+    /// written; `args` say where the databases are.
+    pub fn start_on_host(args: &[&str], opts: DaemonOptions) -> Daemon {
+        let dir = TempDir::new().unwrap();
+        let binary = opts.binary.clone().unwrap_or_else(Daemon::binary);
+        let mut cmd = std::process::Command::new(binary);
+        cmd.args(args);
+        Daemon::spawn(cmd, dir, &opts)
+    }
+
+    /// Add the test's configuration (an empty `--config`, a stderr log at
+    /// info, `opts`) and a notify socket to `cmd`, and start it.
+    fn spawn(mut cmd: std::process::Command, dir: TempDir, opts: &DaemonOptions) -> Daemon {
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        let log_path = dir.path().join("daemon.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        cmd.arg("--config").arg(dir.path().join("none.toml"));
+        std::fs::write(dir.path().join("none.toml"), "").unwrap();
         // Tests read the log from stderr, whether or not this machine has
         // a /dev/log (which `auto` would pick).
         cmd.args(["--set", "log.level=info", "--set", "log.output=stderr"]);

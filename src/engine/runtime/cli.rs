@@ -3,15 +3,17 @@
 //! to the daemon.
 
 use std::fmt::Display;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::engine::runtime::config::{
     self, Config, ConfigError, ConfigFile, ConfigSource, DaemonConfig, Override,
 };
 use crate::engine::runtime::launch::EXIT_USAGE;
 use crate::engine::runtime::log;
+use crate::engine::runtime::netns;
 use crate::engine::sonic::dbconfig::Databases;
-use crate::log_error;
+use crate::engine::sonic::dbglobal::GlobalConfig;
+use crate::{log_error, log_notice};
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,10 +93,23 @@ pub fn main(d: &Daemon) -> u8 {
         return 0;
     }
     log::init(name, cfg.log.level.0, cfg.log.output.resolve());
-    let dbs = match Databases::load(&cfg.redis.database_config) {
-        Ok(d) => d,
+    // Here, in the only thread, before the daemon opens any socket or
+    // starts any thread (the metrics thread too): everything it makes is
+    // then in the namespace (see netns).
+    let dbs = match place(&cfg) {
+        Ok(placed) => {
+            if let Some(handle) = &placed.netns {
+                log_notice!(
+                    "in network namespace {} ({}); databases from {}",
+                    cfg.runtime.namespace,
+                    handle.display(),
+                    placed.database_config.display()
+                );
+            }
+            placed.dbs
+        }
         Err(e) => {
-            log_error!("{e} (redis.database_config)");
+            log_error!("{e}");
             return EXIT_USAGE;
         }
     };
@@ -121,10 +136,55 @@ fn check(d: &Daemon, file: &ConfigFile, sets: Vec<Override>, json: bool) -> u8 {
         Ok((cfg, _)) => cfg,
         Err(e) => return (d.cannot_check)(json, &e),
     };
-    match Databases::load(&cfg.redis.database_config) {
-        Ok(dbs) => (d.check)(&cfg, &dbs, json),
-        Err(e) => (d.cannot_check)(json, &format!("{e} (redis.database_config)")),
+    match place(&cfg) {
+        Ok(placed) => (d.check)(&cfg, &placed.dbs, json),
+        Err(e) => (d.cannot_check)(json, &e),
     }
+}
+
+/// Where the process runs and what it talks to.
+struct Placed {
+    dbs: Databases,
+    /// The file the databases came from.
+    database_config: PathBuf,
+    /// The namespace's handle, when `runtime.namespace` was entered.
+    netns: Option<PathBuf>,
+}
+
+/// The databases, and with a `runtime.namespace` the namespace entered:
+/// that namespace's `database_config.json` as `redis.database_global_config`
+/// lists it (swss-common's `SonicDBConfig::initializeGlobalConfig`), else
+/// `redis.database_config`. `Err` names the key at fault. Call it before
+/// any thread or socket exists.
+fn place(cfg: &Config) -> Result<Placed, String> {
+    let ns = cfg.runtime.namespace.as_str();
+    let load = |path: &Path, key: &str| Databases::load(path).map_err(|e| format!("{e} ({key})"));
+    if ns.is_empty() {
+        let path = &cfg.redis.database_config;
+        return Ok(Placed {
+            dbs: load(path, "redis.database_config")?,
+            database_config: path.clone(),
+            netns: None,
+        });
+    }
+    let global = GlobalConfig::load(&cfg.redis.database_global_config)
+        .map_err(|e| format!("{e} (redis.database_global_config, for runtime.namespace)"))?;
+    let path = global
+        .database_config(ns)
+        .map_err(|e| format!("{e} (runtime.namespace)"))?;
+    let dbs = load(
+        path,
+        &format!(
+            "namespace {ns} of redis.database_global_config {}",
+            global.path.display()
+        ),
+    )?;
+    let handle = netns::enter(ns).map_err(|e| format!("{e} (runtime.namespace)"))?;
+    Ok(Placed {
+        dbs,
+        database_config: path.to_path_buf(),
+        netns: Some(handle),
+    })
 }
 
 /// Parse the arguments after the program name.
@@ -161,6 +221,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigE
             "-V" | "--version" => return Ok(Command::Version),
             "-c" | "--config" => config = ConfigFile::Given(PathBuf::from(value("--config")?)),
             "-s" | "--set" => sets.push(Override::from_flag(&value("--set")?)?),
+            "-n" | "--namespace" => sets.push(Override::from_key_flag(
+                "--namespace",
+                "runtime",
+                "namespace",
+                &value("--namespace")?,
+            )),
             "--print-config" if !check => print_config = true,
             "--json" if check => json = true,
             other => {
@@ -281,6 +347,42 @@ mod tests {
             .unwrap_err()
             .0
             .contains("SECTION.KEY=VALUE"));
+    }
+
+    #[test]
+    fn namespace_is_a_flag_for_runtime_namespace() {
+        for args in [
+            &["-n", "asic0"][..],
+            &["--namespace", "asic0"],
+            &["--namespace=asic0"],
+            &["check", "-n", "asic0"],
+        ] {
+            let sets = match p(args).unwrap() {
+                Command::Run { sets, .. } | Command::Check { sets, .. } => sets,
+                other => panic!("{args:?}: {other:?}"),
+            };
+            assert_eq!(
+                sets,
+                [Override::from_key_flag(
+                    "--namespace",
+                    "runtime",
+                    "namespace",
+                    "asic0"
+                )]
+            );
+            assert_eq!(sets[0].origin, "--namespace asic0");
+        }
+        // In order with --set: the later one wins.
+        let Command::Run { sets, .. } =
+            p(&["-n", "asic0", "--set", "runtime.namespace=asic1"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(sets[1].value, "asic1");
+        assert!(p(&["--namespace"])
+            .unwrap_err()
+            .0
+            .contains("--namespace needs a value"));
     }
 
     #[test]

@@ -16,6 +16,11 @@ use crate::log_warn;
 /// SONiC's location of `database_config.json`.
 pub const DEFAULT_DATABASE_CONFIG: &str = "/var/run/redis/sonic-db/database_config.json";
 
+/// SONiC's location of `database_global.json` (swss-common's
+/// `SonicDBConfig::DEFAULT_SONIC_DB_GLOBAL_CONFIG_FILE`), read only with a
+/// namespace.
+pub const DEFAULT_DATABASE_GLOBAL_CONFIG: &str = "/var/run/redis/sonic-db/database_global.json";
+
 /// What differs between the daemons' configurations: where the file is,
 /// the environment's prefix, the metrics port.
 #[derive(Debug)]
@@ -89,8 +94,12 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// Path of SONiC's `database_config.json`.
+    /// Path of SONiC's `database_config.json`: the databases when
+    /// `runtime.namespace` is empty.
     pub database_config: PathBuf,
+    /// Path of SONiC's `database_global.json`: where a non-empty
+    /// `runtime.namespace` finds its `database_config.json`.
+    pub database_global_config: PathBuf,
     /// Bound on bytes queued for one Redis connection; beyond it dirty
     /// ports wait in the port table.
     pub write_buffer_bytes: usize,
@@ -109,6 +118,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             database_config: PathBuf::from(DEFAULT_DATABASE_CONFIG),
+            database_global_config: PathBuf::from(DEFAULT_DATABASE_GLOBAL_CONFIG),
             write_buffer_bytes: daemon().write_buffer_bytes,
             retry_min_ms: 50,
             retry_max_ms: 2000,
@@ -206,6 +216,13 @@ impl From<Sched> for String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
+    /// A network namespace (`asic0`) to run in, from the host of a
+    /// multi-ASIC switch: entered (`/var/run/netns/<name>`) before any
+    /// socket is opened, its databases found through
+    /// `redis.database_global_config`. Empty (the default): stay where
+    /// started, databases from `redis.database_config`, as SONiC's own
+    /// daemons inside an ASIC's container.
+    pub namespace: String,
     pub reactor: ReactorKind,
     /// Pin the loop thread to this CPU.
     pub cpu: Option<usize>,
@@ -230,6 +247,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
+            namespace: String::new(),
             reactor: ReactorKind::Epoll,
             cpu: None,
             sched: None,
@@ -460,6 +478,17 @@ impl Override {
         })
     }
 
+    /// A flag of its own for one key: `--namespace asic0` is
+    /// `runtime.namespace = "asic0"`, from `--namespace asic0`.
+    pub fn from_key_flag(flag: &str, section: &str, key: &str, value: &str) -> Override {
+        Override {
+            section: section.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+            origin: format!("{flag} {value}"),
+        }
+    }
+
     /// Overrides from `PORTSYNCD_<SECTION>_<KEY>` variables; every other
     /// `PORTSYNCD_*` variable is named in a warning and ignored (see
     /// [`Override::split_env`]).
@@ -515,6 +544,33 @@ impl Override {
         (out, ignored)
     }
 
+    /// `table` with this key set to `value`, if the result is a valid
+    /// configuration; deserialized at each override so that an error
+    /// names its origin.
+    fn apply(&self, table: &toml::Table, value: toml::Value) -> Result<toml::Table, ConfigError> {
+        let mut table = table.clone();
+        let section = table
+            .entry(self.section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(section) = section else {
+            return Err(ConfigError(format!(
+                "{}: [{}] is not a section",
+                self.origin, self.section
+            )));
+        };
+        section.insert(self.key.clone(), value);
+        toml::Value::Table(table.clone())
+            .try_into::<Config>()
+            .map_err(|e| {
+                let msg = e.to_string().replace('\n', " ");
+                ConfigError(format!(
+                    "{}: {}.{} = {:?}: {msg}",
+                    self.origin, self.section, self.key, self.value
+                ))
+            })?;
+        Ok(table)
+    }
+
     /// The value as TOML: numbers and booleans as such, anything else as a
     /// string (so `PORTSYNCD_RUNTIME_REACTOR=epoll` needs no quotes).
     fn toml_value(&self) -> toml::Value {
@@ -542,6 +598,22 @@ fn in_range<T: PartialOrd + fmt::Display + Copy>(
         return Err(ConfigError(format!(
             "{key} = {value}: out of range, must be between {min} and {max}"
         )));
+    }
+    Ok(())
+}
+
+/// A namespace name must be one file of `/var/run/netns`, as `ip netns`
+/// requires; `""` is none.
+fn check_namespace(name: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| Err(ConfigError(format!("runtime.namespace = {name:?}: {why}")));
+    if name == "." || name == ".." {
+        return bad("not a namespace name");
+    }
+    if name.contains(['/', '\0']) {
+        return bad("a namespace name has no '/' (nor NUL)");
+    }
+    if name.len() > 255 {
+        return bad("longer than a file name may be (255 bytes)");
     }
     Ok(())
 }
@@ -614,6 +686,12 @@ impl Config {
                 "redis.database_config = \"\": a path is required".into(),
             ));
         }
+        if r.database_global_config.as_os_str().is_empty() {
+            return Err(ConfigError(
+                "redis.database_global_config = \"\": a path is required".into(),
+            ));
+        }
+        check_namespace(&self.runtime.namespace)?;
         let n = &self.netlink;
         in_range("netlink.rcvbuf_bytes", n.rcvbuf_bytes, 4096, 1 << 30)?;
         in_range(
@@ -694,26 +772,15 @@ impl Config {
             .parse()
             .map_err(|e| ConfigError(format!("{name}: {e}")))?;
         for o in overrides {
-            let section = table
-                .entry(o.section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let toml::Value::Table(section) = section else {
-                return Err(ConfigError(format!(
-                    "{}: [{}] is not a section",
-                    o.origin, o.section
-                )));
+            let guessed = o.toml_value();
+            let as_text = toml::Value::String(o.value.clone());
+            table = match o.apply(&table, guessed.clone()) {
+                Ok(t) => t,
+                // `0` or `true` for a key that takes text (a namespace
+                // named `0`): the text as given, when the key takes it.
+                Err(e) if guessed != as_text => o.apply(&table, as_text).map_err(|_| e)?,
+                Err(e) => return Err(e),
             };
-            section.insert(o.key.clone(), o.toml_value());
-            // Deserialize after each one so an error names its origin.
-            toml::Value::Table(table.clone())
-                .try_into::<Config>()
-                .map_err(|e| {
-                    let msg = e.to_string().replace('\n', " ");
-                    ConfigError(format!(
-                        "{}: {}.{} = {:?}: {msg}",
-                        o.origin, o.section, o.key, o.value
-                    ))
-                })?;
         }
         let config: Config = toml::Value::Table(table)
             .try_into()

@@ -232,3 +232,75 @@ fn log_output_comes_from_file_environment_or_flag() {
     assert_eq!(LogOutput::Syslog.resolve(), Output::Syslog);
     assert_eq!(LogOutput::Stderr.resolve(), Output::Stderr);
 }
+
+#[test]
+fn a_namespace_comes_from_file_environment_or_flag() {
+    let c = Config::from_parts(None, "", &[]).unwrap();
+    assert_eq!(c.runtime.namespace, "");
+    assert_eq!(
+        c.redis.database_global_config,
+        Path::new(DEFAULT_DATABASE_GLOBAL_CONFIG)
+    );
+    let c = Config::from_parts(None, "[runtime]\nnamespace = \"asic0\"\n", &[]).unwrap();
+    assert_eq!(c.runtime.namespace, "asic0");
+    let mut o = env(&[
+        ("PORTSYNCD_RUNTIME_NAMESPACE", "asic1"),
+        ("PORTSYNCD_REDIS_DATABASE_GLOBAL_CONFIG", "/g.json"),
+    ]);
+    let c = Config::from_parts(None, "", &o).unwrap();
+    assert_eq!(c.runtime.namespace, "asic1");
+    assert_eq!(c.redis.database_global_config, Path::new("/g.json"));
+    o.push(Override::from_key_flag(
+        "--namespace",
+        "runtime",
+        "namespace",
+        "asic2",
+    ));
+    let c = Config::from_parts(None, "", &o).unwrap();
+    assert_eq!(c.runtime.namespace, "asic2");
+}
+
+/// A value that reads as a number or a boolean is still text for a key
+/// that takes text: a namespace may be named `0`.
+#[test]
+fn numbers_are_text_where_a_key_takes_text() {
+    let o = vec![
+        Override::from_key_flag("--namespace", "runtime", "namespace", "0"),
+        Override::from_flag("redis.database_config=1").unwrap(),
+    ];
+    let c = Config::from_parts(None, "", &o).unwrap();
+    assert_eq!(c.runtime.namespace, "0");
+    assert_eq!(c.redis.database_config, Path::new("1"));
+    // Where text is no better, the error is the first one's.
+    let e = err("", &[Override::from_flag("runtime.mlock_all=1").unwrap()]);
+    assert!(
+        e.contains("--set runtime.mlock_all=1") && e.contains("expected a boolean"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_namespace_is_one_file_name() {
+    for (name, why) in [
+        ("a/b", "no '/'"),
+        ("..", "not a namespace name"),
+        (".", "not a namespace name"),
+    ] {
+        let o = [Override::from_key_flag(
+            "--namespace",
+            "runtime",
+            "namespace",
+            name,
+        )];
+        let e = err("", &o);
+        assert!(
+            e.starts_with(&format!("runtime.namespace = {name:?}: ")) && e.contains(why),
+            "{e}"
+        );
+    }
+    let long = "a".repeat(256);
+    let e = err(&format!("[runtime]\nnamespace = \"{long}\"\n"), &[]);
+    assert!(e.contains("255 bytes"), "{e}");
+    let e = err("[redis]\ndatabase_global_config = \"\"\n", &[]);
+    assert!(e.starts_with("redis.database_global_config = \"\""), "{e}");
+}
