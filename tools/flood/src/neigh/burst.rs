@@ -106,7 +106,7 @@ fn burst(run: &mut Run<'_>, watcher: &mut Watcher, base: u64, new: u64) -> Resul
         "kernel_load_ms": ms(load.as_nanos() as u64),
         "initial_sync_ms": spawned.zip(synced.at_ns).map(|(s, a)| ms(a.saturating_sub(s))),
         "send_ms": ms(sent.as_nanos() as u64),
-        "send_rate_per_s": (changes.len() as f64 / sent.as_secs_f64().max(1e-9)).round(),
+        "send_rate_per_s": (changes.len() as f64 / sent.as_secs_f64().max(1e-9)).round() as u64,
         "settled": s.at_ns.is_some(),
         "settle_ms": s.at_ns.map(|a| ms(a.saturating_sub(start))),
         "last_write_ms": s.last_write_ns.map(|a| ms(a.saturating_sub(start))),

@@ -47,11 +47,12 @@ flood neigh latency [OPTIONS]: --neighbors neighbors are loaded and
 synced; then --count changes, one at a time: flood replaces one neighbor's
 MAC (an acked RTM_NEWNEIGH, NLM_F_REPLACE, as `ip neigh replace`) and
 waits until the staging hash shows it (keyspace notification, then HGET
-neigh), pauses --gap-us, next. Latency: the kernel's ack (the change is
-made and its message queued inside sendmsg, as flood's port latency mode
-stamps link changes) → the notification of the write that shows it.
-Also listener_latency_us: from when flood's own RTNLGRP_NEIGH socket read
-the kernel's message. The floor, measured in the same run (ABBA rounds):
+neigh), pauses --gap-us, next. Latency: flood's own RTNLGRP_NEIGH socket
+reads the kernel's message (woken by the same multicast as the writer)
+→ the notification of the write that shows it. Also ack_latency_us, from
+the request's ack (as flood's port latency mode; later than the read:
+the kernel queues the message before it acks). The floor, measured in
+the same run (ABBA rounds):
 flood's own minimal writer (a process: blocking netlink read, one PST
 EVALSHA of the same key and fields per message, blocking reply) in a twin
 namespace with the same ports and neighbors, writing database --floor-db.
@@ -113,9 +114,9 @@ const JSON: &str = "\
 JSON (--json): mode, neighbors/base/new, wrong_entries and verify
 {kernel, appl, missing, wrong_mac, wrong_family, extra, samples};
 initial: spawn_to_all_ms, spawn_to_first_ms, daemon_cpu_ms,
-daemon_cpu_us_per_neighbor; latency: latency_us, floor_latency_us and
-listener_latency_us {p50,p90,p99,p999,max,mean,count}, ratio_to_floor,
-daemon_cpu_us_per_event, floor{...}; burst: settle_ms, last_write_ms,
+daemon_cpu_us_per_neighbor; latency: latency_us, floor_latency_us,
+ack_latency_us, floor_ack_latency_us {p50,p90,p99,p999,max,mean,count},
+ratio_to_floor, daemon_cpu_us_per_event, floor{...}; burst: settle_ms, last_write_ms,
 kernel_events, daemon_cpu_us_per_event, kernel_drops, initial_sync_ms;
 daemon_rss_kb, daemon_rss_peak_kb (VmHWM), daemon_totals (the daemon's
 totals: line at exit, run only), time, git_commit, cpu_model.

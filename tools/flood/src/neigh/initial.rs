@@ -123,7 +123,7 @@ pub fn measure(run: &mut Run<'_>, n: u64) -> Result<Value, Error> {
         "kernel_load_ms": ms(load.as_nanos() as u64),
         "spawn_to_first_ms": first_ns.map(|t| ms(t.saturating_sub(spawned))),
         "spawn_to_all_ms": ms(done - spawned),
-        "neighbors_per_s": (n as f64 * 1e9 / (done - spawned).max(1) as f64).round(),
+        "neighbors_per_s": (n as f64 * 1e9 / (done - spawned).max(1) as f64).round() as u64,
         "daemon_cpu_ms": cpu_ns.map(ms),
         "daemon_cpu_us_per_neighbor": cpu_ns.map(|c| (c as f64 / 1e3 / n as f64 * 100.0).round() / 100.0),
         "daemon_rss_kb": memory.map(|m| m.0),

@@ -4,10 +4,12 @@
 //! A change replaces one of the loaded neighbors' MAC with a new one (an
 //! acked `RTM_NEWNEIGH` with `NLM_F_REPLACE`, sent by flood itself). It is
 //! done at the first staging hash read back with that MAC whose
-//! notification came after the request was sent. Latency: the ack's time
-//! (the kernel made the change and queued its message inside `sendmsg`)
-//! → that notification. Listener latency: flood's own `RTNLGRP_NEIGH`
-//! socket reading the message → the same notification.
+//! notification came after the request was sent. Latency: flood's own
+//! `RTNLGRP_NEIGH` socket reading the kernel's message (woken by the same
+//! multicast as the writer's socket) → that notification. Also the ack's
+//! time → the notification; the ack is the later stamp of the two: the
+//! kernel queues the message before it finishes the request, and the
+//! listener (like the writer) often reads it before `sendmsg` returns.
 
 use std::time::Duration;
 
@@ -37,10 +39,12 @@ const HEARD_GRACE: Duration = Duration::from_millis(100);
 /// One writer's phases, added up.
 struct Totals {
     changes: u64,
+    /// Listener's read → notification.
     hist: Histogram<u64>,
-    listener_hist: Histogram<u64>,
+    /// Ack → notification.
+    ack_hist: Histogram<u64>,
     unsettled: u64,
-    /// Writes notified before the change's ack was stamped (latency 0).
+    /// Writes notified before flood's socket read the message (latency 0).
     early: u64,
     /// Read-backs showing the new MAC whose notification came before the
     /// request was sent (another write's): ignored.
@@ -58,7 +62,7 @@ impl Totals {
         Totals {
             changes: 0,
             hist: histogram(),
-            listener_hist: histogram(),
+            ack_hist: histogram(),
             unsettled: 0,
             early: 0,
             stale_reads: 0,
@@ -218,9 +222,11 @@ fn phases(
             .map(|(s, a)| (a.saturating_sub(s) as f64 / 1e4).round() / 100.0),
         "changes": d.changes,
         "latency_us": latency_json(&d.hist),
-        "listener_latency_us": latency_json(&d.listener_hist),
         "floor_latency_us": f.map(|f| latency_json(&f.hist)),
         "ratio_to_floor": f.map(|f| ratios(&d.hist, &f.hist)),
+        "ack_latency_us": latency_json(&d.ack_hist),
+        "floor_ack_latency_us": f.map(|f| latency_json(&f.ack_hist)),
+        "ack_ratio_to_floor": f.map(|f| ratios(&d.ack_hist, &f.ack_hist)),
         "unsettled_changes": d.unsettled,
         "early_writes": d.early,
         "stale_reads": d.stale_reads,
@@ -235,7 +241,6 @@ fn phases(
         "daemon_rss_peak_kb": memory.map(|m| m.1),
         "floor": f.map(|f| json!({
             "changes": f.changes,
-            "listener_latency_us": latency_json(&f.listener_hist),
             "unsettled_changes": f.unsettled,
             "kernel_events": f.counts.kernel_events,
             "redis_writes": f.counts.redis_writes,
@@ -281,14 +286,14 @@ fn phase(
         t.stale_reads += stale;
         match seen {
             Some(at) => {
-                if at < ack {
-                    t.early += 1;
-                }
-                // Same bounds as the histogram's creation: cannot fail.
-                let _ = t.hist.record(at.saturating_sub(ack).max(1));
+                // Same bounds as the histograms' creation: cannot fail.
+                let _ = t.ack_hist.record(at.saturating_sub(ack).max(1));
                 match heard {
                     Some(h) => {
-                        let _ = t.listener_hist.record(at.saturating_sub(h).max(1));
+                        if at < h {
+                            t.early += 1;
+                        }
+                        let _ = t.hist.record(at.saturating_sub(h).max(1));
                     }
                     None => t.unheard += 1,
                 }

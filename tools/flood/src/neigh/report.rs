@@ -122,21 +122,22 @@ pub fn summary(doc: &Value) -> String {
             );
             let _ = writeln!(
                 s,
-                "{:<26}{:>9}{:>9}{:>9}{:>9}{:>9}",
-                "µs", "p50", "p90", "p99", "p99.9", "max"
+                "{:<30}{:>9}{:>9}{:>9}{:>9}{:>9}",
+                "µs (kernel message → write)", "p50", "p90", "p99", "p99.9", "max"
             );
             for (name, key) in [
-                ("daemon (ack → write)", &doc["latency_us"]),
-                ("floor (ack → write)", &doc["floor_latency_us"]),
-                ("daemon (read → write)", &doc["listener_latency_us"]),
+                ("daemon", &doc["latency_us"]),
+                ("floor", &doc["floor_latency_us"]),
                 ("ratio daemon / floor", &doc["ratio_to_floor"]),
+                ("daemon, from the ack", &doc["ack_latency_us"]),
+                ("floor, from the ack", &doc["floor_ack_latency_us"]),
             ] {
                 if key.is_null() {
                     continue;
                 }
                 let _ = writeln!(
                     s,
-                    "{name:<26}{:>9}{:>9}{:>9}{:>9}{:>9}",
+                    "{name:<30}{:>9}{:>9}{:>9}{:>9}{:>9}",
                     f(&key["p50"]),
                     f(&key["p90"]),
                     f(&key["p99"]),
