@@ -35,9 +35,9 @@ USAGE:
 const INITIAL: &str = "\
 flood neigh initial N [OPTIONS]: N neighbors are added with one `ip -batch`
 before the daemon starts; measured: the daemon's spawn → all N keys in
-NEIGH_TABLE_KEY_SET (flood subscribes to its keyspace notifications and
-counts it with SCARD after each batch of them; the set script adds a key
-and writes its staging hash atomically), the daemon's CPU time (schedstat
+NEIGH_TABLE_KEY_SET (flood counts the set's sadd keyspace notifications,
+then confirms with SCARD; the set script adds a key and writes its
+staging hash atomically), the daemon's CPU time (schedstat
 of every thread, from exec) and RSS (VmRSS, VmHWM) at that moment, then
 the 0-wrong check.
 

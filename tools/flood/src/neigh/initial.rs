@@ -3,12 +3,14 @@
 //!
 //! The end is seen without reading the table while the daemon writes it:
 //! flood subscribes to the keyspace notifications of `NEIGH_TABLE_KEY_SET`
-//! (one `sadd` per key the set script adds), and after each batch of them
-//! asks `SCARD`. The set script adds the key and writes its staging hash
-//! in one step, so N keys in the set are N staging hashes; their content
-//! is checked against the kernel afterwards. The stamp is taken when the
-//! notification batch that brought the set to N was read (late by flood's
-//! wake-up, never early).
+//! (one `sadd` per key the set script adds: Redis notifies a `SADD` only
+//! when it added a member) and counts them; once they could make N, it
+//! asks `SCARD` to confirm (so Redis, which the daemon is busy with, serves
+//! one extra command, not one per batch). The set script adds the key and
+//! writes its staging hash in one step, so N keys in the set are N staging
+//! hashes; their content is checked against the kernel afterwards. The
+//! stamp is taken when the notification batch that brought the set to N
+//! was read (late by flood's wake-up, never early).
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -61,7 +63,7 @@ pub fn measure(run: &mut Run<'_>, n: u64) -> Result<Value, Error> {
     let deadline = spawned + o.settle_timeout.as_nanos() as u64;
     let mut first_ns = None;
     let mut done_ns = None;
-    let mut keys = before;
+    let mut notified = 0u64;
     while done_ns.is_none() {
         let now = monotonic_ns();
         if now >= deadline {
@@ -79,22 +81,25 @@ pub fn measure(run: &mut Run<'_>, n: u64) -> Result<Value, Error> {
         }
         sub.fill().map_err(redis_failed(SUBSCRIBER))?;
         let at = monotonic_ns();
-        let mut any = false;
+        let mut batch = 0;
         while let Some(r) = sub.next_reply().map_err(redis_failed(SUBSCRIBER))? {
             if let Reply::Array(items) = r {
-                any |= items.first().and_then(|i| i.as_bytes()) == Some(b"message");
+                let message = items.first().and_then(|i| i.as_bytes()) == Some(b"message");
+                let sadd = items.get(2).and_then(|i| i.as_bytes()) == Some(b"sadd");
+                batch += u64::from(message && sadd);
             }
         }
-        if !any {
+        if batch == 0 {
             continue;
         }
         first_ns.get_or_insert(at);
-        keys = scard(&mut counter)?;
-        if keys >= target {
+        notified += batch;
+        // SCARD only once the notifications could make N.
+        if before + notified >= target && scard(&mut counter)? >= target {
             done_ns = Some(at);
         }
         run.progress
-            .show(|| format!("initial: {}/{n} keys in {KEY_SET}", keys - before));
+            .show(|| format!("initial: {notified}/{n} keys added to {KEY_SET}"));
     }
     // At the moment, before the comparison costs the daemon anything.
     let cpu = run.daemon_cpu();
@@ -102,9 +107,10 @@ pub fn measure(run: &mut Run<'_>, n: u64) -> Result<Value, Error> {
     let drops = run.daemon_drops();
     let Some(done) = done_ns else {
         let verdict = run.verify()?;
+        let keys = scard(&mut counter)?;
         return Err(Error::failed(format!(
             "{} of {n} keys in {KEY_SET} after {:?} (wrong: {:?}); daemon log:\n{}",
-            keys - before,
+            keys.saturating_sub(before),
             o.settle_timeout,
             verdict.samples,
             run.bench.daemon_log_tail()

@@ -166,7 +166,8 @@ pub struct Settled {
     pub at_ns: Option<u64>,
     /// The notification of the last write read back.
     pub last_write_ns: Option<u64>,
-    /// The daemon's CPU time when the read-backs were complete.
+    /// The daemon's CPU time when the read-backs were complete (at the
+    /// deadline when they never were).
     pub cpu: Option<Cpu>,
     /// Writes of flood's neighbors read back while waiting.
     pub reads: u64,
@@ -211,6 +212,9 @@ pub fn settle(
             }
         }
         if now >= deadline_ns {
+            // Never complete (a daemon that lost messages): its CPU up to
+            // the deadline, idle time costing it nothing.
+            s.cpu = s.cpu.or_else(|| run.daemon_cpu());
             s.verdict = run.verify()?;
             if s.verdict.wrong() == 0 {
                 s.at_ns = Some(monotonic_ns());
