@@ -12,7 +12,9 @@ use super::parse::{
 /// Ask the kernel to leave statistics out of dump replies: portsyncd does not
 /// read them and they are most of a link message's size.
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
-/// Create flags of `linux/netlink.h` (portsyncd itself never creates links).
+/// Create flags of `linux/netlink.h` (the daemons themselves never create
+/// links or neighbors; `flood` does).
+const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 /// `IFLA_INFO_DATA` of `linux/if_link.h`; `VETH_INFO_PEER` of `linux/veth.h`.
@@ -196,10 +198,43 @@ pub fn create_veth(seq: u32, name: &str, peer: &str) -> Result<Request, NameTooL
     Ok(req)
 }
 
+/// `ip neigh replace DST lladdr LLADDR dev IFINDEX nud permanent`, acked:
+/// `RTM_NEWNEIGH` with `NLM_F_CREATE | NLM_F_REPLACE`, an `ndmsg` of
+/// `family` (`AF_INET` or `AF_INET6`, as `dst` is 4 or 16 bytes),
+/// `NDA_DST` and `NDA_LLADDR` (6 bytes).
+pub fn replace_neigh(seq: u32, family: u8, ifindex: i32, dst: &[u8], lladdr: &[u8; 6]) -> Request {
+    use super::neigh::{NDA_DST, NDA_LLADDR, NDMSG_LEN, NUD_PERMANENT, RTM_NEWNEIGH};
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+    let mut req = Request::with_body(RTM_NEWNEIGH, flags, seq, NDMSG_LEN);
+    let at = NLMSG_HDRLEN;
+    req.buf[at] = family;
+    req.buf[at + 4..at + 8].copy_from_slice(&ifindex.to_ne_bytes());
+    req.buf[at + 8..at + 10].copy_from_slice(&NUD_PERMANENT.to_ne_bytes());
+    // ndm_flags 0, ndm_type 0 (the kernel takes RTN_UNICAST).
+    req.attr(NDA_DST, &dst[..dst.len().min(16)]);
+    req.attr(NDA_LLADDR, lladdr);
+    req
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::netlink::neigh::{parse_neigh, NeighChange, AF_INET6, NUD_PERMANENT};
     use crate::engine::netlink::parse::{messages, parse_link, LinkChange, NLMSG_HDRLEN};
+
+    #[test]
+    fn neighbor_replace_parses_back_as_the_neighbor_it_sets() {
+        let dst = [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+        let mac = [2, 0, 1, 0, 0, 5];
+        let req = replace_neigh(4, AF_INET6, 7, &dst, &mac);
+        let (hdr, payload) = messages(req.as_bytes()).next().unwrap().unwrap();
+        // header 16, ndmsg 12, NDA_DST 4 + 16, NDA_LLADDR 4 + 6 + 2 padding.
+        assert_eq!(hdr.len, 60);
+        assert_eq!(hdr.flags, NLM_F_REQUEST | NLM_F_ACK | 0x400 | 0x100);
+        let m = parse_neigh(NeighChange::New, payload).unwrap();
+        assert_eq!((m.family, m.ifindex, m.state), (AF_INET6, 7, NUD_PERMANENT));
+        assert_eq!((m.dst, m.lladdr), (Some(&dst[..]), Some(&mac[..])));
+    }
 
     #[test]
     fn dump_request_is_header_ifinfomsg_and_ext_mask() {

@@ -30,6 +30,7 @@ USAGE:
     flood run [OPTIONS]       private redis-server, namespace, ports, daemon
     flood attach [OPTIONS]    an existing setup (this flaps its ports!)
     flood init [OPTIONS]      start-up: last netdev appearing → PortInitDone
+    flood neigh MODE ...      neighsyncd: initial N | latency | burst BASE NEW
     flood SUBCOMMAND --help   that subcommand's options
     flood --version
 
@@ -358,6 +359,8 @@ pub enum Command {
     /// `--version`.
     Version,
     Measure(Box<Options>),
+    /// `flood neigh …`.
+    Neigh(crate::neigh::cli::Parsed),
 }
 
 /// SONiC's default location of `database_config.json`.
@@ -386,6 +389,13 @@ pub fn port_names(n: u64) -> Vec<String> {
     (0..n).map(|i| format!("Ethernet{}", 4 * i)).collect()
 }
 
+/// The whole command line, for the record.
+fn with_program(argv: &[String]) -> Vec<String> {
+    std::iter::once("flood".to_string())
+        .chain(argv.iter().cloned())
+        .collect()
+}
+
 /// Parse the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageError> {
     let argv: Vec<String> = args.into_iter().collect();
@@ -393,7 +403,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
     let sub = match it.next().as_deref() {
         None => {
             return Err(UsageError(
-                "missing subcommand: flood run, flood attach or flood init".into(),
+                "missing subcommand: flood run, attach, init or neigh".into(),
             ))
         }
         Some("-h" | "--help" | "help") => return Ok(Command::Help(None)),
@@ -401,9 +411,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
         Some("run") => Sub::Run,
         Some("attach") => Sub::Attach,
         Some("init") => Sub::Init,
+        Some("neigh") => {
+            return crate::neigh::cli::parse(&argv[1..], with_program(&argv)).map(Command::Neigh)
+        }
         Some(other) => {
             return Err(UsageError(format!(
-                "unknown subcommand {other:?} (expected run, attach or init)"
+                "unknown subcommand {other:?} (expected run, attach, init or neigh)"
             )))
         }
     };
@@ -437,9 +450,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
         netns: None,
         redis: RedisSource::DatabaseConfig(PathBuf::from(SONIC_DATABASE_CONFIG)),
         pid: None,
-        argv: std::iter::once("flood".to_string())
-            .chain(argv.iter().cloned())
-            .collect(),
+        argv: with_program(&argv),
     };
     let mut port_count: Option<u64> = None;
     let mut port_list: Option<Vec<String>> = None;
@@ -746,7 +757,7 @@ mod tests {
     fn parse_str(s: &str) -> Result<Options, UsageError> {
         match parse(s.split_whitespace().map(String::from))? {
             Command::Measure(o) => Ok(*o),
-            Command::Help(_) | Command::Version => panic!("help"),
+            Command::Help(_) | Command::Version | Command::Neigh(_) => panic!("help"),
         }
     }
 

@@ -32,7 +32,7 @@ use crate::Error;
 
 /// The floor's netlink receive buffer: the daemon's default, so both
 /// overrun at the same backlog.
-const RCVBUF: usize = 16 << 20;
+pub const RCVBUF: usize = 16 << 20;
 /// How long the floor may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,11 +48,24 @@ pub struct Shared {
 }
 
 /// A shared mapping holding one [`Shared`].
-struct SharedMap {
+pub struct SharedMap {
     map: MmapMut,
 }
 
 impl SharedMap {
+    /// The floor process's side: map the memfd flood passed as `path`.
+    pub fn open(path: &str) -> Result<SharedMap, Error> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::failed(format!("opening {path}: {e}")))?;
+        // SAFETY: as in `SharedMap::map`; flood created and sized the memfd.
+        let map = unsafe { MmapMut::map_mut(&file) }
+            .map_err(|e| Error::failed(format!("mapping {path}: {e}")))?;
+        Ok(SharedMap { map })
+    }
+
     fn map(file: &File) -> Result<SharedMap, Error> {
         file.set_len(4096)
             .map_err(|e| Error::failed(format!("floor: sizing shared memory: {e}")))?;
@@ -63,12 +76,31 @@ impl SharedMap {
         Ok(SharedMap { map })
     }
 
-    fn get(&self) -> &Shared {
+    pub fn get(&self) -> &Shared {
         // SAFETY: the mapping is page-aligned and 4096 bytes, larger than
         // `Shared`; all-zero bytes (a fresh memfd) are valid atomics; the
         // atomics are lock-free, so sharing them between processes is
         // sound; the reference lives no longer than `self.map`.
         unsafe { &*(self.map.as_ptr() as *const Shared) }
+    }
+}
+
+/// Which floor: portsyncd's (link messages → STATE_DB `HSET`) or
+/// neighsyncd's (neighbor messages → APPL_DB ProducerStateTable
+/// `EVALSHA`, see [`crate::neigh::floor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloorKind {
+    Port,
+    Neigh,
+}
+
+impl FloorKind {
+    /// The hidden subcommand flood re-executes itself with.
+    pub fn command(self) -> &'static str {
+        match self {
+            FloorKind::Port => "__floor",
+            FloorKind::Neigh => "__neigh-floor",
+        }
     }
 }
 
@@ -81,9 +113,16 @@ pub struct Floor {
 }
 
 impl Floor {
-    /// Start `flood __floor` writing to database `db` from `netns`'s events;
-    /// returns once its socket and connection are open.
-    pub fn start(netns: &str, addr: &Address, db: u32, separator: u8) -> Result<Floor, Error> {
+    /// Start `flood __floor` (or `__neigh-floor`) writing to database `db`
+    /// from `netns`'s events; returns once its socket and connection are
+    /// open.
+    pub fn start(
+        kind: FloorKind,
+        netns: &str,
+        addr: &Address,
+        db: u32,
+        separator: u8,
+    ) -> Result<Floor, Error> {
         let name = c"flood-floor";
         // SAFETY: memfd_create(2) with a valid C string; the fd is checked,
         // then owned.
@@ -97,7 +136,7 @@ impl Floor {
         // Address's Display is the form `parse_address` reads back.
         let addr_arg = addr.to_string();
         let mut cmd = Command::new(exe);
-        cmd.arg("__floor")
+        cmd.arg(kind.command())
             .arg(netns)
             .arg(addr_arg)
             .arg(db.to_string())
@@ -209,24 +248,41 @@ pub fn main(args: &[String]) -> u8 {
     }
 }
 
+/// What flood passes a floor process: `NETNS ADDRESS DB SEPARATOR SHM`.
+pub struct FloorArgs {
+    pub netns: String,
+    pub addr: Address,
+    pub db: u32,
+    pub separator: u8,
+    pub shared: SharedMap,
+}
+
+impl FloorArgs {
+    pub fn parse(args: &[String]) -> Result<FloorArgs, Error> {
+        let [netns, addr, db, sep, shm] = args else {
+            return Err(Error::failed(format!("bad arguments {args:?}")));
+        };
+        Ok(FloorArgs {
+            netns: netns.clone(),
+            addr: crate::setup::parse_address(addr)?,
+            db: db
+                .parse()
+                .map_err(|_| Error::failed(format!("bad database {db:?}")))?,
+            separator: sep.bytes().next().unwrap_or(b'|'),
+            shared: SharedMap::open(shm)?,
+        })
+    }
+}
+
 fn floor_main(args: &[String]) -> Result<(), Error> {
-    let [netns, addr, db, sep, shm] = args else {
-        return Err(Error::failed(format!("bad arguments {args:?}")));
-    };
-    let addr = crate::setup::parse_address(addr)?;
-    let db: u32 = db
-        .parse()
-        .map_err(|_| Error::failed(format!("bad database {db:?}")))?;
-    let separator = sep.bytes().next().unwrap_or(b'|');
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(shm)
-        .map_err(|e| Error::failed(format!("opening {shm}: {e}")))?;
-    // SAFETY: as in `SharedMap::map`; flood created and sized the memfd.
-    let map = unsafe { MmapMut::map_mut(&file) }
-        .map_err(|e| Error::failed(format!("mapping {shm}: {e}")))?;
-    let shared = SharedMap { map };
+    let FloorArgs {
+        netns,
+        addr,
+        db,
+        separator,
+        shared,
+    } = FloorArgs::parse(args)?;
+    let netns = netns.as_str();
     let sock = in_netns(Some(netns), || {
         NetlinkSocket::events(RCVBUF)
             .map(|(s, _)| s)

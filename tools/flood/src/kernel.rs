@@ -1,5 +1,6 @@
 //! The kernel side: sockets made inside a network namespace, acked link
-//! changes, and the kernel's own view of the ports (an `RTM_GETLINK` dump).
+//! changes and neighbor replaces, and the kernel's own view of the ports
+//! (an `RTM_GETLINK` dump).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -124,6 +125,34 @@ impl Requests {
         let req =
             request::set_flags_by_name(seq, peer, IFF_UP, IFF_UP).map_err(|e| self.failed(e))?;
         self.acked(&req, seq, &format!("admin up {peer}"))?;
+        Ok((sent, at))
+    }
+
+    /// `ip neigh replace` of one permanent neighbor (`dst` 4 or 16 bytes)
+    /// on `ifindex`; returns when acked, with the time just before the
+    /// request was sent and the ack's time.
+    pub fn replace_neigh(
+        &mut self,
+        ifindex: i32,
+        dst: std::net::IpAddr,
+        lladdr: &[u8; 6],
+    ) -> Result<(u64, u64), Error> {
+        use syncd::engine::netlink::neigh::{AF_INET, AF_INET6};
+        let seq = self.next_seq();
+        let req = match dst {
+            std::net::IpAddr::V4(a) => {
+                request::replace_neigh(seq, AF_INET, ifindex, &a.octets(), lladdr)
+            }
+            std::net::IpAddr::V6(a) => {
+                request::replace_neigh(seq, AF_INET6, ifindex, &a.octets(), lladdr)
+            }
+        };
+        let sent = monotonic_ns();
+        let at = self.acked(
+            &req,
+            seq,
+            &format!("neigh replace {dst} on ifindex {ifindex}"),
+        )?;
         Ok((sent, at))
     }
 

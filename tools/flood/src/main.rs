@@ -1,5 +1,6 @@
 //! flood: real-kernel link-change generator and end-to-end meter for
-//! portsyncd. See `flood --help` and PERF.md.
+//! portsyncd, and (`flood neigh`, [`neigh`]) neighbor-change generator and
+//! meter for neighsyncd. See `flood --help` and PERF.md.
 //!
 //! Threads: the main thread drives the changes ([`drive`]); the watcher
 //! ([`watch`]) counts kernel events and matches each STATE_DB write to the
@@ -12,6 +13,7 @@ mod drive;
 mod floor;
 mod init;
 mod kernel;
+mod neigh;
 mod perf;
 mod plan;
 mod plot;
@@ -69,8 +71,10 @@ fn main() -> ExitCode {
 
 fn try_main() -> u8 {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("__floor") {
-        return floor::main(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("__floor") => return floor::main(&args[1..]),
+        Some("__neigh-floor") => return neigh::floor::main(&args[1..]),
+        _ => {}
     }
     let opts = match cli::parse(args) {
         Ok(Command::Help(sub)) => {
@@ -82,6 +86,16 @@ fn try_main() -> u8 {
             return 0;
         }
         Ok(Command::Measure(o)) => o,
+        Ok(Command::Neigh(neigh::cli::Parsed::Help(text))) => {
+            print!("{text}");
+            return 0;
+        }
+        Ok(Command::Neigh(neigh::cli::Parsed::Measure(o))) => {
+            return exit_status(
+                neigh::measure(&o),
+                "neighbor(s) ended with a wrong APPL_DB entry",
+            )
+        }
         Err(e) => {
             eprintln!("flood: {e}\nflood: see flood --help");
             return EXIT_USAGE;
@@ -91,10 +105,15 @@ fn try_main() -> u8 {
         cli::Sub::Init => init::measure(&opts),
         _ => measure(&opts),
     };
+    exit_status(result, "port(s) ended with a wrong STATE_DB entry")
+}
+
+/// The exit status of a run that found `wrong` things wrong (`what`).
+fn exit_status(result: Result<u64, Error>, what: &str) -> u8 {
     match result {
         Ok(0) => 0,
         Ok(wrong) => {
-            eprintln!("flood: {wrong} port(s) ended with a wrong STATE_DB entry");
+            eprintln!("flood: {wrong} {what}");
             EXIT_WRONG_STATES
         }
         Err(Error::Usage(m)) => {
@@ -211,7 +230,13 @@ fn measure(o: &Options) -> Result<u64, Error> {
     let watcher = Watcher::start(&bench.ports, &sides, &stop)?;
     let floor = match &bench.floor_netns {
         Some(ns) => {
-            let f = floor::Floor::start(ns, &bench.address, bench.floor_db, bench.separator)?;
+            let f = floor::Floor::start(
+                floor::FloorKind::Port,
+                ns,
+                &bench.address,
+                bench.floor_db,
+                bench.separator,
+            )?;
             f.place(o.floor_cpu, o.floor_sched)?;
             Some(f)
         }

@@ -35,6 +35,8 @@ pub struct DaemonProcess {
     notify: UnixDatagram,
     log_path: PathBuf,
     keep_log: Option<PathBuf>,
+    /// Monotonic time just before it was spawned.
+    spawned_ns: u64,
 }
 
 fn pidfd_open(pid: i32) -> Result<OwnedFd, Error> {
@@ -85,7 +87,7 @@ impl DaemonProcess {
         let notify_path = dir.join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path)
             .map_err(|e| Error::failed(format!("notify socket {}: {e}", notify_path.display())))?;
-        let log_path = dir.join("portsyncd.log");
+        let log_path = dir.join("daemon.log");
         let log = std::fs::File::create(&log_path)
             .map_err(|e| Error::failed(format!("{}: {e}", log_path.display())))?;
         let conf = dir.join("empty.toml");
@@ -118,14 +120,22 @@ impl DaemonProcess {
             // which then stops the daemon in order.
             .process_group(0);
         // SAFETY: the closure runs in the child between fork and exec and
-        // only calls prctl(2), which is async-signal-safe. If flood dies
-        // without cleaning up (SIGKILL), the kernel kills the daemon.
+        // only calls prctl(2), sigemptyset(3) and pthread_sigmask(3) on a
+        // local set, which are async-signal-safe. If flood dies without
+        // cleaning up (SIGKILL), the kernel kills the daemon. flood blocks
+        // SIGTERM (signal::install) and children inherit the mask: a daemon
+        // without a signalfd of its own (SONiC's C++ ones) must see the
+        // SIGTERM that stops it.
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
                 Ok(())
             });
         }
+        let spawned_ns = syncd::engine::sys::monotonic_ns();
         let child = cmd
             .spawn()
             .map_err(|e| Error::failed(format!("starting {}: {e}", bin.display())))?;
@@ -136,7 +146,13 @@ impl DaemonProcess {
             notify,
             log_path,
             keep_log,
+            spawned_ns,
         })
+    }
+
+    /// Monotonic time just before the daemon was spawned.
+    pub fn spawned_ns(&self) -> u64 {
+        self.spawned_ns
     }
 
     /// `ip netns exec` execs the daemon: same pid.
@@ -269,7 +285,7 @@ impl Drop for DaemonProcess {
 }
 
 /// Sets `notify-keyspace-events` back as it was (attach).
-struct KeyspaceRestore {
+pub struct KeyspaceRestore {
     addr: Address,
     original: String,
 }
@@ -340,12 +356,17 @@ fn check_floor_db(o: &Options, used: &[u32]) -> Result<(), Error> {
 
 /// The daemon binary `run` starts.
 pub fn daemon_path(o: &Options) -> Result<PathBuf, Error> {
-    let path = match &o.daemon {
-        Some(p) => p.clone(),
+    find_daemon(o.daemon.as_deref(), "portsyncd")
+}
+
+/// `--daemon`'s binary, or `sibling` next to this flood binary.
+pub fn find_daemon(given: Option<&Path>, sibling: &str) -> Result<PathBuf, Error> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
         None => {
             let exe = std::env::current_exe()
                 .map_err(|e| Error::failed(format!("locating the flood binary: {e}")))?;
-            exe.with_file_name("portsyncd")
+            exe.with_file_name(sibling)
         }
     };
     if !path.is_file() {
@@ -600,7 +621,7 @@ pub fn parse_address(a: &str) -> Result<Address, Error> {
 
 /// Turn on the keyspace notifications flood needs (`K` and hash events),
 /// remembering the old setting to put back.
-fn ensure_keyspace_events(
+pub fn ensure_keyspace_events(
     c: &mut Client,
     addr: &Address,
 ) -> Result<Option<KeyspaceRestore>, Error> {

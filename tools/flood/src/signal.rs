@@ -117,9 +117,10 @@ impl Stop {
 /// Block SIGINT and SIGTERM in this thread (so in every thread spawned
 /// later) and start the thread that reads them. Call it before spawning
 /// any thread. Children inherit the mask (`Command` does not reset it, as
-/// seen in `/proc/PID/status` `SigBlk`): the daemon blocks both for its own
-/// signalfd anyway, the floor and redis-server are ended with SIGKILL, and
-/// perf, which must act on SIGINT, empties its mask before exec.
+/// seen in `/proc/PID/status` `SigBlk`): the floor and redis-server are
+/// ended with SIGKILL; the daemon (which may be SONiC's C++ one, without a
+/// signalfd) and perf, which must act on SIGTERM and SIGINT, empty their
+/// mask before exec.
 pub fn install() -> io::Result<Stop> {
     let stop = Stop::new()?;
     let signals = Signals::install_for(&[libc::SIGINT, libc::SIGTERM])?;

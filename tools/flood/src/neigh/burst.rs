@@ -1,0 +1,126 @@
+//! `flood neigh burst BASE NEW`: BASE neighbors loaded and synced, then
+//! one unthrottled `ip -batch` of BASE MAC changes and NEW additions
+//! (interleaved, all `neigh replace`), timed until APPL_DB holds every
+//! neighbor with its final MAC and a comparison with the kernel agrees
+//! (or the deadline). Settled is that, not an idle heuristic: the daemon
+//! wakes every second by design, and SONiC's C++ one never gets there
+//! after it lost messages.
+
+use serde_json::{json, Value};
+use syncd::engine::sys::monotonic_ns;
+
+use crate::neigh::plan::{self, next_version};
+use crate::neigh::watch::Watcher;
+use crate::neigh::{base_version, settle, Expect, Run};
+use crate::watch::Side;
+use crate::Error;
+
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1e4).round() / 100.0
+}
+
+pub fn measure(run: &mut Run<'_>, base: u64, new: u64) -> Result<Value, Error> {
+    let sides = run.bench.sides();
+    let mut watcher = Watcher::start(&run.bench.address, &sides, false, run.stop)?;
+    let result = burst(run, &mut watcher, base, new);
+    run.stop.trigger();
+    let finished = watcher.finish();
+    let doc = result?;
+    finished?;
+    Ok(doc)
+}
+
+fn burst(run: &mut Run<'_>, watcher: &mut Watcher, base: u64, new: u64) -> Result<Value, Error> {
+    let o = run.o;
+    let v0 = base_version();
+    let v1 = next_version(v0);
+    let loaded: Vec<(u32, [u8; 6])> = (0..base as u32).map(|i| (i, plan::mac(i, v0))).collect();
+    run.progress
+        .show(|| format!("burst: loading {base} neighbors with ip -batch"));
+    let (_, load) = run.bench.load(Side::Daemon, &loaded)?;
+    let spawned = if o.attach {
+        None
+    } else {
+        Some(run.bench.start_daemon(o)?)
+    };
+    let mut expect = Expect::default();
+    for &(i, mac) in &loaded {
+        expect.want(i, mac);
+    }
+    let t0 = spawned.unwrap_or_else(monotonic_ns);
+    let synced = settle(
+        run,
+        watcher,
+        &mut expect,
+        t0 + o.settle_timeout.as_nanos() as u64,
+        true,
+        "burst: initial sync",
+    )?;
+    if synced.at_ns.is_none() {
+        return Err(Error::failed(format!(
+            "before the burst, APPL_DB does not match the kernel ({} wrong), e.g. {:?}",
+            synced.verdict.wrong(),
+            synced.verdict.samples
+        )));
+    }
+
+    // BASE changes and NEW additions, interleaved as bench_neigh.py does.
+    let mut changes: Vec<(u32, [u8; 6])> = Vec::with_capacity((base + new) as usize);
+    for i in 0..base.max(new) as u32 {
+        if u64::from(i) < base {
+            changes.push((i, plan::mac(i, v1)));
+        }
+        if u64::from(i) < new {
+            let j = base as u32 + i;
+            changes.push((j, plan::mac(j, v1)));
+        }
+    }
+    for &(i, mac) in &changes {
+        expect.want(i, mac);
+    }
+    let before = watcher.barrier(run.stop)?[Side::Daemon.index()];
+    // Anything read back so far is in `expect` already (the sync).
+    while watcher.notes.try_recv().is_ok() {}
+    let cpu0 = run.daemon_cpu();
+    let drops0 = run.daemon_drops();
+    run.progress
+        .show(|| format!("burst: {} neigh replace in one ip -batch", changes.len()));
+    let (start, sent) = run.bench.load(Side::Daemon, &changes)?;
+    let deadline = start + o.settle_timeout.as_nanos() as u64;
+    let s = settle(run, watcher, &mut expect, deadline, false, "burst")?;
+    let drops1 = run.daemon_drops();
+    let after = watcher.barrier(run.stop)?[Side::Daemon.index()];
+    let memory = run.daemon_memory();
+    let counts = after.since(&before);
+    let cpu = match (cpu0, s.cpu) {
+        (Some(a), Some(b)) => Some(b.since(a)),
+        _ => None,
+    };
+    let events = counts.kernel_events;
+    let per_event = |x: f64| (events > 0).then(|| (x / events as f64 * 100.0).round() / 100.0);
+    Ok(json!({
+        "mode": "neigh burst",
+        "base": base,
+        "new": new,
+        "changes": changes.len(),
+        "kernel_load_ms": ms(load.as_nanos() as u64),
+        "initial_sync_ms": spawned.zip(synced.at_ns).map(|(s, a)| ms(a.saturating_sub(s))),
+        "send_ms": ms(sent.as_nanos() as u64),
+        "send_rate_per_s": (changes.len() as f64 / sent.as_secs_f64().max(1e-9)).round() as u64,
+        "settled": s.at_ns.is_some(),
+        "settle_ms": s.at_ns.map(|a| ms(a.saturating_sub(start))),
+        "last_write_ms": s.last_write_ns.map(|a| ms(a.saturating_sub(start))),
+        "kernel_events": events,
+        "listener_overruns": counts.listener_overruns,
+        "redis_writes": counts.redis_writes,
+        "reads_back": counts.reads,
+        "daemon_cpu_ms": cpu.map(|c| ms(c.exact_ns())),
+        "daemon_cpu_us_per_event": cpu.and_then(|c| per_event(c.exact_ns() as f64 / 1e3)),
+        "daemon_wakeups_per_event": cpu.and_then(|c| per_event(c.slices as f64)),
+        "kernel_drops": drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
+        "daemon_rss_kb": memory.map(|m| m.0),
+        "daemon_rss_peak_kb": memory.map(|m| m.1),
+        "verify": super::report::verdict_json(&s.verdict),
+        "wrong_entries": s.verdict.wrong(),
+    }))
+}
