@@ -201,11 +201,8 @@ impl Syncer for NeighSyncer {
         }
         let w = &mut self.work;
         let settled = self.appl.unsettled(&w.sync.table) == Some(0);
-        if w.selfcheck.read_due(w.sync.neighbor_dumps(), settled) {
-            let n = self.appl.queue_verify();
-            if n > 0 {
-                w.selfcheck.reading(w.sync.table.writes(), n);
-            }
+        if w.selfcheck.read_due(w.sync.neighbor_dumps(), settled) && self.appl.queue_verify() > 0 {
+            w.selfcheck.reading(w.sync.table.writes(), &w.sync.links);
         }
         let repairs = std::mem::take(&mut w.selfcheck.repairs);
         let now = crate::engine::sys::monotonic_ns();

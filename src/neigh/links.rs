@@ -163,6 +163,15 @@ impl LinkNames {
         }
     }
 
+    /// Name → ifindex of every link present (to read keys back).
+    pub fn by_name(&self) -> HashMap<IfName, i32> {
+        self.links
+            .iter()
+            .filter(|(_, l)| !l.gone)
+            .map(|(&ifindex, l)| (l.name, ifindex))
+            .collect()
+    }
+
     /// A link dump starts.
     pub fn dump_started(&mut self) {
         for l in self.links.values_mut() {

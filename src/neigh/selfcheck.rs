@@ -2,40 +2,36 @@
 //! time: a dump of links and neighbors (every neighbor decided again: a
 //! change whose event never came is written, a neighbor gone is deleted),
 //! then, once every write is acknowledged, a read-back of APPL_DB
-//! `NEIGH_TABLE` as orchagent will have it (the table, then the
-//! ProducerStateTable's pending deletes and sets). Every entry that
-//! differs from what was sent for it is written again; an entry nothing in
-//! the kernel stands for is deleted. Entries written after the read was
-//! sent are left to the next run.
+//! `NEIGH_TABLE`:
 //!
-//! The judgement ([`judge`]) is pure; the reads go out on the APPL_DB
-//! session (`session/appl.rs`), whose replies come back here.
+//! 1. `SMEMBERS NEIGH_TABLE_KEY_SET`: keys orchagent has not consumed yet;
+//!    their state is in transit and is left to the next run;
+//! 2. `KEYS NEIGH_TABLE:*`, judged as the reply is read: a key no entry of
+//!    the table stands for is deleted;
+//! 3. `HMGET NEIGH_TABLE:<key> neigh family` of every entry settled when
+//!    the read began, a few thousand per loop turn (as the write buffer
+//!    has room), each answer judged as it comes: an entry that differs
+//!    from what was sent is written again.
+//!
+//! Nothing is copied out of Redis' answers: at 64k neighbors a run holds
+//! the keys in transit and a cursor, not the table. The judgements are
+//! pure functions here; the reads go out on the APPL_DB session
+//! (`session/appl.rs`), whose replies come back here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
 use crate::engine::metrics::Counters;
+use crate::engine::netlink::neigh::{AF_INET, AF_INET6};
 use crate::log_notice;
-use crate::neigh::check::{effective, Entry};
-use crate::neigh::links::LinkNames;
-use crate::neigh::rules::{family_text, ip_text};
-use crate::neigh::table::{NeighKey, NeighTable, Sent};
+use crate::neigh::links::{IfName, LinkNames};
+use crate::neigh::rules::family_text;
+#[cfg(test)]
+use crate::neigh::table::Want;
+use crate::neigh::table::{NeighKey, NeighTable, Sent, Slot};
 use crate::neigh::text;
-use crate::neigh::warm::Snapshot;
 
-/// What the read-back asks, in its first round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListKind {
-    /// `KEYS NEIGH_TABLE:*`.
-    Table,
-    /// `KEYS _NEIGH_TABLE:*`.
-    Staging,
-    /// `SMEMBERS NEIGH_TABLE_KEY_SET`.
-    Pending,
-    /// `SMEMBERS NEIGH_TABLE_DEL_SET`.
-    Deleted,
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum State {
     #[default]
     Idle,
@@ -45,20 +41,13 @@ enum State {
         dumps_before: u64,
     },
     Settling,
-    /// Reads in flight; `since` is the table's write count when sent.
+    /// Reads out; `since` is the table's write count when they began,
+    /// `cursor` the next slot to ask about, `waiting` the answers due.
     Reading {
         since: u64,
-        pending: usize,
+        cursor: Slot,
+        waiting: usize,
     },
-}
-
-/// One verification's reads, as they come back.
-#[derive(Debug, Default)]
-pub struct ReadBack {
-    pub table: Snapshot,
-    pub staging: Snapshot,
-    pub pending: BTreeSet<Vec<u8>>,
-    pub deleted: BTreeSet<Vec<u8>>,
 }
 
 /// The verification's state between loop turns.
@@ -67,12 +56,16 @@ pub struct SelfCheck {
     interval_ns: u64,
     next_ns: u64,
     state: State,
-    pub read: ReadBack,
+    /// Keys orchagent has yet to consume (left alone this run).
+    pending: HashSet<Vec<u8>>,
+    /// Interface name → ifindex, for reading keys back.
+    names: HashMap<IfName, i32>,
     /// Entries to write again and keys to delete, for the session.
     pub repairs: Repairs,
+    found: usize,
 }
 
-/// What a run found to repair.
+/// What a run found to repair, taken by the daemon each turn.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Repairs {
     /// Entries whose APPL_DB entry is not what was sent.
@@ -93,7 +86,7 @@ impl SelfCheck {
 
     /// When it next wants a turn.
     pub fn next_timer(&self) -> Option<u64> {
-        (self.interval_ns > 0 && matches!(self.state, State::Idle)).then_some(self.next_ns)
+        (self.interval_ns > 0 && self.state == State::Idle).then_some(self.next_ns)
     }
 
     /// Start a run when one is due: ask for the dump.
@@ -101,7 +94,7 @@ impl SelfCheck {
         if self.interval_ns == 0 || dumps == 0 {
             return;
         }
-        if matches!(self.state, State::Idle) && now >= self.next_ns {
+        if self.state == State::Idle && now >= self.next_ns {
             want_dump();
             self.state = State::Dumping {
                 dumps_before: dumps,
@@ -109,8 +102,8 @@ impl SelfCheck {
         }
     }
 
-    /// Whether the reads should go out now (the dump completed and every
-    /// write is settled); the caller then sends them and calls
+    /// Whether the first reads should go out now (the dump completed and
+    /// every write is settled); the caller then sends them and calls
     /// [`reading`](Self::reading).
     pub fn read_due(&mut self, dumps: u64, settled: bool) -> bool {
         if let State::Dumping { dumps_before } = self.state {
@@ -118,124 +111,200 @@ impl SelfCheck {
                 self.state = State::Settling;
             }
         }
-        matches!(self.state, State::Settling) && settled
+        self.state == State::Settling && settled
     }
 
-    /// The reads went out (`lists` first-round commands) at write count
-    /// `since`.
-    pub fn reading(&mut self, since: u64, lists: usize) {
-        self.read = ReadBack::default();
+    /// The first two reads went out at write count `since`.
+    pub fn reading(&mut self, since: u64, links: &LinkNames) {
+        self.pending.clear();
+        self.names = links.by_name();
+        self.found = 0;
         self.state = State::Reading {
             since,
-            pending: lists,
+            cursor: 0,
+            waiting: 2,
         };
     }
 
-    /// More reads went out (the second round's `HGETALL`s).
-    pub fn more_reads(&mut self, n: usize) {
-        if let State::Reading { pending, .. } = &mut self.state {
-            *pending += n;
+    /// The keys in transit (`SMEMBERS`).
+    pub fn on_pending(&mut self, keys: impl Iterator<Item = Vec<u8>>) {
+        self.pending.extend(keys);
+    }
+
+    /// `KEYS NEIGH_TABLE:*` answered: each key (without the prefix) no
+    /// entry stands for is to be deleted.
+    pub fn on_keys<'a>(&mut self, keys: impl Iterator<Item = &'a [u8]>, table: &NeighTable) {
+        for key in keys {
+            if self.pending.contains(key) {
+                continue;
+            }
+            let stands = parse_key(key, &self.names)
+                .and_then(|k| table.sent(&k).map(|sent| (k, sent)))
+                .is_some_and(|(_, sent)| !matches!(sent, Sent::Del { .. }));
+            if !stands {
+                self.repairs.delete.push(key.to_vec());
+                self.found += 1;
+            }
         }
     }
 
-    /// One read answered; when it was the last, judge and note the
-    /// repairs. Returns true when the run ended.
-    pub fn answered(
+    /// The next entries to read back, at most `room` of them: each with
+    /// its slot and generation (for the answer) and its text key.
+    pub fn next_reads(
         &mut self,
         table: &NeighTable,
+        room: usize,
+        mut read: impl FnMut(Slot, u32, &NeighKey),
+    ) {
+        let State::Reading {
+            since,
+            cursor,
+            waiting,
+        } = &mut self.state
+        else {
+            return;
+        };
+        let mut sent = 0;
+        while sent < room {
+            let Some((slot, generation, key)) = table.settled_at(cursor, *since) else {
+                break;
+            };
+            read(slot, generation, &key);
+            *waiting += 1;
+            sent += 1;
+        }
+    }
+
+    /// One `HMGET` answered (`neigh`, `family`) for `slot` at `generation`.
+    pub fn on_entry(
+        &mut self,
+        slot: Slot,
+        generation: u32,
+        neigh: Option<&[u8]>,
+        family: Option<&[u8]>,
+        table: &NeighTable,
         links: &LinkNames,
-        counters: &Counters,
-        now: u64,
-    ) -> bool {
-        let State::Reading { since, pending } = &mut self.state else {
+    ) {
+        let Some((key, sent)) = table.entry_at(slot, generation) else {
+            return;
+        };
+        let text_key = key_text(links, &key);
+        if self.pending.contains(text_key.as_slice()) {
+            return;
+        }
+        let wanted = match sent {
+            Sent::Set { mac, .. } => Some((
+                text::lladdr(Some(&mac)).as_bytes().to_vec(),
+                family_text(key.family).as_bytes(),
+            )),
+            Sent::Del { .. } | Sent::Nothing => None,
+            Sent::Unknown { .. } => return,
+        };
+        let held = neigh.zip(family);
+        let same = match (&wanted, held) {
+            (Some((m, f)), Some((hm, hf))) => m.as_slice() == hm && *f == hf,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.repairs.rewrite.push(key);
+            self.found += 1;
+        }
+    }
+
+    /// An answer of this run came back: when it was the last and every
+    /// entry was asked about, the run ends. True when it ended.
+    pub fn answered(&mut self, table: &NeighTable, counters: &Counters, now: u64) -> bool {
+        if let State::Reading { waiting, .. } = &mut self.state {
+            *waiting = waiting.saturating_sub(1);
+        }
+        self.finish_if_done(table, counters, now)
+    }
+
+    /// End the run if every entry was asked about and answered.
+    pub fn finish_if_done(&mut self, table: &NeighTable, counters: &Counters, now: u64) -> bool {
+        let State::Reading {
+            cursor, waiting, ..
+        } = self.state
+        else {
             return false;
         };
-        *pending = pending.saturating_sub(1);
-        if *pending > 0 {
+        if waiting > 0 || (cursor as usize) < table.slots() {
             return false;
         }
-        let since = *since;
-        let read = std::mem::take(&mut self.read);
-        let view = effective(read.table, &read.pending, &read.deleted, &read.staging);
-        let repairs = judge(table, links, since, &view);
-        let n = (repairs.rewrite.len() + repairs.delete.len()) as u64;
-        if n > 0 {
+        if self.found > 0 {
             log_notice!(
                 "self-verification: APPL_DB NEIGH_TABLE differed for {} neighbors and held {} entries the kernel does not have; repairing",
-                repairs.rewrite.len(),
-                repairs.delete.len()
+                self.repairs.rewrite.len(),
+                self.repairs.delete.len()
             );
-            counters.drift_redis.add(n);
+            counters.drift_redis.add(self.found as u64);
         }
-        self.repairs = repairs;
         counters.verify_runs.inc();
         self.finish(now);
         true
     }
 
+    /// Whether a read-back is under way (the session sends its reads).
+    pub fn is_reading(&self) -> bool {
+        matches!(self.state, State::Reading { .. })
+    }
+
     /// A read was lost with its connection: this run ends, the next is
     /// due after the interval.
     pub fn abandon(&mut self, now: u64) {
-        if matches!(self.state, State::Reading { .. }) {
+        if self.is_reading() {
             self.finish(now);
         }
     }
 
     fn finish(&mut self, now: u64) {
         self.state = State::Idle;
+        self.pending = HashSet::new();
+        self.names = HashMap::new();
         self.next_ns = now + self.interval_ns;
     }
 }
 
-/// Compare what APPL_DB will hold (`view`) with what was sent for every
-/// entry settled at write `since`. Pure.
-pub fn judge(
-    table: &NeighTable,
-    links: &LinkNames,
-    since: u64,
-    view: &BTreeMap<String, Entry>,
-) -> Repairs {
-    let mut repairs = Repairs::default();
-    // Every key an entry stands for (settled or not): not an extra.
-    let mut known: BTreeSet<String> = BTreeSet::new();
-    for (key, _) in table.wanted() {
-        known.insert(text_key(links, &key));
-    }
-    for (key, sent) in table.settled_since(since) {
-        let k = text_key(links, &key);
-        let want = match sent {
-            Sent::Set { mac, .. } => Some((
-                String::from_utf8_lossy(text::lladdr(Some(&mac)).as_bytes()).into_owned(),
-                family_text(key.family).to_string(),
-            )),
-            Sent::Del { .. } | Sent::Nothing => None,
-            Sent::Unknown { .. } => continue,
-        };
-        if view.get(&k) != want.as_ref() {
-            repairs.rewrite.push(key);
-        }
-    }
-    for k in view.keys() {
-        if !known.contains(k) {
-            repairs.delete.push(k.as_bytes().to_vec());
-        }
-    }
-    repairs
+/// `<ifname>:<ip>` of `key` under its interface's current name.
+pub fn key_text(links: &LinkNames, key: &NeighKey) -> Vec<u8> {
+    let ip = crate::neigh::rules::ip_text(key.family, &key.addr);
+    [links.name(key.ifindex).as_bytes(), b":", ip.as_bytes()].concat()
 }
 
-fn text_key(links: &LinkNames, key: &NeighKey) -> String {
-    format!(
-        "{}:{}",
-        links.name(key.ifindex),
-        String::from_utf8_lossy(ip_text(key.family, &key.addr).as_bytes())
-    )
+/// The table key a `<ifname>:<ip>` text stands for, if the interface is
+/// known and the address reads as SONiC writes addresses.
+pub fn parse_key(text: &[u8], names: &HashMap<IfName, i32>) -> Option<NeighKey> {
+    let colon = text.iter().position(|&b| b == b':')?;
+    let ifindex = *names.get(&IfName::new(&text[..colon])?)?;
+    let ip: IpAddr = std::str::from_utf8(&text[colon + 1..]).ok()?.parse().ok()?;
+    let mut addr = [0u8; 16];
+    let family = match ip {
+        IpAddr::V4(v4) => {
+            addr[..4].copy_from_slice(&v4.octets());
+            AF_INET
+        }
+        IpAddr::V6(v6) => {
+            addr = v6.octets();
+            AF_INET6
+        }
+    };
+    Some(NeighKey {
+        ifindex,
+        family,
+        addr,
+    })
+}
+
+/// Whether `want` is what a set would write (for tests).
+#[cfg(test)]
+fn wants_set(want: Want) -> bool {
+    matches!(want, Want::Set(_))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::netlink::neigh::AF_INET;
-    use crate::neigh::table::Want;
 
     fn key(last: u8) -> NeighKey {
         let mut addr = [0; 16];
@@ -247,12 +316,7 @@ mod tests {
         }
     }
 
-    fn entry(mac: &str) -> Entry {
-        (mac.to_string(), "IPv4".to_string())
-    }
-
-    #[test]
-    fn lost_changed_and_foreign_entries_are_repaired_recent_ones_left() {
+    fn setup() -> (NeighTable, LinkNames) {
         let mut links = LinkNames::default();
         links.on_new(5, b"Ethernet0");
         let mut t = NeighTable::default();
@@ -260,21 +324,56 @@ mod tests {
             t.apply(key(i), Want::Set([2, 0, 0, 0, 0, i]), 1, &links);
         }
         while t.pop_write(&links).is_some() {}
-        let since = t.writes();
-        // Written after the read went out: not judged.
+        (t, links)
+    }
+
+    #[test]
+    fn keys_read_back_as_the_table_keys_them() {
+        let (_, links) = setup();
+        let names = links.by_name();
+        assert_eq!(parse_key(b"Ethernet0:10.0.0.3", &names), Some(key(3)));
+        let v6 = parse_key(b"Ethernet0:2001:db8::2", &names).unwrap();
+        assert_eq!((v6.family, v6.addr[15]), (AF_INET6, 2));
+        assert_eq!(parse_key(b"Ethernet9:10.0.0.3", &names), None);
+        assert_eq!(parse_key(b"Ethernet0:nonsense", &names), None);
+        assert_eq!(parse_key(b"nocolon", &names), None);
+    }
+
+    #[test]
+    fn lost_changed_and_foreign_entries_are_repaired_recent_and_pending_left() {
+        let (mut t, links) = setup();
+        let mut c = SelfCheck::new(60);
+        c.reading(t.writes(), &links);
+        // Written after the read began: not judged.
         t.apply(key(9), Want::Set([2, 0, 0, 0, 0, 9]), 2, &links);
         t.pop_write(&links);
-        let view: BTreeMap<String, Entry> = [
-            ("Ethernet0:10.0.0.2".to_string(), entry("02:00:00:00:00:02")),
-            // 10.0.0.3 lost, 10.0.0.4 changed behind our back.
-            ("Ethernet0:10.0.0.4".to_string(), entry("02:00:00:00:00:ff")),
-            ("Ethernet0:10.7.7.7".to_string(), entry("02:00:00:00:00:77")),
-        ]
-        .into();
-        let r = judge(&t, &links, since, &view);
-        let mut rewrite = r.rewrite.clone();
+        c.on_pending([b"Ethernet0:10.0.0.2".to_vec()].into_iter());
+        let listed: [&[u8]; 3] = [
+            b"Ethernet0:10.0.0.2",
+            b"Ethernet0:10.0.0.4",
+            b"Ethernet0:10.7.7.7",
+        ];
+        c.on_keys(listed.into_iter(), &t);
+        let mut asked = Vec::new();
+        c.next_reads(&t, 100, |slot, generation, k| {
+            asked.push((slot, generation, *k))
+        });
+        assert_eq!(asked.len(), 3, "the settled entries, not 10.0.0.9");
+        for (slot, generation, k) in asked {
+            let (neigh, family): (Option<&[u8]>, Option<&[u8]>) = match k.addr[3] {
+                // Pending: whatever it holds is left alone.
+                2 => (None, None),
+                // Lost.
+                3 => (None, None),
+                // Changed behind our back.
+                _ => (Some(b"02:00:00:00:00:ff"), Some(b"IPv4")),
+            };
+            c.on_entry(slot, generation, neigh, family, &t, &links);
+        }
+        let mut rewrite = c.repairs.rewrite.clone();
         rewrite.sort_by_key(|k| k.addr[3]);
         assert_eq!(rewrite, vec![key(3), key(4)]);
-        assert_eq!(r.delete, vec![b"Ethernet0:10.7.7.7".to_vec()]);
+        assert_eq!(c.repairs.delete, vec![b"Ethernet0:10.7.7.7".to_vec()]);
+        assert!(wants_set(Want::Set([0; 6])));
     }
 }

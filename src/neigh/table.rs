@@ -549,13 +549,31 @@ impl NeighTable {
         self.writes
     }
 
-    /// Every entry that owes nothing and whose last write was taken at or
-    /// before write `since`: what Redis holds for it is what was sent.
-    pub fn settled_since(&self, since: u64) -> impl Iterator<Item = (NeighKey, Sent)> + '_ {
-        self.entries
-            .iter()
-            .filter(move |e| e.live && !e.queued && e.written_at <= since)
-            .map(|e| (e.key, e.sent))
+    /// Slots in use or free (the bound of a cursor over the table).
+    pub fn slots(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// From `cursor` on, the next entry that owes nothing and whose last
+    /// write was taken at or before write `since`: its slot, generation
+    /// and key; the cursor moves past it (to the end when none is left).
+    pub fn settled_at(&self, cursor: &mut Slot, since: u64) -> Option<(Slot, u32, NeighKey)> {
+        while (*cursor as usize) < self.entries.len() {
+            let slot = *cursor;
+            *cursor += 1;
+            let e = &self.entries[slot as usize];
+            if e.live && !e.queued && e.written_at <= since {
+                return Some((slot, e.generation, e.key));
+            }
+        }
+        None
+    }
+
+    /// The entry in `slot` if it is still at `generation` (no write taken
+    /// since) and owes nothing: its key and what was sent.
+    pub fn entry_at(&self, slot: Slot, generation: u32) -> Option<(NeighKey, Sent)> {
+        let e = self.entries.get(slot as usize)?;
+        (e.live && !e.queued && e.generation == generation).then_some((e.key, e.sent))
     }
 
     /// What was last sent for `key`, if it has an entry.

@@ -20,7 +20,6 @@ use crate::engine::sys::monotonic_ns;
 use crate::neigh::keys::NeighKeys;
 use crate::neigh::links::{IfName, LinkNames};
 use crate::neigh::rules::{family_text, ip_text};
-use crate::neigh::selfcheck::ListKind;
 use crate::neigh::session::NeighWork;
 use crate::neigh::table::{NeighKey, NeighTable, Op, Slot};
 use crate::neigh::text;
@@ -60,12 +59,14 @@ pub enum ApplTag {
     StateSelect,
     /// `HSET WARM_RESTART_TABLE|neighsyncd state reconciled`.
     WarmState,
-    /// Self-verification's first round: a list of keys or members.
-    VerifyList(ListKind),
-    /// Self-verification's second round: `HGETALL` of one hash.
-    VerifyHash {
-        staging: bool,
-        key: Vec<u8>,
+    /// Self-verification: `SMEMBERS NEIGH_TABLE_KEY_SET`.
+    VerifyPending,
+    /// Self-verification: `KEYS NEIGH_TABLE:*`.
+    VerifyKeys,
+    /// Self-verification: `HMGET` of the entry in `slot` at `generation`.
+    VerifyEntry {
+        slot: Slot,
+        generation: u32,
     },
 }
 
@@ -148,6 +149,7 @@ impl ApplSession {
                 self.load_scripts();
             }
             self.encode_warm();
+            self.encode_verify(work, io.recorder);
             let sync = &mut work.sync;
             encode_neighbor_writes(
                 &mut sync.table,
@@ -225,27 +227,46 @@ impl ApplSession {
         }
     }
 
-    /// Queue self-verification's first round of reads. Returns how many.
+    /// Queue self-verification's first reads: the keys in transit, then
+    /// every key of the table. Returns how many (0 while down).
     pub fn queue_verify(&mut self) -> usize {
         if !self.conn.is_up() {
             return 0;
         }
         let k = &self.keys;
         let table = [&k.appl_prefix[..], b"*"].concat();
-        let staging = [b"_", &k.appl_prefix[..], b"*"].concat();
         let key_set = format!("{}_KEY_SET", crate::neigh::keys::NEIGH_TABLE);
-        let del_set = format!("{}_DEL_SET", crate::neigh::keys::NEIGH_TABLE);
-        let reads: [(ListKind, [&[u8]; 2]); 4] = [
-            (ListKind::Table, [b"KEYS", &table]),
-            (ListKind::Staging, [b"KEYS", &staging]),
-            (ListKind::Pending, [b"SMEMBERS", key_set.as_bytes()]),
-            (ListKind::Deleted, [b"SMEMBERS", del_set.as_bytes()]),
-        ];
-        for (kind, args) in reads {
-            self.conn
-                .push(ApplTag::VerifyList(kind), |out| encode::command(out, &args));
+        self.conn.push(ApplTag::VerifyPending, |out| {
+            encode::command(out, &[b"SMEMBERS", key_set.as_bytes()])
+        });
+        self.conn.push(ApplTag::VerifyKeys, |out| {
+            encode::command(out, &[b"KEYS", &table])
+        });
+        2
+    }
+
+    /// Self-verification's read-back of entries, as room allows.
+    fn encode_verify(&mut self, work: &mut NeighWork, recorder: &Recorder) {
+        const HMGET_MAX: usize = 160;
+        let check = &mut work.selfcheck;
+        if !check.is_reading() || !self.conn.is_up() {
+            return;
         }
-        4
+        let room = self.conn.room().saturating_sub(MAX_COMMAND_BYTES) / HMGET_MAX;
+        let (table, links) = (&work.sync.table, &work.sync.links);
+        let (conn, prefix) = (&mut self.conn, &self.keys.appl_prefix);
+        check.next_reads(table, room, |slot, generation, key| {
+            let ip = ip_text(key.family, &key.addr);
+            let name = links.name(key.ifindex);
+            conn.push(ApplTag::VerifyEntry { slot, generation }, |out| {
+                encode::push_command_header(out, 4);
+                encode::push_arg(out, b"HMGET");
+                encode::push_bulk_parts(out, &[prefix, name.as_bytes(), b":", ip.as_bytes()]);
+                encode::push_arg(out, b"neigh");
+                encode::push_arg(out, b"family");
+            });
+        });
+        check.finish_if_done(table, &recorder.counters, monotonic_ns());
     }
 
     /// Retries due at `now` are owed again; repeated errors summed up.
@@ -360,7 +381,7 @@ impl ApplReplies {
             ApplTag::Warm(op) => ("warm reconciliation", Retry::Warm(op)),
             ApplTag::WarmState => ("warm state", Retry::WarmState),
             // Answered in `read`, never here.
-            ApplTag::VerifyList(_) | ApplTag::VerifyHash { .. } => return,
+            ApplTag::VerifyPending | ApplTag::VerifyKeys | ApplTag::VerifyEntry { .. } => return,
         };
         if self.errors.note(&format!("{what} {code}"), now) == Say::First {
             log_error!(
@@ -377,79 +398,46 @@ impl ApplReplies {
     }
 }
 
-/// Self-verification's first round answered: a list of keys (each read
-/// next with `HGETALL`, queued in `hgetalls`) or a set's members.
-fn on_verify_list(
-    kind: ListKind,
+/// A self-verification read answered, judged as it is read (nothing is
+/// copied out of the reply but the keys in transit).
+fn on_verify(
+    tag: ApplTag,
     reply: &Reply<'_>,
     prefix: &[u8],
     work: &mut NeighWork,
-    hgetalls: &mut Vec<ApplTag>,
     recorder: &Recorder,
 ) {
-    let items: Vec<Vec<u8>> = match reply {
-        Reply::Array(items) => items
-            .iter()
-            .filter_map(|r| r.as_bytes().map(|b| b.to_vec()))
-            .collect(),
-        _ => Vec::new(),
+    let items: &[Reply<'_>] = match reply {
+        Reply::Array(items) => items,
+        _ => &[],
     };
-    let read = &mut work.selfcheck.read;
-    match kind {
-        ListKind::Table | ListKind::Staging => {
-            let staging = kind == ListKind::Staging;
-            let strip = if staging {
-                prefix.len() + 1
-            } else {
-                prefix.len()
-            };
-            let before = hgetalls.len();
-            for key in items {
-                if key.len() > strip {
-                    hgetalls.push(ApplTag::VerifyHash {
-                        staging,
-                        key: key[strip..].to_vec(),
-                    });
-                }
-            }
-            // Counted now, before this answer can end the run.
-            work.selfcheck.more_reads(hgetalls.len() - before);
+    let (check, sync) = (&mut work.selfcheck, &work.sync);
+    match tag {
+        ApplTag::VerifyPending => check.on_pending(
+            items
+                .iter()
+                .filter_map(|r| r.as_bytes().map(<[u8]>::to_vec)),
+        ),
+        ApplTag::VerifyKeys => check.on_keys(
+            items
+                .iter()
+                .filter_map(|r| r.as_bytes()?.strip_prefix(prefix)),
+            &sync.table,
+        ),
+        ApplTag::VerifyEntry { slot, generation } => {
+            let field = |i: usize| items.get(i).and_then(|r| r.as_bytes());
+            check.on_entry(
+                slot,
+                generation,
+                field(0),
+                field(1),
+                &sync.table,
+                &sync.links,
+            );
         }
-        ListKind::Pending => read.pending = items.into_iter().collect(),
-        ListKind::Deleted => read.deleted = items.into_iter().collect(),
+        _ => return,
     }
-    answered(work, recorder);
-}
-
-/// Self-verification's second round: one hash.
-fn on_verify_hash(
-    staging: bool,
-    key: Vec<u8>,
-    reply: &Reply<'_>,
-    work: &mut NeighWork,
-    recorder: &Recorder,
-) {
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = reply
-        .pairs()
-        .into_iter()
-        .map(|(f, v)| (f.to_vec(), v.to_vec()))
-        .collect();
-    if !pairs.is_empty() {
-        let read = &mut work.selfcheck.read;
-        let into = if staging {
-            &mut read.staging
-        } else {
-            &mut read.table
-        };
-        into.insert(key, pairs);
-    }
-    answered(work, recorder);
-}
-
-fn answered(work: &mut NeighWork, recorder: &Recorder) {
-    let sync = &work.sync;
-    work.selfcheck
-        .answered(&sync.table, &sync.links, &recorder.counters, monotonic_ns());
+    check.answered(&sync.table, &recorder.counters, monotonic_ns());
 }
 
 /// One loop turn's APPL_DB encoding: old names' deletes, then every
@@ -550,33 +538,14 @@ impl Session for ApplSession {
 
     fn read(&mut self, work: &mut NeighWork, io: &mut LoopIo<'_>) -> Result<(), Lost> {
         let (replies, recorder) = (&mut self.replies, io.recorder);
-        let (conn, prefix) = (&mut self.conn, &self.keys.appl_prefix);
-        let mut hgetalls: Vec<ApplTag> = Vec::new();
-        let result = conn.read_replies(|tag, reply| match tag {
-            Some(ApplTag::VerifyList(kind)) => {
-                on_verify_list(kind, reply, prefix, work, &mut hgetalls, recorder)
-            }
-            Some(ApplTag::VerifyHash { staging, key }) => {
-                on_verify_hash(staging, key, reply, work, recorder)
-            }
+        let prefix = &self.keys.appl_prefix;
+        self.conn.read_replies(|tag, reply| match tag {
+            Some(
+                tag @ (ApplTag::VerifyPending | ApplTag::VerifyKeys | ApplTag::VerifyEntry { .. }),
+            ) => on_verify(tag, reply, prefix, work, recorder),
             Some(tag) => replies.on_reply(tag, reply, work, recorder, monotonic_ns()),
             None => {}
-        });
-        // The second round, sent once the first round's lists are in.
-        for tag in hgetalls {
-            let ApplTag::VerifyHash { staging, key } = &tag else {
-                continue;
-            };
-            let full: Vec<u8> = if *staging {
-                [b"_", &prefix[..], key].concat()
-            } else {
-                [&prefix[..], key].concat()
-            };
-            self.conn.push(tag.clone(), |out| {
-                encode::command(out, &[b"HGETALL", &full])
-            });
-        }
-        result
+        })
     }
 
     fn drop_connection(&mut self, work: &mut NeighWork, now_ns: u64) {
@@ -590,7 +559,9 @@ impl Session for ApplSession {
             ApplTag::Stale { key, name } => table.stale_refused(key, name),
             ApplTag::Warm(op) => text_ops.push_back(op),
             ApplTag::WarmState => state_owed = true,
-            ApplTag::VerifyList(_) | ApplTag::VerifyHash { .. } => verify_lost = true,
+            ApplTag::VerifyPending | ApplTag::VerifyKeys | ApplTag::VerifyEntry { .. } => {
+                verify_lost = true
+            }
             _ => {}
         });
         self.warm_state_owed |= state_owed;
