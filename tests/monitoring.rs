@@ -1,8 +1,9 @@
-//! The monitoring assets in `contrib/` against the daemon they watch: the
-//! alerting rules pass `promtool check rules` and their fixtures, the
-//! dashboard's expressions parse, and every metric and label that the
-//! rules and the dashboard name is one a live daemon exports — so a
-//! renamed metric breaks this test, not an operator's alert at 3 a.m.
+//! The monitoring assets in `contrib/` against the daemons they watch,
+//! for every daemon we ship: its alerting rules pass `promtool check
+//! rules` and their fixtures, its dashboard's expressions parse, and every
+//! metric and label that its rules and its dashboard name is one the live
+//! daemon exports — so a renamed metric breaks this test, not an
+//! operator's alert at 3 a.m.
 
 mod util;
 
@@ -10,10 +11,11 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::metrics::{promtool, scrape};
-use util::{Daemon, DaemonOptions, Netns, RedisServer, TempDir};
+use util::metrics::{promtool, scrape, Scrape};
+use util::{Daemon, DaemonOptions, Netns, RedisServer, TempDir, WAIT};
 
 /// The series Prometheus records itself for every target it scrapes.
 const PROMETHEUS_SERIES: &[&str] = &[
@@ -27,14 +29,24 @@ const PROMETHEUS_SERIES: &[&str] = &[
 /// The labels Prometheus attaches to every series of a target.
 const TARGET_LABELS: &[&str] = &["job", "instance"];
 
-/// The alerting rules.
-fn rules_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/prometheus/portsyncd.rules.yml")
+/// The daemons `contrib/` has rules, fixtures and a dashboard for.
+const DAEMONS: &[&str] = &["portsyncd", "neighsyncd"];
+
+fn contrib(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib")
+        .join(path)
 }
 
-/// The `promtool test rules` fixtures.
-fn rule_fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/prometheus/tests");
+/// A daemon's alerting rules.
+fn rules_file(daemon: &str) -> PathBuf {
+    contrib(&format!("prometheus/{daemon}.rules.yml"))
+}
+
+/// Every `promtool test rules` fixture, each with the rules files it
+/// loads (its `rule_files:` list, as written).
+fn all_fixtures() -> Vec<(PathBuf, Vec<String>)> {
+    let dir = contrib("prometheus/tests");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -43,11 +55,36 @@ fn rule_fixtures() -> Vec<PathBuf> {
     files.sort();
     assert!(!files.is_empty(), "no fixtures in {}", dir.display());
     files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let rules = text
+                .lines()
+                .skip_while(|l| *l != "rule_files:")
+                .skip(1)
+                .map_while(|l| l.strip_prefix("  - "))
+                .map(|r| r.trim().to_string())
+                .collect();
+            (f, rules)
+        })
+        .collect()
 }
 
-/// The Grafana dashboard, parsed.
-fn dashboard() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/grafana/portsyncd.json");
+/// A daemon's fixtures: those that load its rules.
+fn rule_fixtures(daemon: &str) -> Vec<PathBuf> {
+    let mine = format!("../{daemon}.rules.yml");
+    let files: Vec<PathBuf> = all_fixtures()
+        .into_iter()
+        .filter(|(_, rules)| rules.contains(&mine))
+        .map(|(f, _)| f)
+        .collect();
+    assert!(!files.is_empty(), "no fixture loads {mine}");
+    files
+}
+
+/// A daemon's Grafana dashboard, parsed.
+fn dashboard(daemon: &str) -> Value {
+    let path = contrib(&format!("grafana/{daemon}.json"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -213,64 +250,114 @@ fn grafana_to_promql(expr: &str) -> String {
     e
 }
 
+/// What `contrib/` holds is what [`DAEMONS`] lists, nothing less and
+/// nothing more: a daemon added without its rules or dashboard, or a file
+/// no test checks, fails here. Each fixture loads one daemon's rules and
+/// is named after it.
+#[test]
+fn every_daemon_has_rules_fixtures_and_a_dashboard() {
+    let listed = |dir: &str, suffix: &str| -> BTreeSet<String> {
+        std::fs::read_dir(contrib(dir))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(suffix).map(str::to_string)
+            })
+            .collect()
+    };
+    let daemons: BTreeSet<String> = DAEMONS.iter().map(|d| d.to_string()).collect();
+    assert_eq!(listed("prometheus", ".rules.yml"), daemons);
+    assert_eq!(listed("grafana", ".json"), daemons);
+    for (f, rules) in all_fixtures() {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let [rules] = &rules[..] else {
+            panic!("{name} loads {rules:?}: one daemon's rules, please");
+        };
+        let daemon = DAEMONS
+            .iter()
+            .find(|d| *rules == format!("../{d}.rules.yml"))
+            .unwrap_or_else(|| panic!("{name} loads {rules}, no daemon's rules"));
+        assert!(
+            name.starts_with(&format!("{daemon}-")),
+            "{name} tests {daemon}'s rules: call it {daemon}-…"
+        );
+    }
+    let uids: BTreeSet<String> = DAEMONS
+        .iter()
+        .map(|d| dashboard(d)["uid"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        uids.len(),
+        DAEMONS.len(),
+        "dashboards share a uid: {uids:?}"
+    );
+}
+
 #[test]
 fn promtool_checks_the_rules_and_runs_their_fixtures() {
     let Some(promtool) = promtool() else {
         eprintln!("SKIPPED: promtool is absent and could not be installed (tools/install-deps needs root and apt)");
         return;
     };
-    let rules = rules_file();
-    let checked = run_promtool(&promtool, &["check", "rules", rules.to_str().unwrap()])
-        .unwrap_or_else(|e| panic!("{e}"));
-    // promtool counts the rules it parsed: our line reader must find as
-    // many expressions, or the metric-name check would miss some.
-    let text = std::fs::read_to_string(&rules).unwrap();
-    let found = rule_queries(&text).len();
-    assert!(
-        checked.contains(&format!("SUCCESS: {found} rules found")),
-        "the test read {found} expressions; promtool:\n{checked}"
-    );
-    assert!(found >= 10, "{found} rules");
+    for daemon in DAEMONS {
+        let rules = rules_file(daemon);
+        let checked = run_promtool(&promtool, &["check", "rules", rules.to_str().unwrap()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        // promtool counts the rules it parsed: our line reader must find as
+        // many expressions, or the metric-name check would miss some.
+        let text = std::fs::read_to_string(&rules).unwrap();
+        let found = rule_queries(&text).len();
+        assert!(
+            checked.contains(&format!("SUCCESS: {found} rules found")),
+            "{daemon}: the test read {found} expressions; promtool:\n{checked}"
+        );
+        assert!(found >= 10, "{daemon}: {found} rules");
+    }
 
-    let fixtures = rule_fixtures();
+    let fixtures: Vec<PathBuf> = all_fixtures().into_iter().map(|(f, _)| f).collect();
     let mut args = vec!["test", "rules"];
     args.extend(fixtures.iter().map(|p| p.to_str().unwrap()));
     run_promtool(&promtool, &args).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Each fixture tests at least one alert, and each alert is tested:
-/// firing somewhere and quiet somewhere.
+/// firing somewhere and quiet somewhere, in its daemon's fixtures.
 #[test]
 fn every_alert_has_a_firing_and_a_quiet_fixture() {
-    let rules = std::fs::read_to_string(rules_file()).unwrap();
-    let alerts: BTreeSet<&str> = rules
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("- alert:"))
-        .map(str::trim)
-        .collect();
-    let (mut firing, mut quiet) = (BTreeSet::new(), BTreeSet::new());
-    for f in rule_fixtures() {
-        let text = std::fs::read_to_string(&f).unwrap();
-        let mut alert = String::new();
-        for line in text.lines().map(str::trim) {
-            if let Some(a) = line.strip_prefix("alertname:") {
-                alert = a.trim().to_string();
-            } else if line == "exp_alerts: []" {
-                quiet.insert(alert.clone());
-            } else if line == "exp_alerts:" {
-                firing.insert(alert.clone());
+    for daemon in DAEMONS {
+        let rules = std::fs::read_to_string(rules_file(daemon)).unwrap();
+        let alerts: BTreeSet<&str> = rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- alert:"))
+            .map(str::trim)
+            .collect();
+        let (mut firing, mut quiet) = (BTreeSet::new(), BTreeSet::new());
+        for f in rule_fixtures(daemon) {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let mut alert = String::new();
+            for line in text.lines().map(str::trim) {
+                if let Some(a) = line.strip_prefix("alertname:") {
+                    alert = a.trim().to_string();
+                } else if line == "exp_alerts: []" {
+                    quiet.insert(alert.clone());
+                } else if line == "exp_alerts:" {
+                    firing.insert(alert.clone());
+                }
             }
         }
+        for a in &alerts {
+            assert!(firing.contains(*a), "no fixture fires {a}");
+            assert!(quiet.contains(*a), "no fixture keeps {a} quiet");
+        }
+        let unknown: Vec<_> = firing
+            .union(&quiet)
+            .filter(|a| !alerts.contains(a.as_str()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{daemon}'s fixtures test alerts it has no rule for: {unknown:?}"
+        );
     }
-    for a in &alerts {
-        assert!(firing.contains(*a), "no fixture fires {a}");
-        assert!(quiet.contains(*a), "no fixture keeps {a} quiet");
-    }
-    let unknown: Vec<_> = firing
-        .union(&quiet)
-        .filter(|a| !alerts.contains(a.as_str()))
-        .collect();
-    assert!(unknown.is_empty(), "fixtures of no rule: {unknown:?}");
 }
 
 /// Grafana keeps a dashboard it cannot parse a query of, and shows an
@@ -281,141 +368,159 @@ fn every_dashboard_expression_parses() {
         eprintln!("SKIPPED: promtool is absent and could not be installed (tools/install-deps needs root and apt)");
         return;
     };
-    let queries = dashboard_queries(&dashboard());
-    let mut yaml = String::from("groups:\n  - name: dashboard\n    rules:\n");
-    for (i, q) in queries.iter().enumerate() {
-        // JSON strings are YAML double-quoted scalars.
-        let expr = serde_json::to_string(&grafana_to_promql(&q.expr)).unwrap();
-        yaml.push_str(&format!(
-            "      # {}\n      - record: dashboard_query_{i}\n        expr: {expr}\n",
-            q.at.replace('\n', " ")
-        ));
+    for daemon in DAEMONS {
+        let queries = dashboard_queries(&dashboard(daemon));
+        let mut yaml = String::from("groups:\n  - name: dashboard\n    rules:\n");
+        for (i, q) in queries.iter().enumerate() {
+            // JSON strings are YAML double-quoted scalars.
+            let expr = serde_json::to_string(&grafana_to_promql(&q.expr)).unwrap();
+            yaml.push_str(&format!(
+                "      # {}\n      - record: dashboard_query_{i}\n        expr: {expr}\n",
+                q.at.replace('\n', " ")
+            ));
+        }
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join(format!("{daemon}-dashboard.rules.yml"));
+        std::fs::write(&path, &yaml).unwrap();
+        let out = run_promtool(&promtool, &["check", "rules", path.to_str().unwrap()])
+            .unwrap_or_else(|e| panic!("{daemon}'s dashboard: {e}\n{yaml}"));
+        assert!(
+            out.contains(&format!("SUCCESS: {} rules found", queries.len())),
+            "{daemon}'s dashboard: {out}"
+        );
     }
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("dashboard.rules.yml");
-    std::fs::write(&path, &yaml).unwrap();
-    let out = run_promtool(&promtool, &["check", "rules", path.to_str().unwrap()])
-        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    assert!(
-        out.contains(&format!("SUCCESS: {} rules found", queries.len())),
-        "{out}"
-    );
 }
 
 /// What an import needs: the datasource input every query uses, the
 /// `instance` variable every query filters on, a grid without overlaps.
 #[test]
-fn the_dashboard_imports_with_one_datasource_and_an_instance_variable() {
-    let d = dashboard();
+fn the_dashboards_import_with_one_datasource_and_an_instance_variable() {
+    for daemon in DAEMONS {
+        check_dashboard_imports(daemon, &dashboard(daemon));
+    }
+}
+
+fn check_dashboard_imports(daemon: &str, d: &Value) {
     let schema = d["schemaVersion"].as_u64().unwrap();
-    assert!((36..=41).contains(&schema), "schemaVersion {schema}");
+    assert!(
+        (36..=41).contains(&schema),
+        "{daemon}: schemaVersion {schema}"
+    );
     let inputs = d["__inputs"].as_array().unwrap();
     assert!(
         inputs.iter().any(|i| i["name"] == "DS_PROMETHEUS"
             && i["type"] == "datasource"
             && i["pluginId"] == "prometheus"),
-        "{inputs:?}"
+        "{daemon}: {inputs:?}"
     );
     let ds = serde_json::json!({"type": "prometheus", "uid": "${DS_PROMETHEUS}"});
     let vars = d["templating"]["list"].as_array().unwrap();
     let instance = vars
         .iter()
         .find(|v| v["name"] == "instance")
-        .expect("an instance variable");
-    assert_eq!(instance["datasource"], ds);
+        .unwrap_or_else(|| panic!("{daemon}: no instance variable"));
+    assert_eq!(instance["datasource"], ds, "{daemon}");
 
     let mut ids = BTreeSet::new();
     let mut boxes: Vec<(String, [u64; 4])> = Vec::new();
-    for p in panels(&d) {
+    for p in panels(d) {
         let title = p["title"].as_str().unwrap_or_default();
-        assert!(!title.is_empty(), "a panel without a title: {p}");
+        assert!(!title.is_empty(), "{daemon}: a panel without a title: {p}");
         assert!(
             ids.insert(p["id"].as_u64().unwrap()),
-            "id {} twice",
+            "{daemon}: id {} twice",
             p["id"]
         );
         let g = &p["gridPos"];
         let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| g[k].as_u64().unwrap());
-        assert!(x + w <= 24, "{title:?} is wider than the grid: {g}");
+        assert!(
+            x + w <= 24,
+            "{daemon}: {title:?} is wider than the grid: {g}"
+        );
         for (other, [ox, oy, ow, oh]) in &boxes {
             let apart = x + w <= *ox || ox + ow <= x || y + h <= *oy || oy + oh <= y;
-            assert!(apart, "{title:?} overlaps {other:?}");
+            assert!(apart, "{daemon}: {title:?} overlaps {other:?}");
         }
         boxes.push((title.to_string(), [x, y, w, h]));
         if p["type"] == "row" {
             continue;
         }
-        assert_eq!(p["datasource"], ds, "{title:?}");
+        assert_eq!(p["datasource"], ds, "{daemon}: {title:?}");
         let targets = p["targets"].as_array().unwrap();
-        assert!(!targets.is_empty(), "{title:?} has no query");
+        assert!(!targets.is_empty(), "{daemon}: {title:?} has no query");
         for t in targets {
-            assert_eq!(t["datasource"], ds, "{title:?}");
+            assert_eq!(t["datasource"], ds, "{daemon}: {title:?}");
             let expr = t["expr"].as_str().unwrap();
             assert!(
                 expr.contains("instance=~\"$instance\""),
-                "{title:?}: {expr} ignores the instance variable"
+                "{daemon}: {title:?}: {expr} ignores the instance variable"
             );
         }
     }
 }
 
-/// Issue 14 item 5: every metric and label the rules and the dashboard
-/// name is exported by the real daemon — its `/metrics`, scraped after a
-/// port was written and flapped so that every family has a series.
-#[test]
-fn every_name_in_the_rules_and_the_dashboard_is_exported() {
-    let ns = Netns::new().unwrap();
-    let redis = RedisServer::start().unwrap();
-    redis.configure_ports(&["Ethernet0"]).unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], 29101));
-    let daemon = Daemon::start_with(
-        &ns,
-        &redis,
-        DaemonOptions {
-            sets: vec![format!("metrics.listen={addr}")],
-            ..Default::default()
-        },
-    );
+/// Start `daemon` (`binary`) in `ns` with its metrics endpoint on `addr`,
+/// the suite's other options kept (the reactor under test).
+fn start_with_metrics(ns: &Netns, redis: &RedisServer, binary: String, addr: SocketAddr) -> Daemon {
+    let mut opts = DaemonOptions {
+        binary: Some(binary),
+        ..Default::default()
+    };
+    opts.sets.push(format!("metrics.listen={addr}"));
+    let daemon = Daemon::start_with(ns, redis, opts);
     daemon.wait_ready();
-    redis.orchagent_pop().unwrap();
-    ns.add_port("Ethernet0").unwrap();
-    redis.wait_state("Ethernet0", "down", "down", 1500).unwrap();
-    ns.set_up("Ethernet0").unwrap();
-    redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
-    let m = scrape(&ns, addr);
+    daemon
+}
+
+/// Scrape until every series of `want` is at least 1: the metrics
+/// thread takes the loop's latency samples asynchronously, and the loop
+/// sets its gauges once a second.
+fn scrape_until(ns: &Netns, addr: SocketAddr, want: &[&str]) -> Scrape {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = scrape(ns, addr);
+        if want.iter().all(|s| m.0.get(*s).is_some_and(|v| *v >= 1.0)) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{want:?} never all counted; scrape: {:?}",
+            m.0
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every metric and label that `daemon`'s rules and dashboard name is in
+/// the scrape `m` of the live daemon.
+fn check_names_exported(daemon: &str, m: &Scrape) {
     let exported = m.names();
     let labels = m.label_names();
-    // The scrape has what the check relies on.
-    for name in [
-        "portsyncd_recv_to_reply_seconds_bucket",
-        "portsyncd_port_flaps_total",
-        "process_open_fds",
-    ] {
-        assert!(exported.contains(name), "{name} not in {exported:?}");
-    }
-
-    let rules = std::fs::read_to_string(rules_file()).unwrap();
+    let rules = std::fs::read_to_string(rules_file(daemon)).unwrap();
     let mut queries = rule_queries(&rules);
-    queries.extend(dashboard_queries(&dashboard()));
+    queries.extend(dashboard_queries(&dashboard(daemon)));
     let mut wrong = Vec::new();
     let mut checked = BTreeSet::new();
     for q in &queries {
-        let names = promql::names(&q.expr).unwrap_or_else(|e| panic!("{}: {e}", q.at));
+        let names = promql::names(&q.expr).unwrap_or_else(|e| panic!("{daemon} {}: {e}", q.at));
         assert!(
             !names.metrics.is_empty(),
-            "{}: no metric in {}",
+            "{daemon} {}: no metric in {}",
             q.at,
             q.expr
         );
         for n in &names.metrics {
             checked.insert(n.clone());
             if !exported.contains(n) && !PROMETHEUS_SERIES.contains(&n.as_str()) {
-                wrong.push(format!("{}: metric {n} is not exported", q.at));
+                wrong.push(format!("{daemon} {}: metric {n} is not exported", q.at));
             }
         }
         for l in &names.labels {
             if !labels.contains(l) && !TARGET_LABELS.contains(&l.as_str()) {
-                wrong.push(format!("{}: label {l} is on no exported series", q.at));
+                wrong.push(format!(
+                    "{daemon} {}: label {l} is on no exported series",
+                    q.at
+                ));
             }
         }
     }
@@ -424,7 +529,90 @@ fn every_name_in_the_rules_and_the_dashboard_is_exported() {
         "{}\nexported: {exported:?}\nlabels: {labels:?}",
         wrong.join("\n")
     );
-    assert!(checked.len() >= 30, "only {checked:?} checked");
+    assert!(checked.len() >= 30, "{daemon}: only {checked:?} checked");
+}
+
+/// Issue 14 item 5: every metric and label portsyncd's rules and
+/// dashboard name is exported by the real daemon — its `/metrics`,
+/// scraped after a port was written and flapped so that every family has
+/// a series.
+#[test]
+fn every_name_in_portsyncds_rules_and_dashboard_is_exported() {
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    redis.configure_ports(&["Ethernet0"]).unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], 29101));
+    let _daemon = start_with_metrics(&ns, &redis, Daemon::binary(), addr);
+    redis.orchagent_pop().unwrap();
+    ns.add_port("Ethernet0").unwrap();
+    redis.wait_state("Ethernet0", "down", "down", 1500).unwrap();
+    ns.set_up("Ethernet0").unwrap();
+    redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
+    let m = scrape_until(&ns, addr, &["portsyncd_recv_to_reply_seconds_count"]);
+    // The scrape has what the check relies on.
+    let exported = m.names();
+    for name in [
+        "portsyncd_recv_to_reply_seconds_bucket",
+        "portsyncd_port_flaps_total",
+        "process_open_fds",
+    ] {
+        assert!(exported.contains(name), "{name} not in {exported:?}");
+    }
+    check_names_exported("portsyncd", &m);
+}
+
+/// The same for neighsyncd, scraped after a neighbor was written to
+/// APPL_DB so that its histograms have samples.
+#[test]
+fn every_name_in_neighsyncds_rules_and_dashboard_is_exported() {
+    let ns = Netns::new().unwrap();
+    ns.add_port("Ethernet0").unwrap();
+    ns.set_up("Ethernet0").unwrap();
+    ns.ip(&["addr", "add", "10.0.0.1/16", "dev", "Ethernet0"])
+        .unwrap();
+    let redis = RedisServer::start().unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], 29102));
+    let _daemon = start_with_metrics(&ns, &redis, Daemon::neighsyncd_binary(), addr);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "10.0.0.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "Ethernet0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    let key = "NEIGH_TABLE:Ethernet0:10.0.0.2";
+    redis
+        .wait_until(&format!("{key} in APPL_DB"), |r| {
+            r.orchagent_pop_table("NEIGH_TABLE")?;
+            Ok(!r.hgetall(0, key)?.is_empty())
+        })
+        .unwrap();
+    let m = scrape_until(
+        &ns,
+        addr,
+        &[
+            "neighsyncd_recv_to_reply_seconds_count",
+            "neighsyncd_recv_to_write_seconds_count",
+            "neighsyncd_batch_commands_count",
+            "neighsyncd_neighbors_written_total",
+            "neighsyncd_known_neighbors",
+        ],
+    );
+    let exported = m.names();
+    for name in [
+        "neighsyncd_recv_to_reply_seconds_bucket",
+        "neighsyncd_neighbors_written_total",
+        "neighsyncd_warm_reconciled_total",
+        "process_open_fds",
+    ] {
+        assert!(exported.contains(name), "{name} not in {exported:?}");
+    }
+    check_names_exported("neighsyncd", &m);
 }
 
 /// A small PromQL reader: the metric and label names an expression uses.
