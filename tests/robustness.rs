@@ -560,3 +560,87 @@ fn moderately_nested_replies_decode() {
     );
     assert_eq!(checks::resp(&b), seen::FRAME);
 }
+
+/// A neighbor message as the kernel builds it (ndmsg, `NDA_DST`,
+/// `NDA_LLADDR`), of a random family, state and flags.
+fn neighbor_message(rng: &mut Rng) -> Vec<u8> {
+    let family = *rng.pick(&[2u8, 10, 7, 0, 2, 10]);
+    let mut p = vec![family, 0, 0, 0];
+    p.extend_from_slice(&(1 + rng.below(8) as i32).to_ne_bytes());
+    let state: u16 = *rng.pick(&[0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0]);
+    p.extend_from_slice(&state.to_ne_bytes());
+    p.push(*rng.pick(&[0u8, 0x10, 0xff]));
+    p.push(1);
+    let attr = |p: &mut Vec<u8>, t: u16, v: &[u8]| {
+        let len = 4 + v.len();
+        p.extend_from_slice(&(len as u16).to_ne_bytes());
+        p.extend_from_slice(&t.to_ne_bytes());
+        p.extend_from_slice(v);
+        p.resize(p.len() + (4 - len % 4) % 4, 0);
+    };
+    let dst_len = *rng.pick(&[4usize, 16, 4, 16, 0, 3, 6]);
+    let mut dst = rng.bytes(dst_len);
+    if dst_len == 16 && rng.chance(3) {
+        dst[0] = 0xfe;
+        dst[1] = 0x80;
+    }
+    attr(&mut p, 1, &dst);
+    if !rng.chance(5) {
+        let ll_len = *rng.pick(&[6usize, 6, 6, 0, 4, 16, 20]);
+        let mut ll = rng.bytes(ll_len);
+        if ll_len == 6 && rng.chance(8) {
+            ll = vec![0xff; 6];
+        }
+        attr(&mut p, 2, &ll);
+    }
+    let t: u16 = *rng.pick(&[28u16, 29]);
+    let mut d = Vec::new();
+    d.extend_from_slice(&((16 + p.len()) as u32).to_ne_bytes());
+    d.extend_from_slice(&t.to_ne_bytes());
+    d.extend_from_slice(&0u16.to_ne_bytes());
+    d.extend_from_slice(&0u32.to_ne_bytes());
+    d.extend_from_slice(&0u32.to_ne_bytes());
+    d.extend_from_slice(&p);
+    d
+}
+
+#[test]
+fn neighbor_messages_mutated_through_neighsyncds_follower() {
+    run(
+        "neighbors/mutated",
+        4_000,
+        seen::WRITE,
+        |rng| {
+            let mut d = Vec::new();
+            for _ in 0..1 + rng.below(6) {
+                d.extend(neighbor_message(rng));
+            }
+            if rng.chance(2) {
+                mutate_netlink(rng, &mut d);
+            }
+            d
+        },
+        checks::neighbors,
+    );
+}
+
+#[test]
+fn random_bytes_through_neighsyncds_follower() {
+    run(
+        "neighbors/random",
+        2_000,
+        0,
+        |rng| {
+            let len = rng.below(512);
+            let mut d = rng.bytes(len);
+            if d.len() >= 16 && rng.chance(2) {
+                let len = d.len() as u32 - rng.below(4) as u32;
+                d[0..4].copy_from_slice(&len.to_ne_bytes());
+                let t: u16 = *rng.pick(&[28u16, 29, 16, 17, 3, 2]);
+                d[4..6].copy_from_slice(&t.to_ne_bytes());
+            }
+            d
+        },
+        checks::neighbors,
+    );
+}

@@ -366,3 +366,69 @@ pub fn resp_split(buf: &[u8], cuts: &[usize]) {
     }
     assert_eq!(pieces, whole, "split decoding differs from whole decoding");
 }
+
+/// Everything for one datagram through neighsyncd's follower: the rules,
+/// the table and the PST encoding never panic; every write it owes
+/// encodes to one RESP command that decodes back whole; a dump around the
+/// datagram (with an overrun) reconciles without panicking. Returns what it
+/// saw (`seen::WRITE` when a neighbor write was owed).
+pub fn neighbors(datagram: &[u8]) -> u8 {
+    use syncd::engine::netlink::drain::KernelFollow;
+    use syncd::engine::sonic::pst::ProducerTable;
+    use syncd::neigh::context::NeighConfig;
+    use syncd::neigh::follow::NeighSync;
+    use syncd::neigh::rules::{family_text, ip_text};
+    use syncd::neigh::table::{NeighTable, Op};
+
+    let mut saw = 0;
+    for dual_tor in [false, true] {
+        let mut config = NeighConfig {
+            dual_tor,
+            ..NeighConfig::default()
+        };
+        if let Some(n) = syncd::neigh::links::IfName::new(b"Ethernet0") {
+            config.link_local.insert(n);
+        }
+        let mut sync = NeighSync::new(NeighTable::default(), config, Arc::new(Counters::default()));
+        // Links first, as the follower's own dump would bring them.
+        sync.on_datagram(datagram, 1, DUMP_PID);
+        sync.dump_started(DUMP_SEQ, 0);
+        sync.on_datagram(datagram, 2, DUMP_PID);
+        sync.on_lost(true);
+        sync.on_datagram(datagram, 3, DUMP_PID);
+        let producer = ProducerTable::new("NEIGH_TABLE", 0, b':');
+        let mut out = Vec::new();
+        while let Some((key, name)) = sync.table.pop_stale(&sync.links) {
+            let ip = ip_text(key.family, &key.addr);
+            producer.encode_del_parts(&mut out, &[name.as_bytes(), b":", ip.as_bytes()]);
+        }
+        while let Some(w) = sync.table.pop_write(&sync.links) {
+            saw |= seen::WRITE;
+            let ip = ip_text(w.key.family, &w.key.addr);
+            let name = w.op.name();
+            let key = [name.as_bytes(), b":", ip.as_bytes()];
+            out.clear();
+            match w.op {
+                Op::Set(_, mac) => {
+                    let mac = syncd::neigh::text::lladdr(Some(&mac));
+                    let fam = family_text(w.key.family);
+                    producer.encode_set_parts(
+                        &mut out,
+                        &key,
+                        &[(b"neigh", mac.as_bytes()), (b"family", fam.as_bytes())],
+                    );
+                }
+                Op::Del(_) => producer.encode_del_parts(&mut out, &key),
+            }
+            match decode(&out) {
+                Ok(Some((Reply::Array(args), used))) => {
+                    assert_eq!(used, out.len(), "one command, whole");
+                    assert!(args.len() == 11 || args.len() == 13, "{}", args.len());
+                }
+                other => panic!("a neighbor write does not decode back: {other:?}"),
+            }
+            sync.table.acked(w.slot, w.generation);
+        }
+    }
+    saw
+}
