@@ -108,8 +108,9 @@ struct Entry {
     seen: u32,
     /// Bumped on every write taken, to match replies to the latest.
     generation: u32,
-    /// The table's write count when its last write was taken.
-    written_at: u64,
+    /// The table's write count (its low 32 bits) when its last write was
+    /// taken; compared within 2^31 writes of a read.
+    written_at: u32,
     /// In use (else on the free list).
     live: bool,
 }
@@ -315,7 +316,7 @@ impl NeighTable {
             }
             e.generation = e.generation.wrapping_add(1);
             self.writes += 1;
-            e.written_at = self.writes;
+            e.written_at = self.writes as u32;
             let w = self.write_of(slot, links);
             self.entries[slot as usize].sent = match w.op {
                 Op::Set(name, mac) => Sent::Set { mac, name },
@@ -562,7 +563,8 @@ impl NeighTable {
             let slot = *cursor;
             *cursor += 1;
             let e = &self.entries[slot as usize];
-            if e.live && !e.queued && e.written_at <= since {
+            let before = (since as u32).wrapping_sub(e.written_at) < 1 << 31;
+            if e.live && !e.queued && before {
                 return Some((slot, e.generation, e.key));
             }
         }

@@ -55,6 +55,18 @@ impl Daemon {
     /// Every daemon, in the order `docs/metrics.md` lists them.
     pub const ALL: [Daemon; 2] = [Daemon::Portsyncd, Daemon::Neighsyncd];
 
+    /// Latency samples its loop may queue for the metrics thread:
+    /// portsyncd [`SAMPLE_CHANNEL_CAPACITY`](super::SAMPLE_CHANNEL_CAPACITY);
+    /// neighsyncd half, for memory (the metrics thread drains every 10 ms
+    /// while samples flow, 100 ms at most when idle: 32k covers a burst at
+    /// the kernel's peak neighbor rate starting during that sleep).
+    pub const fn sample_capacity(self) -> usize {
+        match self {
+            Daemon::Portsyncd => super::SAMPLE_CHANNEL_CAPACITY,
+            Daemon::Neighsyncd => super::SAMPLE_CHANNEL_CAPACITY / 2,
+        }
+    }
+
     /// Its program name.
     pub const fn name(self) -> &'static str {
         match self {

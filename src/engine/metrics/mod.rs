@@ -328,7 +328,13 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder and the receiving end for the metrics thread.
     pub fn new() -> (Recorder, Receiver<Sample>) {
-        let (tx, rx) = crossbeam_channel::bounded(SAMPLE_CHANNEL_CAPACITY);
+        Recorder::with_capacity(SAMPLE_CHANNEL_CAPACITY)
+    }
+
+    /// [`Recorder::new`] with room for `capacity` samples (24 bytes each,
+    /// all allocated and touched up front).
+    pub fn with_capacity(capacity: usize) -> (Recorder, Receiver<Sample>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
         (
             Recorder {
                 counters: Arc::new(Counters::default()),

@@ -80,7 +80,7 @@ pub fn launch(cfg: &Config, daemon: &str) -> Result<Launched, u8> {
         )?;
     }
 
-    let (recorder, samples) = Recorder::new();
+    let (recorder, samples) = Recorder::with_capacity(metrics_for.sample_capacity());
     // The metrics thread first: it must not inherit the loop's pinning and
     // real-time policy.
     let mut metrics = MetricsThread::spawn(

@@ -391,3 +391,4 @@ fn generated_run(mut seed: u64) {
     );
     assert!(t.len() >= kernel.len());
 }
+
