@@ -609,33 +609,11 @@ fn self_verification_repairs_drift_in_appl_db() {
     let d = bed.start(&["verify.interval_s=1"]);
     d.wait_ready();
     bed.converged(&d, "before the drift");
-    bed.redis
-        .cmd(0, &["DEL", "NEIGH_TABLE:Ethernet0:10.0.0.2"])
-        .unwrap();
-    bed.redis
-        .cmd(
-            0,
-            &[
-                "HSET",
-                "NEIGH_TABLE:Ethernet0:10.0.0.3",
-                "neigh",
-                "02:00:00:00:00:ff",
-            ],
-        )
-        .unwrap();
-    bed.redis
-        .cmd(
-            0,
-            &[
-                "HSET",
-                "NEIGH_TABLE:Ethernet0:10.7.7.7",
-                "neigh",
-                "02:00:00:00:00:77",
-                "family",
-                "IPv4",
-            ],
-        )
-        .unwrap();
+    // All three at once (one script), so one run sees all of them.
+    const DRIFT: &str = "redis.call('DEL', 'NEIGH_TABLE:Ethernet0:10.0.0.2') \
+        redis.call('HSET', 'NEIGH_TABLE:Ethernet0:10.0.0.3', 'neigh', '02:00:00:00:00:ff') \
+        redis.call('HSET', 'NEIGH_TABLE:Ethernet0:10.7.7.7', 'neigh', '02:00:00:00:00:77', 'family', 'IPv4')";
+    bed.redis.cmd(0, &["EVAL", DRIFT, "0"]).unwrap();
     bed.converged(&d, "after self-verification");
     let log = d.log();
     assert!(

@@ -4,17 +4,21 @@
 //! then, once every write is acknowledged, a read-back of APPL_DB
 //! `NEIGH_TABLE`:
 //!
-//! 1. `SMEMBERS NEIGH_TABLE_KEY_SET`: keys orchagent has not consumed yet;
-//!    their state is in transit and is left to the next run;
-//! 2. `KEYS NEIGH_TABLE:*`, judged as the reply is read: a key no entry of
-//!    the table stands for is deleted;
-//! 3. `HMGET NEIGH_TABLE:<key> neigh family` of every entry settled when
+//! 1. `SCARD NEIGH_TABLE_KEY_SET`: how many keys orchagent has not
+//!    consumed yet; more than [`PENDING_MAX`] and the run is put off to the
+//!    next interval (orchagent is behind: nothing can be judged);
+//! 2. `SMEMBERS NEIGH_TABLE_KEY_SET`: those keys, in transit, left alone;
+//! 3. `SCAN … MATCH NEIGH_TABLE:* COUNT 1000`, step by step, each step
+//!    judged as its reply is read: a key no entry of the table stands for
+//!    is deleted;
+//! 4. `HMGET NEIGH_TABLE:<key> neigh family` of every entry settled when
 //!    the read began, a few thousand per loop turn (as the write buffer
 //!    has room), each answer judged as it comes: an entry that differs
 //!    from what was sent is written again.
 //!
-//! Nothing is copied out of Redis' answers: at 64k neighbors a run holds
-//! the keys in transit and a cursor, not the table. The judgements are
+//! Nothing is copied out of Redis' answers, and no answer is large: at 64k
+//! neighbors a run holds the keys in transit and two cursors, not the
+//! table. The judgements are
 //! pure functions here; the reads go out on the APPL_DB session
 //! (`session/appl.rs`), whose replies come back here.
 
@@ -31,6 +35,18 @@ use crate::neigh::table::Want;
 use crate::neigh::table::{NeighKey, NeighTable, Sent, Slot};
 use crate::neigh::text;
 
+/// Keys in transit above which a run is put off.
+pub const PENDING_MAX: u64 = 4096;
+
+/// The next read-back command the session should send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextRead {
+    /// `SMEMBERS NEIGH_TABLE_KEY_SET`.
+    Members,
+    /// `SCAN <cursor> MATCH NEIGH_TABLE:* COUNT 1000`.
+    Scan(Vec<u8>),
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum State {
     #[default]
@@ -42,9 +58,11 @@ enum State {
     },
     Settling,
     /// Reads out; `since` is the table's write count when they began,
-    /// `cursor` the next slot to ask about, `waiting` the answers due.
+    /// `listed` once the SCAN is done, `cursor` the next slot to ask
+    /// about, `waiting` the answers due.
     Reading {
         since: u64,
+        listed: bool,
         cursor: Slot,
         waiting: usize,
     },
@@ -62,7 +80,11 @@ pub struct SelfCheck {
     names: HashMap<IfName, i32>,
     /// Entries to write again and keys to delete, for the session.
     pub repairs: Repairs,
-    found: usize,
+    /// What this run found (the repairs are taken as they come).
+    found_rewrite: usize,
+    found_delete: usize,
+    /// The next list read to send (the session takes it).
+    pub next: Option<NextRead>,
 }
 
 /// What a run found to repair, taken by the daemon each turn.
@@ -114,36 +136,70 @@ impl SelfCheck {
         self.state == State::Settling && settled
     }
 
-    /// The first two reads went out at write count `since`.
+    /// The first read (`SCARD`) went out at write count `since`.
     pub fn reading(&mut self, since: u64, links: &LinkNames) {
         self.pending.clear();
         self.names = links.by_name();
-        self.found = 0;
+        self.found_rewrite = 0;
+        self.found_delete = 0;
+        self.next = None;
         self.state = State::Reading {
             since,
+            listed: false,
             cursor: 0,
-            waiting: 2,
+            waiting: 1,
         };
     }
 
-    /// The keys in transit (`SMEMBERS`).
-    pub fn on_pending(&mut self, keys: impl Iterator<Item = Vec<u8>>) {
-        self.pending.extend(keys);
+    /// A list read was sent.
+    pub fn sent_list(&mut self) {
+        if let State::Reading { waiting, .. } = &mut self.state {
+            *waiting += 1;
+        }
     }
 
-    /// `KEYS NEIGH_TABLE:*` answered: each key (without the prefix) no
-    /// entry stands for is to be deleted.
+    /// `SCARD` answered: too many keys in transit puts the run off.
+    pub fn on_count(&mut self, n: u64, now: u64) {
+        if n > PENDING_MAX {
+            crate::log_info!(
+                "self-verification put off: orchagent has {n} NEIGH_TABLE keys to consume"
+            );
+            self.finish(now);
+        } else {
+            self.next = Some(NextRead::Members);
+        }
+    }
+
+    /// The keys in transit (`SMEMBERS`); the scan follows.
+    pub fn on_pending(&mut self, keys: impl Iterator<Item = Vec<u8>>) {
+        self.pending.extend(keys);
+        self.next = Some(NextRead::Scan(b"0".to_vec()));
+    }
+
+    /// One `SCAN` step answered: its next cursor (`0`: the scan is done).
+    pub fn on_scan_cursor(&mut self, cursor: &[u8]) {
+        if cursor == b"0" {
+            if let State::Reading { listed, .. } = &mut self.state {
+                *listed = true;
+            }
+        } else {
+            self.next = Some(NextRead::Scan(cursor.to_vec()));
+        }
+    }
+
+    /// A `SCAN` step's keys (without the prefix): each one no entry
+    /// stands for is to be deleted.
     pub fn on_keys<'a>(&mut self, keys: impl Iterator<Item = &'a [u8]>, table: &NeighTable) {
         for key in keys {
             if self.pending.contains(key) {
                 continue;
             }
             let stands = parse_key(key, &self.names)
-                .and_then(|k| table.sent(&k).map(|sent| (k, sent)))
-                .is_some_and(|(_, sent)| !matches!(sent, Sent::Del { .. }));
+                .and_then(|k| table.sent(&k))
+                .is_some_and(|sent| !matches!(sent, Sent::Del { .. }));
             if !stands {
                 self.repairs.delete.push(key.to_vec());
-                self.found += 1;
+                self.found_delete += 1;
             }
         }
     }
@@ -158,6 +214,7 @@ impl SelfCheck {
     ) {
         let State::Reading {
             since,
+            listed: true,
             cursor,
             waiting,
         } = &mut self.state
@@ -208,7 +265,7 @@ impl SelfCheck {
         };
         if !same {
             self.repairs.rewrite.push(key);
-            self.found += 1;
+            self.found_rewrite += 1;
         }
     }
 
@@ -224,21 +281,25 @@ impl SelfCheck {
     /// End the run if every entry was asked about and answered.
     pub fn finish_if_done(&mut self, table: &NeighTable, counters: &Counters, now: u64) -> bool {
         let State::Reading {
-            cursor, waiting, ..
+            listed,
+            cursor,
+            waiting,
+            ..
         } = self.state
         else {
             return false;
         };
-        if waiting > 0 || (cursor as usize) < table.slots() {
+        if !listed || waiting > 0 || (cursor as usize) < table.slots() {
             return false;
         }
-        if self.found > 0 {
+        let found = self.found_rewrite + self.found_delete;
+        if found > 0 {
             log_notice!(
-                "self-verification: APPL_DB NEIGH_TABLE differed for {} neighbors and held {} entries the kernel does not have; repairing",
-                self.repairs.rewrite.len(),
-                self.repairs.delete.len()
+                "self-verification: APPL_DB NEIGH_TABLE differed for {} neighbors and held {} entries the kernel does not have; repaired",
+                self.found_rewrite,
+                self.found_delete
             );
-            counters.drift_redis.add(self.found as u64);
+            counters.drift_redis.add(found as u64);
         }
         counters.verify_runs.inc();
         self.finish(now);
@@ -260,6 +321,7 @@ impl SelfCheck {
 
     fn finish(&mut self, now: u64) {
         self.state = State::Idle;
+        self.next = None;
         self.pending = HashSet::new();
         self.names = HashMap::new();
         self.next_ns = now + self.interval_ns;
@@ -344,10 +406,13 @@ mod tests {
         let (mut t, links) = setup();
         let mut c = SelfCheck::new(60);
         c.reading(t.writes(), &links);
+        c.on_count(1, 0);
+        assert_eq!(c.next.take(), Some(NextRead::Members));
         // Written after the read began: not judged.
         t.apply(key(9), Want::Set([2, 0, 0, 0, 0, 9]), 2, &links);
         t.pop_write(&links);
         c.on_pending([b"Ethernet0:10.0.0.2".to_vec()].into_iter());
+        assert_eq!(c.next.take(), Some(NextRead::Scan(b"0".to_vec())));
         let listed: [&[u8]; 3] = [
             b"Ethernet0:10.0.0.2",
             b"Ethernet0:10.0.0.4",
@@ -355,6 +420,11 @@ mod tests {
         ];
         c.on_keys(listed.into_iter(), &t);
         let mut asked = Vec::new();
+        c.next_reads(&t, 100, |slot, generation, k| {
+            asked.push((slot, generation, *k))
+        });
+        assert!(asked.is_empty(), "entries are read once the scan is done");
+        c.on_scan_cursor(b"0");
         c.next_reads(&t, 100, |slot, generation, k| {
             asked.push((slot, generation, *k))
         });
@@ -376,4 +446,14 @@ mod tests {
         assert_eq!(c.repairs.delete, vec![b"Ethernet0:10.7.7.7".to_vec()]);
         assert!(wants_set(Want::Set([0; 6])));
     }
+}
+
+#[test]
+fn a_run_is_put_off_while_orchagent_is_far_behind() {
+    let mut c = SelfCheck::new(60);
+    c.reading(0, &LinkNames::default());
+    c.on_count(PENDING_MAX + 1, 5);
+    assert_eq!(c.next, None);
+    assert!(!c.is_reading());
+    assert_eq!(c.next_timer(), Some(5 + 60_000_000_000));
 }

@@ -20,6 +20,7 @@ use crate::engine::sys::monotonic_ns;
 use crate::neigh::keys::NeighKeys;
 use crate::neigh::links::{IfName, LinkNames};
 use crate::neigh::rules::{family_text, ip_text};
+use crate::neigh::selfcheck::NextRead;
 use crate::neigh::session::NeighWork;
 use crate::neigh::table::{NeighKey, NeighTable, Op, Slot};
 use crate::neigh::text;
@@ -59,9 +60,11 @@ pub enum ApplTag {
     StateSelect,
     /// `HSET WARM_RESTART_TABLE|neighsyncd state reconciled`.
     WarmState,
+    /// Self-verification: `SCARD NEIGH_TABLE_KEY_SET`.
+    VerifyCount,
     /// Self-verification: `SMEMBERS NEIGH_TABLE_KEY_SET`.
     VerifyPending,
-    /// Self-verification: `KEYS NEIGH_TABLE:*`.
+    /// Self-verification: one `SCAN` step over `NEIGH_TABLE:*`.
     VerifyKeys,
     /// Self-verification: `HMGET` of the entry in `slot` at `generation`.
     VerifyEntry {
@@ -227,22 +230,17 @@ impl ApplSession {
         }
     }
 
-    /// Queue self-verification's first reads: the keys in transit, then
-    /// every key of the table. Returns how many (0 while down).
+    /// Queue self-verification's first read: how many keys are in
+    /// transit. Returns how many reads (0 while down).
     pub fn queue_verify(&mut self) -> usize {
         if !self.conn.is_up() {
             return 0;
         }
-        let k = &self.keys;
-        let table = [&k.appl_prefix[..], b"*"].concat();
         let key_set = format!("{}_KEY_SET", crate::neigh::keys::NEIGH_TABLE);
-        self.conn.push(ApplTag::VerifyPending, |out| {
-            encode::command(out, &[b"SMEMBERS", key_set.as_bytes()])
+        self.conn.push(ApplTag::VerifyCount, |out| {
+            encode::command(out, &[b"SCARD", key_set.as_bytes()])
         });
-        self.conn.push(ApplTag::VerifyKeys, |out| {
-            encode::command(out, &[b"KEYS", &table])
-        });
-        2
+        1
     }
 
     /// Self-verification's read-back of entries, as room allows.
@@ -251,6 +249,22 @@ impl ApplSession {
         let check = &mut work.selfcheck;
         if !check.is_reading() || !self.conn.is_up() {
             return;
+        }
+        if let Some(next) = check.next.take() {
+            let key_set = format!("{}_KEY_SET", crate::neigh::keys::NEIGH_TABLE);
+            let pattern = [&self.keys.appl_prefix[..], b"*"].concat();
+            match next {
+                NextRead::Members => self.conn.push(ApplTag::VerifyPending, |out| {
+                    encode::command(out, &[b"SMEMBERS", key_set.as_bytes()])
+                }),
+                NextRead::Scan(cursor) => self.conn.push(ApplTag::VerifyKeys, |out| {
+                    encode::command(
+                        out,
+                        &[b"SCAN", &cursor, b"MATCH", &pattern, b"COUNT", b"1000"],
+                    )
+                }),
+            }
+            check.sent_list();
         }
         let room = self.conn.room().saturating_sub(MAX_COMMAND_BYTES) / HMGET_MAX;
         let (table, links) = (&work.sync.table, &work.sync.links);
@@ -381,7 +395,10 @@ impl ApplReplies {
             ApplTag::Warm(op) => ("warm reconciliation", Retry::Warm(op)),
             ApplTag::WarmState => ("warm state", Retry::WarmState),
             // Answered in `read`, never here.
-            ApplTag::VerifyPending | ApplTag::VerifyKeys | ApplTag::VerifyEntry { .. } => return,
+            ApplTag::VerifyCount
+            | ApplTag::VerifyPending
+            | ApplTag::VerifyKeys
+            | ApplTag::VerifyEntry { .. } => return,
         };
         if self.errors.note(&format!("{what} {code}"), now) == Say::First {
             log_error!(
@@ -413,17 +430,32 @@ fn on_verify(
     };
     let (check, sync) = (&mut work.selfcheck, &work.sync);
     match tag {
+        ApplTag::VerifyCount => {
+            // A count that is not one (an error reply) puts the run off.
+            let n = match reply {
+                Reply::Int(n) => (*n).max(0) as u64,
+                _ => u64::MAX,
+            };
+            check.on_count(n, monotonic_ns());
+        }
         ApplTag::VerifyPending => check.on_pending(
             items
                 .iter()
                 .filter_map(|r| r.as_bytes().map(<[u8]>::to_vec)),
         ),
-        ApplTag::VerifyKeys => check.on_keys(
-            items
-                .iter()
-                .filter_map(|r| r.as_bytes()?.strip_prefix(prefix)),
-            &sync.table,
-        ),
+        ApplTag::VerifyKeys => {
+            // [cursor, [keys…]]
+            let keys: &[Reply<'_>] = match items.get(1) {
+                Some(Reply::Array(keys)) => keys,
+                _ => &[],
+            };
+            check.on_keys(
+                keys.iter()
+                    .filter_map(|r| r.as_bytes()?.strip_prefix(prefix)),
+                &sync.table,
+            );
+            check.on_scan_cursor(items.first().and_then(|r| r.as_bytes()).unwrap_or(b"0"));
+        }
         ApplTag::VerifyEntry { slot, generation } => {
             let field = |i: usize| items.get(i).and_then(|r| r.as_bytes());
             check.on_entry(
@@ -541,7 +573,10 @@ impl Session for ApplSession {
         let prefix = &self.keys.appl_prefix;
         self.conn.read_replies(|tag, reply| match tag {
             Some(
-                tag @ (ApplTag::VerifyPending | ApplTag::VerifyKeys | ApplTag::VerifyEntry { .. }),
+                tag @ (ApplTag::VerifyCount
+                | ApplTag::VerifyPending
+                | ApplTag::VerifyKeys
+                | ApplTag::VerifyEntry { .. }),
             ) => on_verify(tag, reply, prefix, work, recorder),
             Some(tag) => replies.on_reply(tag, reply, work, recorder, monotonic_ns()),
             None => {}
@@ -559,9 +594,10 @@ impl Session for ApplSession {
             ApplTag::Stale { key, name } => table.stale_refused(key, name),
             ApplTag::Warm(op) => text_ops.push_back(op),
             ApplTag::WarmState => state_owed = true,
-            ApplTag::VerifyPending | ApplTag::VerifyKeys | ApplTag::VerifyEntry { .. } => {
-                verify_lost = true
-            }
+            ApplTag::VerifyCount
+            | ApplTag::VerifyPending
+            | ApplTag::VerifyKeys
+            | ApplTag::VerifyEntry { .. } => verify_lost = true,
             _ => {}
         });
         self.warm_state_owed |= state_owed;

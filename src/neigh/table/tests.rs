@@ -391,4 +391,3 @@ fn generated_run(mut seed: u64) {
     );
     assert!(t.len() >= kernel.len());
 }
-
