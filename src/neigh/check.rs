@@ -22,7 +22,7 @@ use crate::engine::redis::client::{Client, ClientError};
 use crate::engine::runtime::config::Config;
 use crate::engine::sonic::dbconfig::{Database, Databases};
 use crate::engine::sys::monotonic_ns;
-use crate::neigh::context::{self, link_local_interface, NeighConfig, LINK_LOCAL_FIELD};
+use crate::neigh::context::{self, NeighConfig};
 use crate::neigh::follow::NeighSync;
 use crate::neigh::keys::NeighKeys;
 use crate::neigh::rules::{family_text, ip_text};
@@ -157,35 +157,6 @@ fn connect(db: &Database, cfg: &Config) -> Result<Client, CannotCheck> {
     .map_err(|e| redis_error(db, e))
 }
 
-/// CONFIG_DB's facts, read as start-up reads them.
-fn read_config(c: &mut Client, keys: &NeighKeys) -> Result<NeighConfig, ClientError> {
-    let pattern = [&keys.peer_switch_prefix[..], b"*"].concat();
-    let peers = c.call_ok(&[b"KEYS", &pattern])?.items().len();
-    let mut modes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-    for (table, prefix) in &keys.link_local_prefixes {
-        let pattern = [&prefix[..], b"*"].concat();
-        for key in c
-            .call_ok(&[b"KEYS", &pattern])?
-            .items()
-            .iter()
-            .filter_map(|v| v.as_bytes())
-        {
-            let Some(name) = key
-                .strip_prefix(prefix.as_slice())
-                .and_then(|n| link_local_interface(table, n))
-            else {
-                continue;
-            };
-            let v = c.call_ok(&[b"HGET", key, LINK_LOCAL_FIELD])?;
-            modes.push((name.to_vec(), v.as_bytes().map(|b| b.to_vec())));
-        }
-    }
-    Ok(context::from_answers(
-        peers,
-        modes.iter().map(|(n, v)| (n.as_slice(), v.as_deref())),
-    ))
-}
-
 /// What the kernel's neighbors ask of APPL_DB, through the daemon's own
 /// follower and rules.
 pub fn kernel_entries(config: NeighConfig) -> Result<BTreeMap<String, Entry>, CannotCheck> {
@@ -258,7 +229,7 @@ fn redis_entries(c: &mut Client, keys: &NeighKeys) -> Result<BTreeMap<String, En
 pub fn look_once(cfg: &Config, dbs: &Databases) -> Result<Report, CannotCheck> {
     let keys = NeighKeys::new(dbs);
     let mut config_db = connect(&dbs.config, cfg)?;
-    let config = read_config(&mut config_db, &keys).map_err(|e| redis_error(&dbs.config, e))?;
+    let config = context::read(&mut config_db, &keys).map_err(|e| redis_error(&dbs.config, e))?;
     let mut appl = connect(&dbs.appl, cfg)?;
     let kernel = kernel_entries(config)?;
     let redis = redis_entries(&mut appl, &keys).map_err(|e| redis_error(&dbs.appl, e))?;

@@ -7,6 +7,8 @@
 
 use std::collections::HashSet;
 
+use crate::engine::redis::client::{Client, ClientError};
+use crate::neigh::keys::NeighKeys;
 use crate::neigh::links::IfName;
 use crate::neigh::rules::NeighContext;
 
@@ -71,6 +73,32 @@ pub fn from_answers<'a>(
             .filter_map(|(name, _)| IfName::new(name))
             .collect(),
     }
+}
+
+/// Read the facts with blocking calls (start-up, `check`): `KEYS
+/// PEER_SWITCH|*`, then each link-local table's keys and their mode.
+pub fn read(c: &mut Client, keys: &NeighKeys) -> Result<NeighConfig, ClientError> {
+    let pattern = [&keys.peer_switch_prefix[..], b"*"].concat();
+    let peers = c.call_ok(&[b"KEYS", &pattern])?.items().len();
+    let mut modes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    for (table, prefix) in &keys.link_local_prefixes {
+        let pattern = [&prefix[..], b"*"].concat();
+        let listed = c.call_ok(&[b"KEYS", &pattern])?;
+        for key in listed.items().iter().filter_map(|v| v.as_bytes()) {
+            let Some(name) = key
+                .strip_prefix(prefix.as_slice())
+                .and_then(|n| link_local_interface(table, n))
+            else {
+                continue;
+            };
+            let v = c.call_ok(&[b"HGET", key, LINK_LOCAL_FIELD])?;
+            modes.push((name.to_vec(), v.as_bytes().map(|b| b.to_vec())));
+        }
+    }
+    Ok(from_answers(
+        peers,
+        modes.iter().map(|(n, v)| (n.as_slice(), v.as_deref())),
+    ))
 }
 
 #[cfg(test)]

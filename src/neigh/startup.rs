@@ -25,7 +25,7 @@ use crate::engine::sonic::logger::{self, LoggerFollow, RunLog};
 use crate::engine::sonic::pst::CLEAR_SCRIPT;
 use crate::engine::sonic::warm::WarmStart;
 use crate::engine::startup::{Interrupt, StartError, StartupIo};
-use crate::neigh::context::{self, link_local_interface, NeighConfig, LINK_LOCAL_FIELD};
+use crate::neigh::context::{self, NeighConfig};
 use crate::neigh::keys::NeighKeys;
 use crate::neigh::warm::Snapshot;
 use crate::{log_info, log_notice, log_warn};
@@ -131,29 +131,8 @@ impl Startup<'_> {
     /// Step 1b: the facts the rules read.
     fn read_config(&self) -> Result<NeighConfig, Interrupt> {
         let k = self.keys;
-        self.io.retry("CONFIG_DB", &self.dbs.config, |c| {
-            let pattern = [&k.peer_switch_prefix[..], b"*"].concat();
-            let peers = c.call_ok(&[b"KEYS", &pattern])?.items().len();
-            let mut modes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-            for (table, prefix) in &k.link_local_prefixes {
-                let pattern = [&prefix[..], b"*"].concat();
-                let keys = c.call_ok(&[b"KEYS", &pattern])?;
-                for key in keys.items().iter().filter_map(|v| v.as_bytes()) {
-                    let Some(name) = key
-                        .strip_prefix(prefix.as_slice())
-                        .and_then(|n| link_local_interface(table, n))
-                    else {
-                        continue;
-                    };
-                    let v = c.call_ok(&[b"HGET", key, LINK_LOCAL_FIELD])?;
-                    modes.push((name.to_vec(), v.as_bytes().map(|b| b.to_vec())));
-                }
-            }
-            Ok(context::from_answers(
-                peers,
-                modes.iter().map(|(n, v)| (n.as_slice(), v.as_deref())),
-            ))
-        })
+        self.io
+            .retry("CONFIG_DB", &self.dbs.config, |c| context::read(c, k))
     }
 
     /// Step 2: warm start, decided once (a retry never counts twice).
