@@ -173,7 +173,8 @@ impl Syncer for NeighSyncer {
                 .on_timer(now, sync.neighbor_dumps(), || sync.want_dump());
         }
         self.reconcile_if_due(now, io.recorder);
-        let mut next = [
+        // The earliest instant any of them wants a turn.
+        [
             self.appl.conn.retry_at(),
             self.config.conn.retry_at(),
             self.events.conn.retry_at(),
@@ -188,9 +189,8 @@ impl Syncer for NeighSyncer {
                 .filter(|&d| d > now),
         ]
         .into_iter()
-        .flatten();
-        let first = next.next()?;
-        Some(next.fold(first, u64::min))
+        .flatten()
+        .min()
     }
 
     fn write(&mut self, io: &mut LoopIo<'_>) {

@@ -120,7 +120,8 @@ impl Syncer for PortSyncer {
         w.selfcheck
             .on_timer(now, &mut w.sync, &io.recorder.counters);
         self.appl.on_timer(now);
-        let mut next = [
+        // The earliest instant any of them wants a turn.
+        [
             self.state.conn.retry_at(),
             self.appl.conn.retry_at(),
             self.events.conn.retry_at(),
@@ -130,9 +131,8 @@ impl Syncer for PortSyncer {
             w.selfcheck.next_timer(),
         ]
         .into_iter()
-        .flatten();
-        let first = next.next()?;
-        Some(next.fold(first, u64::min))
+        .flatten()
+        .min()
     }
 
     fn write(&mut self, io: &mut LoopIo<'_>) {

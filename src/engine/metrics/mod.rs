@@ -344,6 +344,36 @@ impl Recorder {
         )
     }
 
+    /// Keep `since_ns` (a written change's receive stamp) for its
+    /// recv → write sample, once the batch is sent; when the batch has more
+    /// changes than `written_since` has slots, the sample is counted as
+    /// dropped, not lost silently. Never allocates.
+    #[inline]
+    pub fn note_written(&self, written_since: &mut Vec<u64>, since_ns: u64) {
+        if written_since.len() < written_since.capacity() {
+            written_since.push(since_ns);
+        } else {
+            self.counters.samples_dropped.inc();
+        }
+    }
+
+    /// A batch of `commands` was encoded (none: no batch).
+    #[inline]
+    pub fn batch_encoded(&self, commands: u64) {
+        if commands > 0 {
+            self.counters.batches.inc();
+            self.record(SampleKind::BatchSize, commands);
+        }
+    }
+
+    /// The batch went out at `now`: a recv → write sample per stamp kept.
+    #[inline]
+    pub fn record_written(&self, written_since: &[u64], now: u64) {
+        for &since in written_since {
+            self.record(SampleKind::RecvToWrite, now.saturating_sub(since));
+        }
+    }
+
     /// Hand a sample over; never blocks. A full channel drops it and counts.
     #[inline]
     pub fn record(&self, kind: SampleKind, value: u64) {

@@ -92,17 +92,9 @@ pub fn encode_port_writes(
             c.ports_written.inc();
             commands += 1;
         }
-        if written_since.len() < written_since.capacity() {
-            written_since.push(w.since_ns);
-        } else {
-            // More ports in one batch than sample slots: counted, not lost silently.
-            c.samples_dropped.inc();
-        }
+        recorder.note_written(written_since, w.since_ns);
     }
-    if commands > 0 {
-        c.batches.inc();
-        recorder.record(SampleKind::BatchSize, commands);
-    }
+    recorder.batch_encoded(commands);
     commands
 }
 
@@ -238,11 +230,8 @@ impl StateSession {
             );
         }
         if session::flush(self, work, io) {
-            let now = monotonic_ns();
-            for &since in &self.written_since {
-                io.recorder
-                    .record(SampleKind::RecvToWrite, now.saturating_sub(since));
-            }
+            io.recorder
+                .record_written(&self.written_since, monotonic_ns());
         }
         self.written_since.clear();
     }
