@@ -207,14 +207,18 @@ impl NeighFollower<'_> {
             }
         };
         match event {
-            LinkEvent::Renamed => self.table.renamed(link.ifindex, rx_ns, self.links),
+            // A link first seen may have neighbors already, keyed by its
+            // ifindex while its own message was lost.
+            LinkEvent::Renamed | LinkEvent::Added => {
+                self.table.renamed(link.ifindex, rx_ns, self.links)
+            }
             LinkEvent::Removed => {
                 let n = self
                     .table
                     .interface_removed(link.ifindex, rx_ns, self.links);
                 c.neighbors_vanished.add(n as u64);
             }
-            LinkEvent::Added | LinkEvent::Same => {}
+            LinkEvent::Same => {}
         }
     }
 
@@ -235,6 +239,14 @@ impl NeighFollower<'_> {
                 return;
             }
         };
+        if !self.links.named() {
+            // Read before the first link dump named the links (the socket
+            // joins the groups before the dumps are asked for): keyed now,
+            // it would be by the decimal ifindex. The neighbor dump, after
+            // the link dump, reports it.
+            c.neigh_before_links.inc();
+            return;
+        }
         let name = self.links.name(msg.ifindex);
         let (addr, want) = match decide(&msg, name.as_bytes(), self.config) {
             Decision::Set { addr, mac, .. } => (addr, Want::Set(mac)),

@@ -97,6 +97,8 @@ struct Link {
 #[derive(Debug, Default)]
 pub struct LinkNames {
     links: HashMap<i32, Link>,
+    /// A link dump has completed: every link present has its name.
+    named: bool,
 }
 
 impl LinkNames {
@@ -107,6 +109,12 @@ impl LinkNames {
             Some(l) => l.name,
             None => IfName::of_index(ifindex),
         }
+    }
+
+    /// Whether a link dump has completed (before, any ifindex may be
+    /// unnamed).
+    pub fn named(&self) -> bool {
+        self.named
     }
 
     /// Links known (deleted ones included until the next dump).
@@ -183,6 +191,7 @@ impl LinkNames {
     /// names of deleted links are forgotten. Returns the ifindexes of the
     /// links found gone now (their neighbors are gone too).
     pub fn dump_complete(&mut self) -> Vec<i32> {
+        self.named = true;
         let mut vanished = Vec::new();
         self.links.retain(|&ifindex, l| {
             if !l.seen && !l.gone {

@@ -433,14 +433,19 @@ impl NeighTable {
         !self.entries[slot as usize].live
     }
 
-    /// The interface `ifindex` changed its name: what its neighbors hold
-    /// under the old one is deleted, and they are set under the new one.
+    /// The interface `ifindex` has a name now, maybe another than its
+    /// neighbors were written under (a rename, or a link first named after
+    /// its neighbors were keyed by the decimal ifindex): what they hold
+    /// under another name is deleted, and they are set under this one.
     pub fn renamed(&mut self, ifindex: i32, now_ns: u64, links: &LinkNames) {
+        let current = links.name(ifindex);
         let mut stale = std::mem::take(&mut self.stale);
         self.for_interface(ifindex, now_ns, links, |e| {
             if let Sent::Set { name, .. } | Sent::Unknown { name } = e.sent {
-                stale.push_back((e.key, name));
-                e.sent = Sent::Nothing;
+                if name != current {
+                    stale.push_back((e.key, name));
+                    e.sent = Sent::Nothing;
+                }
             }
         });
         self.stale = stale;

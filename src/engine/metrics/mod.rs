@@ -171,7 +171,7 @@ counters_table! {
         // neighsyncd's counterparts of the port families above, in the
         // same order so its `totals:` line reads like portsyncd's.
         "neighbor_messages_skipped_total" counter only neigh
-            "Neighbor messages that write nothing by SONiC's rules, by reason: not IPv4/IPv6 (family: bridge FDB events among them), no usable destination (bad_destination), IPv4 link-local on dual-ToR, IPv6 link-local add without the interface's link-local mode, link-local-scope multicast, NOARP without extern_learn, an add without a link-layer address (mac_none) or with one that is not a MAC (mac_not_ethernet), the broadcast MAC." {
+            "Neighbor messages that write nothing by SONiC's rules, by reason: not IPv4/IPv6 (family: bridge FDB events among them), no usable destination (bad_destination), IPv4 link-local on dual-ToR, IPv6 link-local add without the interface's link-local mode, link-local-scope multicast, NOARP without extern_learn, an add without a link-layer address (mac_none) or with one that is not a MAC (mac_not_ethernet), the broadcast MAC; and events read before the first link dump named the interfaces (before_link_dump: the neighbor dump that follows reports them)." {
             skipped_neigh_family: Counter ("reason" = "family"),
             skipped_neigh_bad_destination: Counter ("reason" = "bad_destination"),
             skipped_neigh_ipv4_link_local_dual_tor: Counter ("reason" = "ipv4_link_local_dual_tor"),
@@ -181,6 +181,7 @@ counters_table! {
             skipped_neigh_mac_none: Counter ("reason" = "mac_none"),
             skipped_neigh_mac_not_ethernet: Counter ("reason" = "mac_not_ethernet"),
             skipped_neigh_broadcast: Counter ("reason" = "broadcast"),
+            neigh_before_links: Counter ("reason" = "before_link_dump"),
         }
         "neighbors_vanished_total" counter only neigh
             "Neighbors found gone by a resync dump (their delete event was lost) or with their interface." {
@@ -394,7 +395,7 @@ mod tests {
     #[test]
     fn the_table_can_be_exported() {
         assert_eq!(check::<Counters>(), Ok(()));
-        assert_eq!(Counters::ENTRIES.len(), 66);
+        assert_eq!(Counters::ENTRIES.len(), 67);
         let exported_by = |d: Daemon| {
             Counters::ENTRIES
                 .iter()
@@ -402,7 +403,7 @@ mod tests {
                 .count()
         };
         assert_eq!(exported_by(Daemon::Portsyncd), 44);
-        assert_eq!(exported_by(Daemon::Neighsyncd), 54);
+        assert_eq!(exported_by(Daemon::Neighsyncd), 55);
     }
 
     /// The text `log_totals` in src/port/daemon.rs wrote by hand before the

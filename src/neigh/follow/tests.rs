@@ -255,3 +255,54 @@ fn garbage_is_counted_and_skipped() {
     assert_eq!(s.counters.malformed.get(), 2);
     assert!(writes(&mut s).is_empty());
 }
+
+/// A neighbor event read before the first link dump has named the links
+/// (the daemon subscribes before it asks for the dumps) would be keyed by
+/// the decimal ifindex, a key nothing deletes: it waits for the neighbor
+/// dump, which follows the link dump and reports it.
+#[test]
+fn a_neighbor_event_before_the_links_are_known_waits_for_the_dumps() {
+    let mut s = sync();
+    let early = nlmsg(
+        RTM_NEWNEIGH,
+        0,
+        0,
+        0,
+        &neigh(AF_INET, 5, &[10, 0, 0, 2], NUD_REACHABLE),
+    );
+    assert_eq!(s.on_datagram(&early, 1, OWN_PID), None);
+    assert_eq!(writes(&mut s), vec![], "a loop turn before the dumps");
+    let mut seq = 0;
+    run_dumps(
+        &mut s,
+        &mut seq,
+        &[(5, "Ethernet0")],
+        &[neigh(AF_INET, 5, &[10, 0, 0, 2], NUD_REACHABLE)],
+    );
+    assert_eq!(writes(&mut s), vec![Op::Set(name("Ethernet0"), MAC)]);
+}
+
+/// A neighbor on a link whose `RTM_NEWLINK` was lost is written under the
+/// decimal ifindex, as SONiC does; once the link is known (the re-dump or
+/// an event), that key is deleted and the neighbor set under the name.
+#[test]
+fn a_neighbor_on_an_unnamed_link_is_rekeyed_when_the_link_is_named() {
+    let mut s = sync();
+    let mut seq = 0;
+    run_dumps(&mut s, &mut seq, &[(5, "Ethernet0")], &[]);
+    let event = nlmsg(
+        RTM_NEWNEIGH,
+        0,
+        0,
+        0,
+        &neigh(AF_INET, 9, &[10, 0, 0, 9], NUD_REACHABLE),
+    );
+    s.on_datagram(&event, 3, OWN_PID);
+    assert_eq!(writes(&mut s), vec![Op::Set(name("9"), MAC)]);
+    let named = nlmsg(RTM_NEWLINK, 0, 0, 0, &link(9, "Ethernet8"));
+    s.on_datagram(&named, 4, OWN_PID);
+    assert_eq!(
+        writes(&mut s),
+        vec![Op::Del(name("9")), Op::Set(name("Ethernet8"), MAC)]
+    );
+}

@@ -224,6 +224,10 @@ const NEIGHSYNCD: &[(&str, &str)] = &[
         "skipped_neigh_broadcast",
         "neighsyncd_neighbor_messages_skipped_total{reason=\"broadcast\"}",
     ),
+    (
+        "neigh_before_links",
+        "neighsyncd_neighbor_messages_skipped_total{reason=\"before_link_dump\"}",
+    ),
     ("neighbors_vanished", "neighsyncd_neighbors_vanished_total"),
     ("neighbors_refused", "neighsyncd_neighbors_refused_total"),
     ("neighbors_written", "neighsyncd_neighbors_written_total"),
@@ -334,6 +338,7 @@ fn numbered() -> Counters {
     c.skipped_neigh_mac_not_ethernet
         .add(v("skipped_neigh_mac_not_ethernet"));
     c.skipped_neigh_broadcast.add(v("skipped_neigh_broadcast"));
+    c.neigh_before_links.add(v("neigh_before_links"));
     c.neighbors_vanished.add(v("neighbors_vanished"));
     c.neighbors_refused.add(v("neighbors_refused"));
     c.neighbors_written.add(v("neighbors_written"));
@@ -467,7 +472,7 @@ fn exported(d: Daemon) -> &'static [(&'static str, &'static str)] {
 #[test]
 fn every_counter_and_gauge_is_exported_with_its_value() {
     let fields = counter_fields();
-    assert_eq!(fields.len(), 66, "{fields:?}");
+    assert_eq!(fields.len(), 67, "{fields:?}");
     for f in &fields {
         assert!(
             Daemon::ALL
