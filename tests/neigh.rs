@@ -10,6 +10,7 @@ mod util;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use util::metrics::{CommandMonitor, Executed};
 use util::*;
 
 /// `(neigh, family)` by `<ifname>:<ip>`.
@@ -621,5 +622,96 @@ fn self_verification_repairs_drift_in_appl_db() {
             "self-verification: APPL_DB NEIGH_TABLE differed for 2 neighbors and held 1 entries"
         ),
         "{log}"
+    );
+}
+
+/// SONiC's daemon reads Redis for every message (`KEYS PEER_SWITCH|*`, an
+/// `HGETALL` per IPv6 link-local add); ours learned all of it at start.
+/// What Redis executes for neighbor changes, seen by `MONITOR`: one set or
+/// del script per change, and on CONFIG_DB at most what one 10 s poll
+/// reads, however many messages.
+#[test]
+fn each_neighbor_change_is_one_script_and_nothing_is_read_per_message() {
+    use syncd::engine::sonic::pst::{DEL_SCRIPT_SHA, SET_SCRIPT_SHA};
+    let bed = Bed::new();
+    bed.config(&[
+        "HSET",
+        "INTERFACE|Ethernet0",
+        "ipv6_use_link_local_only",
+        "enable",
+    ]);
+    let d = bed.start(&["verify.interval_s=0"]);
+    d.wait_ready();
+    bed.converged(&d, "initial sync");
+    let mut mon = CommandMonitor::new(&bed.redis);
+    let mac = |i: u32, v: u32| format!("02:00:{v:02x}:00:{:02x}:{:02x}", i >> 8, i & 255);
+    let v4 = |i: u32| format!("10.0.{}.{}", 10 + i / 200, 1 + i % 200);
+    let ll = |i: u32| format!("fe80::1:{i:x}");
+    // Permanent: no kernel timer sends further messages for them.
+    let adds: Vec<String> = (0..100)
+        .map(|i| {
+            format!(
+                "neigh add {} lladdr {} dev Ethernet0 nud permanent",
+                v4(i),
+                mac(i, 1)
+            )
+        })
+        .chain((0..50).map(|i| {
+            format!(
+                "neigh add {} lladdr {} dev Ethernet0 nud permanent",
+                ll(i),
+                mac(i, 2)
+            )
+        }))
+        .collect();
+    let replaces: Vec<String> = (0..50)
+        .map(|i| {
+            format!(
+                "neigh replace {} lladdr {} dev Ethernet0 nud permanent",
+                v4(i),
+                mac(i, 3)
+            )
+        })
+        .collect();
+    let dels: Vec<String> = (50..100)
+        .map(|i| format!("neigh del {} dev Ethernet0", v4(i)))
+        .collect();
+    let set = format!("\"EVALSHA\" \"{SET_SCRIPT_SHA}\"");
+    let del = format!("\"EVALSHA\" \"{DEL_SCRIPT_SHA}\"");
+    let mut seen = Vec::new();
+    for (step, commands, script, n) in [
+        ("adds", &adds, &set, 150),
+        ("replaces", &replaces, &set, 50),
+        ("deletes", &dels, &del, 50),
+    ] {
+        bed.ns.batch(commands).unwrap();
+        // The scripts this step must cause, read as Redis runs them.
+        let deadline = Instant::now() + CONVERGE;
+        let mut scripts = 0;
+        while scripts < n {
+            let e = mon.next(deadline);
+            scripts += (e.db == 0 && e.command.starts_with(script.as_str())) as usize;
+            seen.push(e);
+        }
+        seen.extend(mon.executed());
+        let t = bed.converged(&d, step);
+        assert_eq!(t.len(), bed.expected().len());
+        // converged's own reads, not the daemon's.
+        mon.executed();
+    }
+    // What the scripts ran inside Redis is theirs, not a client's.
+    seen.retain(|e| !e.by_script);
+    let scripts = |s: &str| seen.iter().filter(|e| e.command.starts_with(s)).count();
+    assert_eq!(scripts(&set), 200, "one set per add or replace: {seen:#?}");
+    assert_eq!(scripts(&del), 50, "one del per delete: {seen:#?}");
+    let appl_other: Vec<&Executed> = seen
+        .iter()
+        .filter(|e| e.db == 0 && e.name() != "EVALSHA")
+        .collect();
+    assert!(appl_other.is_empty(), "{appl_other:#?}");
+    let config_reads: Vec<&Executed> = seen.iter().filter(|e| e.db == 4).collect();
+    assert!(
+        config_reads.len() <= 10,
+        "CONFIG_DB read per message? {config_reads:#?}"
     );
 }

@@ -388,6 +388,26 @@ pub struct StateWrites {
     pub del: u64,
 }
 
+/// One command `MONITOR` showed: its database and its arguments as Redis
+/// quotes them (`"HSET" "PORT_TABLE|Ethernet0" …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    pub db: u32,
+    /// Run by a Lua script (`[0 lua]`), not sent by a client.
+    pub by_script: bool,
+    pub command: String,
+}
+
+impl Executed {
+    /// The command's name, upper case as sent (`EVALSHA`).
+    pub fn name(&self) -> &str {
+        self.command
+            .strip_prefix('"')
+            .and_then(|c| c.split('"').next())
+            .unwrap_or("")
+    }
+}
+
 /// A `MONITOR` connection and a way to know it has seen everything
 /// executed before a given moment.
 pub struct CommandMonitor {
@@ -410,21 +430,13 @@ impl CommandMonitor {
         }
     }
 
-    /// Count every command executed up to now: send a marker command and
-    /// read the monitor stream until it shows it.
-    pub fn sync(&mut self) -> StateWrites {
-        self.marker += 1;
-        let marker = format!("metrics-test-marker-{}", self.marker);
-        self.ctl.cmd(&["ECHO", &marker]).unwrap();
-        let deadline = Instant::now() + WAIT;
+    /// The next command executed, waiting for it until `deadline`.
+    pub fn next(&mut self, deadline: Instant) -> Executed {
         loop {
             let line = match self.mon.read_until(deadline).unwrap() {
                 Value::Status(b) => String::from_utf8_lossy(&b).into_owned(),
                 other => panic!("MONITOR sent {other:?}"),
             };
-            if line.contains(&marker) {
-                return self.writes.clone();
-            }
             // `1700000000.123456 [6 unix:/…/redis.sock] "HSET" "PORT_TABLE|Ethernet0" …`
             let Some((client, command)) = line
                 .split_once(" [")
@@ -432,15 +444,47 @@ impl CommandMonitor {
             else {
                 continue;
             };
-            if !client.starts_with("6 ") {
+            let Some(db) = client.split(' ').next().and_then(|d| d.parse().ok()) else {
+                continue;
+            };
+            return Executed {
+                db,
+                by_script: client.ends_with(" lua"),
+                command: command.to_string(),
+            };
+        }
+    }
+
+    /// Every command executed from the last call up to now: send a marker
+    /// command and read the monitor stream until it shows it.
+    pub fn executed(&mut self) -> Vec<Executed> {
+        self.marker += 1;
+        let marker = format!("metrics-test-marker-{}", self.marker);
+        self.ctl.cmd(&["ECHO", &marker]).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut out = Vec::new();
+        loop {
+            let e = self.next(deadline);
+            if e.command.contains(&marker) {
+                return out;
+            }
+            out.push(e);
+        }
+    }
+
+    /// Count the STATE_DB `PORT_TABLE` writes executed up to now.
+    pub fn sync(&mut self) -> StateWrites {
+        for e in self.executed() {
+            if e.db != 6 || e.by_script {
                 continue;
             }
-            if command.starts_with("\"HSET\" \"PORT_TABLE|") {
+            if e.command.starts_with("\"HSET\" \"PORT_TABLE|") {
                 self.writes.hset += 1;
-            } else if command.starts_with("\"DEL\" \"PORT_TABLE|") {
+            } else if e.command.starts_with("\"DEL\" \"PORT_TABLE|") {
                 self.writes.del += 1;
             }
         }
+        self.writes.clone()
     }
 }
 
