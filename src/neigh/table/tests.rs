@@ -391,3 +391,53 @@ fn generated_run(mut seed: u64) {
     );
     assert!(t.len() >= kernel.len());
 }
+
+/// The index's hash spreads the keys a switch has (consecutive addresses
+/// on a few interfaces, IPv4 and IPv6) over hashbrown's buckets (low bits)
+/// and control tags (top 7 bits).
+#[test]
+fn the_key_hash_spreads_consecutive_addresses() {
+    let h = KeyHasher::default();
+    let mut keys = Vec::new();
+    for ifindex in [3, 4, 5, 6] {
+        for i in 0u32..16_384 {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&(0x0a00_0000 | i).to_be_bytes());
+            keys.push(NeighKey {
+                ifindex,
+                family: 2,
+                addr,
+            });
+            let mut v6 = [0u8; 16];
+            v6[..2].copy_from_slice(&[0x20, 0x01]);
+            v6[12..].copy_from_slice(&i.to_be_bytes());
+            keys.push(NeighKey {
+                ifindex,
+                family: 10,
+                addr: v6,
+            });
+        }
+    }
+    let n = keys.len();
+    let hashes: std::collections::HashSet<u64> = keys.iter().map(|k| h.hash(k)).collect();
+    assert_eq!(hashes.len(), n, "no two of {n} keys hash alike");
+    // 2^17 buckets for 2^17 keys: a uniform hash leaves ~1/e of them empty
+    // and puts at most a handful in one.
+    let bits = n.trailing_zeros();
+    let mut buckets = vec![0u32; n];
+    let mut tags = [0u32; 128];
+    for x in &hashes {
+        buckets[(x & ((1 << bits) - 1)) as usize] += 1;
+        tags[(x >> 57) as usize] += 1;
+    }
+    let empty = buckets.iter().filter(|&&b| b == 0).count() as f64 / n as f64;
+    assert!(
+        (0.33..0.41).contains(&empty),
+        "{empty} of the buckets empty"
+    );
+    assert!(*buckets.iter().max().unwrap() <= 12);
+    let per_tag = n as f64 / 128.0;
+    for t in tags {
+        assert!((t as f64 - per_tag).abs() < per_tag * 0.1, "{tags:?}");
+    }
+}
