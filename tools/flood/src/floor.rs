@@ -91,7 +91,10 @@ impl SharedMap {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FloorKind {
     Port,
+    /// One blocking `EVALSHA` per neighbor message (latency).
     Neigh,
+    /// Neighbor messages batched per wake-up (bursts).
+    NeighBatching,
 }
 
 impl FloorKind {
@@ -100,6 +103,7 @@ impl FloorKind {
         match self {
             FloorKind::Port => "__floor",
             FloorKind::Neigh => "__neigh-floor",
+            FloorKind::NeighBatching => "__neigh-floor-batching",
         }
     }
 }

@@ -73,7 +73,8 @@ fn try_main() -> u8 {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("__floor") => return floor::main(&args[1..]),
-        Some("__neigh-floor") => return neigh::floor::main(&args[1..]),
+        Some("__neigh-floor") => return neigh::floor::main(&args[1..], false),
+        Some("__neigh-floor-batching") => return neigh::floor::main(&args[1..], true),
         _ => {}
     }
     let opts = match cli::parse(args) {

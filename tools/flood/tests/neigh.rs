@@ -161,6 +161,20 @@ fn neigh_burst_settles_with_every_entry_right() {
     assert_eq!(doc["listener_overruns"], 0, "{doc:#}");
     assert_eq!(doc["kernel_drops"], 0, "{doc:#}");
     assert!(doc["daemon_cpu_us_per_event"].as_f64().unwrap() > 0.0);
+    // The batching floor, after the daemon, on the same batch.
+    let floor = &doc["floor"];
+    assert_eq!(floor["kind"], "batching", "{doc:#}");
+    assert_eq!(floor["settled"], true, "{doc:#}");
+    assert_eq!(floor["kernel_events"], 200, "{doc:#}");
+    assert_eq!(floor["kernel_drops"], 0, "{doc:#}");
+    assert_eq!(floor["wrong_entries"], 0, "{doc:#}");
+    assert_eq!(floor["verify"]["appl"], 200, "{doc:#}");
+    assert!(floor["cpu_us_per_event"].as_f64().unwrap() > 0.0, "{doc:#}");
+    assert!(doc["cpu_ratio_to_floor"].as_f64().unwrap() > 0.0, "{doc:#}");
+    assert!(
+        stdout.contains("floor (batching): matched its kernel"),
+        "{stdout}"
+    );
 }
 
 /// A neighsyncd started the way an operator would, for `attach`.

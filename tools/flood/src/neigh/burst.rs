@@ -5,13 +5,19 @@
 //! (or the deadline). Settled is that, not an idle heuristic: the daemon
 //! wakes every second by design, and SONiC's C++ one never gets there
 //! after it lost messages.
+//!
+//! Then, after the daemon and never beside it, the batching floor
+//! ([`crate::neigh::floor`]) gets the same BASE (loaded in its twin before
+//! it starts: it does not dump) and the same batch.
 
 use serde_json::{json, Value};
 use syncd::engine::sys::monotonic_ns;
 
+use crate::floor::{Floor, FloorKind};
 use crate::neigh::plan::{self, next_version};
 use crate::neigh::watch::Watcher;
-use crate::neigh::{base_version, settle, Expect, Run};
+use crate::neigh::{base_version, settle, settle_side, Expect, Run};
+use crate::procfs;
 use crate::watch::Side;
 use crate::Error;
 
@@ -38,6 +44,11 @@ fn burst(run: &mut Run<'_>, watcher: &mut Watcher, base: u64, new: u64) -> Resul
     run.progress
         .show(|| format!("burst: loading {base} neighbors with ip -batch"));
     let (_, load) = run.bench.load(Side::Daemon, &loaded)?;
+    if run.bench.floor_netns.is_some() {
+        run.progress
+            .show(|| format!("burst: loading {base} neighbors in the floor's namespace"));
+        run.bench.load(Side::Floor, &loaded)?;
+    }
     let spawned = if o.attach {
         None
     } else {
@@ -98,6 +109,15 @@ fn burst(run: &mut Run<'_>, watcher: &mut Watcher, base: u64, new: u64) -> Resul
     };
     let events = counts.kernel_events;
     let per_event = |x: f64| (events > 0).then(|| (x / events as f64 * 100.0).round() / 100.0);
+    let floor = match run.bench.floor_netns.clone() {
+        Some(ns) => Some(floor_burst(run, watcher, &ns, &changes)?),
+        None => None,
+    };
+    let daemon_cpu_per_event = cpu.and_then(|c| per_event(c.exact_ns() as f64 / 1e3));
+    let ratio = daemon_cpu_per_event
+        .zip(floor.as_ref().and_then(|f| f["cpu_us_per_event"].as_f64()))
+        .filter(|(_, f)| *f > 0.0)
+        .map(|(d, f)| (d / f * 100.0).round() / 100.0);
     Ok(json!({
         "mode": "neigh burst",
         "base": base,
@@ -115,12 +135,72 @@ fn burst(run: &mut Run<'_>, watcher: &mut Watcher, base: u64, new: u64) -> Resul
         "redis_writes": counts.redis_writes,
         "reads_back": counts.reads,
         "daemon_cpu_ms": cpu.map(|c| ms(c.exact_ns())),
-        "daemon_cpu_us_per_event": cpu.and_then(|c| per_event(c.exact_ns() as f64 / 1e3)),
+        "daemon_cpu_us_per_event": daemon_cpu_per_event,
         "daemon_wakeups_per_event": cpu.and_then(|c| per_event(c.slices as f64)),
         "kernel_drops": drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
         "daemon_rss_kb": memory.map(|m| m.0),
         "daemon_rss_peak_kb": memory.map(|m| m.1),
         "verify": super::report::verdict_json(&s.verdict),
         "wrong_entries": s.verdict.wrong(),
+        "floor": floor,
+        "cpu_ratio_to_floor": ratio,
+    }))
+}
+
+/// The batching floor's burst: `changes` in its twin `ns`, whose BASE
+/// neighbors were loaded before it started.
+fn floor_burst(
+    run: &mut Run<'_>,
+    watcher: &mut Watcher,
+    ns: &str,
+    changes: &[(u32, [u8; 6])],
+) -> Result<Value, Error> {
+    let o = run.o;
+    let b = &run.bench;
+    let floor = Floor::start(FloorKind::NeighBatching, ns, &b.address, b.floor_db, b':')?;
+    floor.place(o.floor_cpu, o.floor_sched)?;
+    let pid = floor.pid();
+    let mut expect = Expect::default();
+    for &(i, mac) in changes {
+        expect.want(i, mac);
+    }
+    let before = watcher.barrier(run.stop)?[Side::Floor.index()];
+    while watcher.notes.try_recv().is_ok() {}
+    let cpu0 = procfs::process_cpu(pid);
+    let drops0 = procfs::netlink_drops(pid);
+    run.progress.show(|| {
+        format!(
+            "burst (floor): {} neigh replace in one ip -batch",
+            changes.len()
+        )
+    });
+    let (start, _) = run.bench.load(Side::Floor, changes)?;
+    let deadline = start + o.settle_timeout.as_nanos() as u64;
+    let s = settle_side(
+        run,
+        watcher,
+        &mut expect,
+        deadline,
+        false,
+        "burst (floor)",
+        Side::Floor,
+        Some(pid),
+    )?;
+    let drops1 = procfs::netlink_drops(pid);
+    let after = watcher.barrier(run.stop)?[Side::Floor.index()];
+    let events = after.since(&before).kernel_events;
+    let cpu = cpu0.zip(s.cpu).map(|(a, b)| b.since(a));
+    Ok(json!({
+        "kind": "batching",
+        "settled": s.at_ns.is_some(),
+        "settle_ms": s.at_ns.map(|a| ms(a.saturating_sub(start))),
+        "kernel_events": events,
+        "cpu_ms": cpu.map(|c| ms(c.exact_ns())),
+        "cpu_us_per_event": cpu
+            .filter(|_| events > 0)
+            .map(|c| (c.exact_ns() as f64 / 1e3 / events as f64 * 100.0).round() / 100.0),
+        "kernel_drops": drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
+        "wrong_entries": s.verdict.wrong(),
+        "verify": super::report::verdict_json(&s.verdict),
     }))
 }

@@ -68,7 +68,15 @@ settle_ms, when APPL_DB first held every neighbor with its final MAC
 neigh show`), or the --settle-timeout deadline; the daemon's CPU time to
 then per kernel event (events counted by flood's own RTNLGRP_NEIGH socket;
 CPU from /proc/PID/task/*/schedstat); messages the kernel dropped on the
-daemon's sockets; RSS; then the 0-wrong check.
+daemon's sockets; RSS; then the 0-wrong check. Then the batching floor,
+in the same run and after the daemon (never at once: they would share
+the CPUs): flood's own writer (a process in a twin namespace with the same
+ports, writing database --floor-db) that on each wake-up reads every
+datagram queued (recvmmsg), keeps each neighbor's latest state and sends
+one pipelined batch of the same PST scripts; the same BASE (loaded before
+it starts) and the same batch; its settle_ms, CPU per event and drops
+(`floor` in the JSON, kind \"batching\"; no resync: after drops it may be
+wrong, and says so).
 
 ";
 const COMMON: &str = "\
@@ -93,6 +101,9 @@ LATENCY OPTIONS:
     --count N             changes per writer, split over the rounds (2000)
     --rounds K            daemon and floor phases, alternating (5)
     --gap-us US           pause after each change (default 200)
+";
+const FLOOR_OPTIONS: &str = "\
+FLOOR OPTIONS (latency, burst):
     --no-floor            skip the floor (no ratios)
     --floor-db N          the floor's database (default 15)
     --floor-cpu N         pin the floor process to CPU N
@@ -193,10 +204,17 @@ pub enum Parsed {
 pub fn help_text(mode: Option<&str>, attach: bool) -> String {
     let parts: &[&str] = match mode {
         Some("initial") => &[INITIAL, COMMON, JSON],
-        Some("latency") if attach => &[LATENCY, COMMON, LATENCY_OPTIONS, ATTACH, JSON],
-        Some("latency") => &[LATENCY, COMMON, LATENCY_OPTIONS, JSON],
-        Some("burst") if attach => &[BURST, COMMON, ATTACH, JSON],
-        Some("burst") => &[BURST, COMMON, JSON],
+        Some("latency") if attach => &[
+            LATENCY,
+            COMMON,
+            LATENCY_OPTIONS,
+            FLOOR_OPTIONS,
+            ATTACH,
+            JSON,
+        ],
+        Some("latency") => &[LATENCY, COMMON, LATENCY_OPTIONS, FLOOR_OPTIONS, JSON],
+        Some("burst") if attach => &[BURST, COMMON, FLOOR_OPTIONS, ATTACH, JSON],
+        Some("burst") => &[BURST, COMMON, FLOOR_OPTIONS, JSON],
         _ if attach => &[INTRO, ATTACH],
         _ => &[INTRO, JSON],
     };
@@ -278,7 +296,7 @@ pub fn parse(args: &[String], argv: Vec<String>) -> Result<Parsed, UsageError> {
         count: 2000,
         rounds: 5,
         gap: Duration::from_micros(200),
-        floor: mode == NeighMode::Latency,
+        floor: matches!(mode, NeighMode::Latency | NeighMode::Burst { .. }),
         floor_db: 15,
         floor_cpu: None,
         floor_sched: None,
@@ -306,6 +324,16 @@ pub fn parse(args: &[String], argv: Vec<String>) -> Result<Parsed, UsageError> {
             match inline.clone().or_else(|| it.next()) {
                 Some(v) => Ok(v),
                 None => Err(UsageError(format!("{flag} needs a value"))),
+            }
+        };
+        let floor_only = |flag: &str| -> Result<(), UsageError> {
+            if matches!(mode, NeighMode::Latency | NeighMode::Burst { .. }) {
+                Ok(())
+            } else {
+                Err(UsageError(format!(
+                    "{flag} is an option of flood neigh latency and burst, not {}",
+                    mode.name()
+                )))
             }
         };
         let latency_only = |flag: &str| -> Result<(), UsageError> {
@@ -386,19 +414,19 @@ pub fn parse(args: &[String], argv: Vec<String>) -> Result<Parsed, UsageError> {
                 o.gap = Duration::from_micros(number("--gap-us", &value()?)?);
             }
             "--no-floor" => {
-                latency_only("--no-floor")?;
+                floor_only("--no-floor")?;
                 o.floor = false;
             }
             "--floor-db" => {
-                latency_only("--floor-db")?;
+                floor_only("--floor-db")?;
                 o.floor_db = number("--floor-db", &value()?)?;
             }
             "--floor-cpu" => {
-                latency_only("--floor-cpu")?;
+                floor_only("--floor-cpu")?;
                 o.floor_cpu = Some(number("--floor-cpu", &value()?)?);
             }
             "--floor-sched" => {
-                latency_only("--floor-sched")?;
+                floor_only("--floor-sched")?;
                 let v = value()?;
                 o.floor_sched = Some(
                     Sched::try_from(v).map_err(|e| UsageError(format!("--floor-sched: {e}")))?,

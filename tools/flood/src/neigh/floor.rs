@@ -7,6 +7,12 @@
 //! connection, wait for the reply, next. No SONiC rules beyond the family,
 //! no batching, no resync after an overrun.
 //!
+//! The batching floor (`flood __neigh-floor-batching`, for bursts) is the
+//! least a writer that batches can do: on each wake-up it reads every
+//! datagram the socket holds (`recvmmsg`, 64 at a time), keeps each
+//! neighbor's latest state, and sends one pipelined batch of the same
+//! scripts (one per neighbor), then reads their replies.
+//!
 //! Like portsyncd's floor it is its own process (flood re-executed as
 //! `flood __neigh-floor`, started by [`crate::floor::Floor::start`] with
 //! [`crate::floor::FloorKind::Neigh`]) in a twin namespace holding the
@@ -33,9 +39,10 @@ use crate::floor::{FloorArgs, Shared, RCVBUF};
 use crate::kernel::{in_netns, Requests};
 use crate::Error;
 
-/// `flood __neigh-floor NETNS ADDRESS DB SEPARATOR SHM`: the floor process.
-pub fn main(args: &[String]) -> u8 {
-    match floor_main(args) {
+/// `flood __neigh-floor[-batching] NETNS ADDRESS DB SEPARATOR SHM`: the
+/// floor process.
+pub fn main(args: &[String], batching: bool) -> u8 {
+    match floor_main(args, batching) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("flood neighbor floor: {e}");
@@ -44,7 +51,7 @@ pub fn main(args: &[String]) -> u8 {
     }
 }
 
-fn floor_main(args: &[String]) -> Result<(), Error> {
+fn floor_main(args: &[String], batching: bool) -> Result<(), Error> {
     let a = FloorArgs::parse(args)?;
     let sock = in_netns(Some(&a.netns), || {
         NetlinkSocket::events_in(RTMGRP_NEIGH, RCVBUF)
@@ -82,9 +89,14 @@ fn floor_main(args: &[String]) -> Result<(), Error> {
     }
     println!("ready");
     let table = ProducerTable::new(NEIGH_TABLE, a.db, a.separator);
-    run(&sock, client, &table, &names, a.shared.get())
+    if batching {
+        run_batching(&sock, client, &table, &names, a.shared.get())
+    } else {
+        run(&sock, client, &table, &names, a.shared.get())
+    }
 }
 
+/// The blocking floor's loop.
 fn run(
     sock: &NetlinkSocket,
     mut client: Client,
@@ -144,6 +156,202 @@ fn run(
     }
 }
 
+/// A neighbor as the kernel keys it: ifindex, family, address bytes.
+type Key = (i32, u8, [u8; 16]);
+
+/// The batching floor's loop.
+fn run_batching(
+    sock: &NetlinkSocket,
+    mut client: Client,
+    table: &ProducerTable,
+    names: &HashMap<i32, Vec<u8>>,
+    st: &Shared,
+) -> Result<(), Error> {
+    let mut rx = Batch::new();
+    let mut out = Vec::with_capacity(1 << 20);
+    // Each neighbor's latest state this wake-up (`None`: deleted), in
+    // first-seen order; the map says where a key's slot is.
+    let mut latest: Vec<(Key, Option<[u8; 6]>)> = Vec::new();
+    let mut slot: HashMap<Key, usize> = HashMap::new();
+    let mut fds = [libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    loop {
+        socket::poll(&mut fds, None).map_err(|e| Error::failed(format!("poll: {e}")))?;
+        latest.clear();
+        slot.clear();
+        loop {
+            let n = match rx.recv(sock) {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    st.overruns.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(Error::failed(format!("netlink recvmmsg: {e}"))),
+            };
+            for i in 0..n {
+                for msg in parse::messages(rx.datagram(i)) {
+                    let Ok((hdr, payload)) = msg else { break };
+                    let change = match hdr.msg_type {
+                        RTM_NEWNEIGH => NeighChange::New,
+                        RTM_DELNEIGH => NeighChange::Del,
+                        _ => continue,
+                    };
+                    let Ok(m) = parse_neigh(change, payload) else {
+                        continue;
+                    };
+                    let Some(addr) = address(m.family, m.dst) else {
+                        continue;
+                    };
+                    let state = match change {
+                        NeighChange::Del => None,
+                        NeighChange::New => match m.lladdr {
+                            Some(&[a, b, c, d, e, f]) => Some([a, b, c, d, e, f]),
+                            _ => continue,
+                        },
+                    };
+                    let key = (m.ifindex, m.family, addr);
+                    match slot.get(&key) {
+                        Some(&i) => latest[i].1 = state,
+                        None => {
+                            slot.insert(key, latest.len());
+                            latest.push((key, state));
+                        }
+                    }
+                }
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+        out.clear();
+        let mut commands = 0;
+        for &((ifindex, family, addr), mac) in &latest {
+            if let Some(name) = names.get(&ifindex) {
+                encode_state(&mut out, table, name, family, addr, mac);
+                commands += 1;
+            }
+        }
+        if commands == 0 {
+            continue;
+        }
+        client
+            .send_raw(&out)
+            .map_err(|e| Error::failed(format!("write to Redis: {e}")))?;
+        for _ in 0..commands {
+            let reply = client
+                .read()
+                .map_err(|e| Error::failed(format!("Redis reply: {e}")))?;
+            if let Some(e) = reply.error() {
+                return Err(Error::failed(format!("Redis refused a write: {e}")));
+            }
+        }
+        st.idle_ns.store(monotonic_ns(), Ordering::Release);
+    }
+}
+
+/// Datagrams per `recvmmsg`.
+const BATCH: usize = 64;
+/// Bytes per datagram (one neighbor message is ~100).
+const DATAGRAM: usize = 8192;
+
+/// `recvmmsg` buffers, set up once.
+struct Batch {
+    bufs: Vec<u8>,
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        let mut b = Batch {
+            bufs: vec![0u8; BATCH * DATAGRAM],
+            iovs: Vec::with_capacity(BATCH),
+            // SAFETY: mmsghdr is plain data; all-zero is a valid value.
+            msgs: vec![unsafe { std::mem::zeroed() }; BATCH],
+        };
+        for chunk in b.bufs.chunks_mut(DATAGRAM) {
+            b.iovs.push(libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: DATAGRAM,
+            });
+        }
+        b
+    }
+
+    /// One `recvmmsg(MSG_DONTWAIT)`: how many datagrams (at least one), or
+    /// the error (`WouldBlock` when the socket is empty).
+    fn recv(&mut self, sock: &NetlinkSocket) -> std::io::Result<usize> {
+        for (m, iov) in self.msgs.iter_mut().zip(self.iovs.iter_mut()) {
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every mmsghdr points at one iovec of `bufs` (DATAGRAM
+        // bytes each, as stated), all owned by `self` and alive for the
+        // call.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn datagram(&self, i: usize) -> &[u8] {
+        let len = (self.msgs[i].msg_len as usize).min(DATAGRAM);
+        &self.bufs[i * DATAGRAM..i * DATAGRAM + len]
+    }
+}
+
+/// The address bytes of an IPv4/IPv6 destination (IPv4 in the first four).
+fn address(family: u8, dst: Option<&[u8]>) -> Option<[u8; 16]> {
+    let mut a = [0u8; 16];
+    match (family, dst) {
+        (AF_INET, Some(d)) if d.len() == 4 => a[..4].copy_from_slice(d),
+        (AF_INET6, Some(d)) if d.len() == 16 => a.copy_from_slice(d),
+        _ => return None,
+    }
+    Some(a)
+}
+
+/// The set (`mac`) or del (`None`) script for one neighbor into `out`.
+fn encode_state(
+    out: &mut Vec<u8>,
+    table: &ProducerTable,
+    name: &[u8],
+    family: u8,
+    addr: [u8; 16],
+    mac: Option<[u8; 6]>,
+) {
+    let (family, ip) = if family == AF_INET {
+        ("IPv4", text::ipv4([addr[0], addr[1], addr[2], addr[3]]))
+    } else {
+        ("IPv6", text::ipv6(addr))
+    };
+    let key: [&[u8]; 3] = [name, b":", ip.as_bytes()];
+    match mac {
+        None => table.encode_del_parts(out, &key),
+        Some(mac) => {
+            let mac = text::lladdr(Some(&mac));
+            table.encode_set_parts(
+                out,
+                &key,
+                &[(b"neigh", mac.as_bytes()), (b"family", family.as_bytes())],
+            );
+        }
+    }
+}
+
 /// The `EVALSHA` for one neighbor message into `out`; `false` when the
 /// message is not an IPv4/IPv6 neighbor with an address (and, to set, a
 /// 6-byte MAC), or its link is unknown.
@@ -153,32 +361,16 @@ fn encode(
     names: &HashMap<i32, Vec<u8>>,
     m: &syncd::engine::netlink::neigh::NeighMessage<'_>,
 ) -> bool {
-    let (family, ip) = match (m.family, m.dst) {
-        (AF_INET, Some(d)) if d.len() == 4 => ("IPv4", text::ipv4([d[0], d[1], d[2], d[3]])),
-        (AF_INET6, Some(d)) if d.len() == 16 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(d);
-            ("IPv6", text::ipv6(a))
-        }
-        _ => return false,
-    };
-    let Some(name) = names.get(&m.ifindex) else {
+    let (Some(addr), Some(name)) = (address(m.family, m.dst), names.get(&m.ifindex)) else {
         return false;
     };
-    let key: [&[u8]; 3] = [name, b":", ip.as_bytes()];
-    match m.change {
-        NeighChange::Del => table.encode_del_parts(out, &key),
-        NeighChange::New => {
-            let Some(mac) = m.lladdr.filter(|l| l.len() == 6) else {
-                return false;
-            };
-            let mac = text::lladdr(Some(mac));
-            table.encode_set_parts(
-                out,
-                &key,
-                &[(b"neigh", mac.as_bytes()), (b"family", family.as_bytes())],
-            );
-        }
-    }
+    let mac = match m.change {
+        NeighChange::Del => None,
+        NeighChange::New => match m.lladdr {
+            Some(&[a, b, c, d, e, f]) => Some([a, b, c, d, e, f]),
+            _ => return false,
+        },
+    };
+    encode_state(out, table, name, m.family, addr, mac);
     true
 }

@@ -49,6 +49,8 @@ pub struct Run<'a> {
     pub progress: Progress,
     /// APPL_DB (the daemon's database), for the comparisons.
     check: Client,
+    /// The floor's database, once a floor's table is compared.
+    floor_check: Option<Client>,
 }
 
 impl<'a> Run<'a> {
@@ -61,6 +63,7 @@ impl<'a> Run<'a> {
             stop,
             progress: Progress::new(o.progress),
             check,
+            floor_check: None,
         })
     }
 
@@ -68,8 +71,26 @@ impl<'a> Run<'a> {
     /// then the kernel: whatever changes in between shows as wrong and is
     /// looked at again.
     pub fn verify(&mut self) -> Result<Verdict, Error> {
-        let appl = table::appl_table(&mut self.check, STAGING)?;
-        let kernel = table::kernel_table(self.bench.dut_netns.as_deref())?;
+        self.verify_side(Side::Daemon)
+    }
+
+    /// The same for `side`'s writer: its database beside its namespace.
+    pub fn verify_side(&mut self, side: Side) -> Result<Verdict, Error> {
+        let client = match side {
+            Side::Daemon => &mut self.check,
+            Side::Floor => match &mut self.floor_check {
+                Some(c) => c,
+                None => {
+                    let (addr, db) = (&self.bench.address, self.bench.floor_db);
+                    let c = Client::connect_db(addr, db, Duration::from_secs(10)).map_err(|e| {
+                        Error::failed(format!("connecting to Redis at {addr}: {e}"))
+                    })?;
+                    self.floor_check.insert(c)
+                }
+            },
+        };
+        let appl = table::appl_table(client, STAGING)?;
+        let kernel = table::kernel_table(self.bench.netns(side))?;
         Ok(table::compare(&kernel, &appl))
     }
 
@@ -187,6 +208,35 @@ pub fn settle(
     periodic: bool,
     label: &str,
 ) -> Result<Settled, Error> {
+    settle_side(
+        run,
+        watcher,
+        expect,
+        deadline_ns,
+        periodic,
+        label,
+        Side::Daemon,
+        None,
+    )
+}
+
+/// [`settle`] for `side`'s writer, whose process is `pid` (the floor's:
+/// the daemon's is the bench's).
+#[allow(clippy::too_many_arguments)]
+pub fn settle_side(
+    run: &mut Run<'_>,
+    watcher: &mut Watcher,
+    expect: &mut Expect,
+    deadline_ns: u64,
+    periodic: bool,
+    label: &str,
+    side: Side,
+    pid: Option<i32>,
+) -> Result<Settled, Error> {
+    let cpu = |run: &Run<'_>| match side {
+        Side::Daemon => run.daemon_cpu(),
+        Side::Floor => pid.and_then(procfs::process_cpu),
+    };
     let mut s = Settled::default();
     let mut verified = false;
     let mut complete_at = None;
@@ -194,8 +244,8 @@ pub fn settle(
     loop {
         if expect.complete() && !verified {
             verified = true;
-            s.cpu = s.cpu.or_else(|| run.daemon_cpu());
-            s.verdict = run.verify()?;
+            s.cpu = s.cpu.or_else(|| cpu(run));
+            s.verdict = run.verify_side(side)?;
             if s.verdict.wrong() == 0 {
                 s.at_ns = complete_at.or(Some(monotonic_ns()));
                 return Ok(s);
@@ -204,9 +254,9 @@ pub fn settle(
         let now = monotonic_ns();
         if periodic && now >= next_verify {
             next_verify = now + VERIFY_EVERY.as_nanos() as u64;
-            s.verdict = run.verify()?;
+            s.verdict = run.verify_side(side)?;
             if s.verdict.wrong() == 0 {
-                s.cpu = s.cpu.or_else(|| run.daemon_cpu());
+                s.cpu = s.cpu.or_else(|| cpu(run));
                 s.at_ns = Some(monotonic_ns());
                 return Ok(s);
             }
@@ -214,8 +264,8 @@ pub fn settle(
         if now >= deadline_ns {
             // Never complete (a daemon that lost messages): its CPU up to
             // the deadline, idle time costing it nothing.
-            s.cpu = s.cpu.or_else(|| run.daemon_cpu());
-            s.verdict = run.verify()?;
+            s.cpu = s.cpu.or_else(|| cpu(run));
+            s.verdict = run.verify_side(side)?;
             if s.verdict.wrong() == 0 {
                 s.at_ns = Some(monotonic_ns());
             }
@@ -232,12 +282,15 @@ pub fn settle(
         // Take everything queued before looking again.
         for note in note.into_iter().chain(watcher.notes.try_iter()) {
             if let Note::Seen {
-                side: Side::Daemon,
+                side: seen,
                 index,
                 mac,
                 at_ns,
             } = note
             {
+                if seen != side {
+                    continue;
+                }
                 let before = expect.complete();
                 expect.seen(index, mac);
                 s.reads += 1;
@@ -246,7 +299,7 @@ pub fn settle(
                 // found something wrong: this write may be the last one.
                 if expect.complete() && (!before || verified) {
                     complete_at = Some(at_ns);
-                    s.cpu = run.daemon_cpu();
+                    s.cpu = cpu(run);
                     verified = false;
                 }
             }

@@ -189,6 +189,23 @@ pub fn summary(doc: &Value) -> String {
                 g("daemon_rss_kb"),
                 g("daemon_rss_peak_kb")
             );
+            let fl = &doc["floor"];
+            if fl.is_object() {
+                let settled = match fl["settle_ms"].as_f64() {
+                    Some(ms) => format!("matched its kernel {ms} ms after the batch started"),
+                    None => "never matched its kernel before the deadline".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "floor ({}): {settled}; {} kernel events, CPU {} µs per event, kernel drops {}, wrong entries {}; daemon CPU per event {}× the floor's",
+                    fl["kind"].as_str().unwrap_or(""),
+                    f(&fl["kernel_events"]),
+                    f(&fl["cpu_us_per_event"]),
+                    f(&fl["kernel_drops"]),
+                    f(&fl["wrong_entries"]),
+                    g("cpu_ratio_to_floor")
+                );
+            }
         }
         _ => {}
     }
