@@ -148,7 +148,7 @@ fn send_and_settle(conn: &mut RedisConn<Tag>) -> (u64, u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while conn.unsent() > 0 || conn.in_flight() > 0 {
         conn.flush().expect("send");
-        conn.read_replies(|tag, reply| {
+        conn.read_replies(|tag, reply, _| {
             assert!(tag.is_some());
             replies += 1;
             if reply.error().is_some() {

@@ -191,7 +191,7 @@ fn against_real_redis_nothing_is_allocated_per_message() {
             let deadline = Instant::now() + Duration::from_secs(10);
             while conn.unsent() > 0 || conn.in_flight() > 0 {
                 conn.flush().expect("send");
-                conn.read_replies(|tag, reply| {
+                conn.read_replies(|tag, reply, _| {
                     replies += 1;
                     if reply.error().is_some() {
                         errors += 1;

@@ -217,7 +217,7 @@ impl Session for ConfigSession {
 
     fn read(&mut self, work: &mut NeighWork, _io: &mut LoopIo<'_>) -> Result<(), Lost> {
         let mut answers: Vec<(ConfigTag, OwnedReply)> = Vec::new();
-        let result = self.conn.read_replies(|tag, reply| {
+        let result = self.conn.read_replies(|tag, reply, _| {
             if let Some(tag) = tag {
                 answers.push((tag, OwnedReply::of(reply)));
             }

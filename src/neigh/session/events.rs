@@ -65,7 +65,7 @@ impl Session for EventsSession {
     }
 
     fn read(&mut self, work: &mut NeighWork, _io: &mut LoopIo<'_>) -> Result<(), Lost> {
-        self.conn.read_replies(|_, reply| {
+        self.conn.read_replies(|_, reply, _| {
             if is_notification(reply) {
                 work.config_wanted = true;
             }

@@ -363,9 +363,9 @@ impl Session for ApplSession {
         let (replies, keys) = (&mut self.replies, &self.keys);
         let ports = &mut work.sync.ports;
         let counters = &*io.recorder.counters;
-        self.conn.read_replies(|tag, reply| {
+        self.conn.read_replies(|tag, reply, now| {
             if let Some(tag) = tag {
-                replies.on_reply(tag, reply, ports, keys, counters, monotonic_ns());
+                replies.on_reply(tag, reply, ports, keys, counters, now);
             }
         })
     }
