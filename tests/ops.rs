@@ -853,7 +853,13 @@ fn a_missing_database_config_exits_2_naming_the_file() {
 
 /// The example config with every `#key = value` line uncommented.
 fn example_uncommented() -> String {
-    read(repo().join("config/portsyncd.conf.example"))
+    uncommented("config/portsyncd.conf.example")
+}
+
+/// The file at `path` (in the repository) with every `#key = value` line
+/// uncommented.
+fn uncommented(path: &str) -> String {
+    read(repo().join(path))
         .lines()
         .map(|l| match l.strip_prefix('#') {
             Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest,
@@ -1295,6 +1301,42 @@ chmod 0755 target/release/flood
     ] {
         let uid = std::fs::metadata(checkout.join(f)).unwrap().uid();
         assert_eq!(uid, NOBODY, "{f} is owned by uid {uid}");
+    }
+}
+
+/// neighsyncd's example config, uncommented, is its defaults (they differ
+/// from portsyncd's: write buffer, ring, coalescing), as the binary reads
+/// it; and every key is in it.
+#[test]
+fn neighsyncds_example_config_shows_every_key_with_its_default() {
+    let run = |args: &[&str]| {
+        Command::new(Daemon::neighsyncd_binary())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("neighsyncd.conf");
+    std::fs::write(&path, uncommented("config/neighsyncd.conf.example")).unwrap();
+    let from_example = run(&["--config", path.to_str().unwrap(), "--print-config"]);
+    let defaults = run(&["--config", "/dev/null", "--print-config"]);
+    assert_eq!(
+        from_example.status.code(),
+        Some(0),
+        "{}",
+        text(&from_example)
+    );
+    assert_eq!(text(&from_example), text(&defaults));
+    let shown: toml::Table = text(&defaults).parse().unwrap();
+    assert_eq!(shown["runtime"]["coalesce_us"].as_integer(), Some(1000));
+    let example = read(repo().join("config/neighsyncd.conf.example"));
+    for (section, keys) in &shown {
+        for key in keys.as_table().unwrap().keys() {
+            assert!(
+                example.contains(&format!("#{key} = ")) || example.contains(&format!("{key} = ")),
+                "{section}.{key} not in the example"
+            );
+        }
     }
 }
 

@@ -33,9 +33,13 @@ pub const FIRST_SYNCER_TOKEN: Token = 2;
 
 /// How long a stop waits for the batch in flight to be acknowledged.
 const STOP_GRACE: Duration = Duration::from_secs(2);
-/// Netlink turns in a row, each closer than `coalesce_us` to the one before,
-/// that make a burst.
+/// Netlink turns in a row, each closer than [`BURST_GAP_NS`] (or
+/// `coalesce_us`, when shorter) to the one before, that make a burst.
 const BURST_TURNS: u32 = 3;
+/// The most time between two turns of one burst, not counting a coalescing
+/// sleep. Apart from the sleep, so that a longer sleep (neighsyncd's) never
+/// makes changes that come one at a time look like a burst.
+const BURST_GAP_NS: u64 = 200_000;
 /// Housekeeping period: gauges, status line.
 const TICK_NS: u64 = 1_000_000_000;
 
@@ -94,15 +98,18 @@ pub enum Exit {
 #[derive(Debug)]
 struct Coalescer {
     window_ns: u64,
+    /// Every turn of a burst sleeps (else one in `BURST_TURNS + 1`).
+    every_turn: bool,
     last_turn_ns: u64,
     close_turns: u32,
 }
 
 impl Coalescer {
-    /// Note a turn that read datagrams at `now`; true when the loop should
-    /// sleep [`Coalescer::window`] before the next one.
+    /// Note a turn that read datagrams at `now` (its end); true when the
+    /// loop should sleep [`Coalescer::window`] before the next one.
     fn burst(&mut self, now: u64) -> bool {
-        if self.window_ns > 0 && now.saturating_sub(self.last_turn_ns) < self.window_ns {
+        let gap = self.window_ns.min(BURST_GAP_NS);
+        if self.window_ns > 0 && now.saturating_sub(self.last_turn_ns) < gap {
             self.close_turns = self.close_turns.saturating_add(1);
         } else {
             self.close_turns = 0;
@@ -113,6 +120,18 @@ impl Coalescer {
 
     fn window(&self) -> Duration {
         Duration::from_nanos(self.window_ns)
+    }
+
+    /// The coalescing sleep ended at `now`. With `every_turn`, the next
+    /// turn's distance is measured from here, so the burst goes on while
+    /// its turns keep finding datagrams. Without, it is measured from the
+    /// turn before the sleep, which the sleep puts out of reach: the count
+    /// starts again and at most one turn in `BURST_TURNS + 1` sleeps,
+    /// bounding the latency added to a burst.
+    fn slept(&mut self, now: u64) {
+        if self.every_turn {
+            self.last_turn_ns = now;
+        }
     }
 }
 
@@ -172,6 +191,7 @@ impl<S: Syncer> EventLoop<S> {
             },
             coalescer: Coalescer {
                 window_ns: cfg.runtime.coalesce_us * 1_000,
+                every_turn: crate::engine::runtime::config::daemon().coalesce_every_turn,
                 last_turn_ns: 0,
                 close_turns: 0,
             },
@@ -233,6 +253,7 @@ impl<S: Syncer> EventLoop<S> {
                 && self.stopping.is_none()
             {
                 std::thread::sleep(self.coalescer.window());
+                self.coalescer.slept(monotonic_ns());
             }
             if self.syncer.ready() {
                 if let Some(status) = self.ready_status.take() {
@@ -396,5 +417,76 @@ impl<S: Syncer> EventLoop<S> {
         self.cfg.log = new.log;
         self.cfg.metrics.log_interval_s = new.metrics.log_interval_s;
         self.syncer.reloaded(&self.cfg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: u64 = 1_000;
+
+    fn coalescer(window_us: u64) -> Coalescer {
+        Coalescer {
+            window_ns: window_us * US,
+            every_turn: false,
+            last_turn_ns: 0,
+            close_turns: 0,
+        }
+    }
+
+    /// Turns ending `gap_us` apart (plus the sleep, after one) from `now`:
+    /// which slept.
+    fn turns(c: &mut Coalescer, now: &mut u64, gap_us: u64, n: usize) -> Vec<bool> {
+        (0..n)
+            .map(|_| {
+                *now += gap_us * US;
+                let sleep = c.burst(*now);
+                if sleep {
+                    *now += c.window_ns;
+                    c.slept(*now);
+                }
+                sleep
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_sleeps_once_every_four_turns() {
+        let (mut c, mut now) = (coalescer(1000), 1_000_000 * US);
+        let slept = turns(&mut c, &mut now, 50, 10);
+        let (f, t) = (false, true);
+        assert_eq!(slept, [f, f, f, t, f, f, f, t, f, f]);
+    }
+
+    #[test]
+    fn with_every_turn_a_burst_sleeps_after_each_turn_until_it_ends() {
+        let (mut c, mut now) = (coalescer(1000), 1_000_000 * US);
+        c.every_turn = true;
+        let slept = turns(&mut c, &mut now, 50, 8);
+        let (f, t) = (false, true);
+        assert_eq!(slept, [f, f, f, t, t, t, t, t]);
+        // A pause longer than a burst's gap ends it.
+        assert_eq!(turns(&mut c, &mut now, 300, 1), [f]);
+        assert_eq!(turns(&mut c, &mut now, 50, 3), [f, f, t]);
+    }
+
+    #[test]
+    fn changes_one_at_a_time_never_sleep_even_with_a_long_window() {
+        // neighsyncd's window is 1 ms; flood's latency mode changes one
+        // neighbor every ~300 µs: no burst, though closer than the window.
+        let mut now = 0;
+        assert!(turns(&mut coalescer(1000), &mut now, 300, 20)
+            .iter()
+            .all(|s| !s));
+    }
+
+    #[test]
+    fn a_window_shorter_than_the_gap_is_the_gap_and_0_is_off() {
+        let mut now = 0;
+        let never = |s: Vec<bool>| s.iter().all(|s| !s);
+        assert!(never(turns(&mut coalescer(100), &mut now, 150, 10)));
+        assert!(!never(turns(&mut coalescer(100), &mut now, 50, 10)));
+        assert!(never(turns(&mut coalescer(0), &mut now, 1, 10)));
     }
 }

@@ -81,7 +81,8 @@ KEYS (default):
     strict              exit 2 when cpu/sched/mlock (or metrics listen/cpu) is
                         refused, instead of a warning (false)
     coalesce_us         in a burst, sleep this long between loop turns so each
-                        takes a bigger batch; 0 turns it off (200)
+                        takes a bigger batch (one turn in four); 0 turns it
+                        off (200)
     busy_poll           never sleep in the reactor; starves other work on the
                         core, see README (false)
   [metrics]

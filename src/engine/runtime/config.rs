@@ -40,6 +40,16 @@ pub struct DaemonConfig {
     /// 128 KiB per `recvmmsg` (its events are one small datagram each; a
     /// dump's datagrams are at most 32 KiB), half portsyncd's, for memory.
     pub ring_bytes: usize,
+    /// `runtime.coalesce_us` by default. neighsyncd's 1 ms: neighbor churn
+    /// comes in bursts of thousands (a link down fails every neighbor on
+    /// it) where CPU per event matters more than the last millisecond;
+    /// with 200 µs a 20,000-replace burst cost ~4 µs of CPU per event, with
+    /// 1 ms every turn ~2.7 µs, settling no later (PERF.md §4.10).
+    pub coalesce_us: u64,
+    /// Whether every turn of a burst sleeps `coalesce_us` (neighsyncd), or
+    /// one turn in four (portsyncd: when every turn slept, its burst p99
+    /// doubled, 3 → 6-7 ms, for 25 % less CPU per event).
+    pub coalesce_every_turn: bool,
 }
 
 pub static PORTSYNCD: DaemonConfig = DaemonConfig {
@@ -49,6 +59,8 @@ pub static PORTSYNCD: DaemonConfig = DaemonConfig {
     metrics_port: 29101,
     write_buffer_bytes: 4 << 20,
     ring_bytes: 4 << 20,
+    coalesce_us: 200,
+    coalesce_every_turn: false,
 };
 
 pub static NEIGHSYNCD: DaemonConfig = DaemonConfig {
@@ -58,6 +70,8 @@ pub static NEIGHSYNCD: DaemonConfig = DaemonConfig {
     metrics_port: 29102,
     write_buffer_bytes: 1 << 20,
     ring_bytes: 2 << 20,
+    coalesce_us: 1000,
+    coalesce_every_turn: true,
 };
 
 static DAEMON: std::sync::OnceLock<&'static DaemonConfig> = std::sync::OnceLock::new();
@@ -237,10 +251,11 @@ pub struct RuntimeConfig {
     /// Spin on the reactor instead of sleeping. Off by default: a spinning
     /// real-time thread starves the kernel's link-watch worker on its core.
     pub busy_poll: bool,
-    /// Under a burst (two netlink turns closer than this), sleep this long
+    /// Under a burst (three netlink turns in a row, each closer than 200 µs
+    /// or this, whichever is shorter, to the one before), sleep this long
     /// before the next turn so it takes a bigger batch: fewer wake-ups per
-    /// event, at most this much added latency while the burst lasts.
-    /// 0 turns it off.
+    /// event, at most this much added latency while the burst lasts (one
+    /// turn in four sleeps). 0 turns it off.
     pub coalesce_us: u64,
 }
 
@@ -254,7 +269,7 @@ impl Default for RuntimeConfig {
             mlock_all: false,
             strict: false,
             busy_poll: false,
-            coalesce_us: 200,
+            coalesce_us: daemon().coalesce_us,
         }
     }
 }
