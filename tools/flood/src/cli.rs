@@ -13,10 +13,13 @@ Drives real kernel link changes (acked RTM_NEWLINK requests: admin up/down
 and MTU) and measures, for each change, the time from the kernel's ack to
 the moment Redis reports the STATE_DB write that shows it (keyspace
 notifications). The same is measured in the same run for a built-in floor:
-a minimal reference writer (its own process: blocking netlink read, one
-synchronous HSET of the same four fields on the same Redis, database
+a minimal reference writer (its own process, on the same Redis, database
 --floor-db) in a twin network namespace with the same ports, so neither
-writer ever sees the other's events. Daemon and floor phases alternate
+writer ever sees the other's events. In latency mode it is blocking: one
+netlink read, one synchronous HSET of the same four fields, next. In
+burst and rate modes it batches: each wake-up reads everything queued and
+sends one pipelined write of each port's latest state (floor.kind in the
+JSON says which ran). Daemon and floor phases alternate
 (ABBA order) so both see the same machine noise; figures are printed as
 ratios to the floor. The ack's time is when the kernel has applied the
 change (rtnetlink acks inside sendmsg); a write's time is when its

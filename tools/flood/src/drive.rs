@@ -530,6 +530,13 @@ impl<'a> Driver<'a> {
         let s = side.index();
         let phase = Arc::new(Phase::new(n, &mut self.cursors[s]));
         let live = mode != Mode::Latency;
+        if let (Side::Floor, Some(f)) = (side, &self.floor) {
+            // The blocking floor for one change at a time, the batching one
+            // where changes come faster than one round trip each.
+            f.shared()
+                .batching
+                .store(u64::from(floor_kind(mode) == "batching"), Ordering::Release);
+        }
         let before = self.barrier(Barrier {
             install: Some((side, phase.clone())),
             clear: None,
@@ -875,5 +882,14 @@ impl<'a> Driver<'a> {
         self.stop.trigger();
         drop(self.floor);
         self.watcher.finish()
+    }
+}
+
+/// Which floor a mode is measured against: `blocking` (one synchronous
+/// write per message) for latency, `batching` for burst and rate.
+pub fn floor_kind(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Latency | Mode::Overflow => "blocking",
+        Mode::Burst | Mode::Rate => "batching",
     }
 }

@@ -4,6 +4,14 @@
 //! the bytes are identical) on a blocking connection, wait for the reply,
 //! next. No batching, no membership check, no resync after an overrun.
 //!
+//! That blocking floor is the latency mode's reference. In the burst and
+//! rate modes, where a writer that waits for each reply falls behind (its
+//! latency is the queue's), flood switches the same process to batching
+//! ([`Shared::batching`]): each wake-up reads every datagram queued, keeps
+//! each port's latest state, and sends one pipelined batch (one `HSET` or
+//! `DEL` per port), then reads the replies. That is the least a writer that
+//! keeps up can do, and what the daemon's bursts are judged against.
+//!
 //! It runs as its own process (flood re-executed as `flood __floor`), like
 //! the daemon: a thread of flood would share an address space with flood's
 //! other threads and wake up more cheaply than the daemon can. Its counters
@@ -45,6 +53,9 @@ pub struct Shared {
     pub idle_ns: AtomicU64,
     /// `ENOBUFS` seen: messages the floor never got.
     pub overruns: AtomicU64,
+    /// Set by flood: 1 = batch per wake-up (burst, rate), 0 = one blocking
+    /// write per message (latency). Read at each wake-up.
+    pub batching: AtomicU64,
 }
 
 /// A shared mapping holding one [`Shared`].
@@ -302,6 +313,7 @@ fn floor_main(args: &[String]) -> Result<(), Error> {
 fn run(sock: &NetlinkSocket, mut client: Client, prefix: &[u8], st: &Shared) -> Result<(), Error> {
     let mut buf = vec![0u8; 64 << 10];
     let mut out = Vec::with_capacity(512);
+    let mut batch = PortBatch::default();
     let mut fds = [libc::pollfd {
         fd: sock.as_raw_fd(),
         events: libc::POLLIN,
@@ -309,6 +321,10 @@ fn run(sock: &NetlinkSocket, mut client: Client, prefix: &[u8], st: &Shared) -> 
     }];
     loop {
         socket::poll(&mut fds, None).map_err(|e| Error::failed(format!("poll: {e}")))?;
+        if st.batching.load(Ordering::Acquire) == 1 {
+            batch.turn(sock, &mut client, prefix, st, &mut buf)?;
+            continue;
+        }
         let mut any = false;
         loop {
             let n = match sock.recv(&mut buf) {
@@ -353,5 +369,99 @@ fn run(sock: &NetlinkSocket, mut client: Client, prefix: &[u8], st: &Shared) -> 
         if any {
             st.idle_ns.store(monotonic_ns(), Ordering::Release);
         }
+    }
+}
+
+/// The batching floor's state: every port seen (named once), each one's
+/// latest change this wake-up (`None`: deleted), the ports changed in
+/// first-seen order, and the write buffer.
+#[derive(Default)]
+struct PortBatch {
+    index: std::collections::HashMap<Vec<u8>, usize>,
+    names: Vec<Vec<u8>>,
+    latest: Vec<Option<LinkStatus>>,
+    changed: Vec<bool>,
+    order: Vec<usize>,
+    out: Vec<u8>,
+}
+
+impl PortBatch {
+    /// One wake-up: read everything queued, then one pipelined write of
+    /// each port's latest state, then its replies.
+    fn turn(
+        &mut self,
+        sock: &NetlinkSocket,
+        client: &mut Client,
+        prefix: &[u8],
+        st: &Shared,
+        buf: &mut [u8],
+    ) -> Result<(), Error> {
+        loop {
+            let n = match sock.recv(buf) {
+                Ok(Recv::Data(n)) => n.min(buf.len()),
+                Ok(Recv::WouldBlock) => break,
+                Ok(Recv::Overrun) => {
+                    st.overruns.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Err(e) => return Err(Error::failed(format!("netlink recv: {e}"))),
+            };
+            for msg in parse::messages(&buf[..n]) {
+                let Ok((hdr, payload)) = msg else { break };
+                let Ok(Event::Link(link)) = parse::parse_event(&hdr, payload) else {
+                    continue;
+                };
+                if !is_port_name(link.name) {
+                    continue;
+                }
+                let i = match self.index.get(link.name) {
+                    Some(&i) => i,
+                    None => {
+                        let i = self.names.len();
+                        self.index.insert(link.name.to_vec(), i);
+                        self.names.push(link.name.to_vec());
+                        self.latest.push(None);
+                        self.changed.push(false);
+                        i
+                    }
+                };
+                self.latest[i] = match link.change {
+                    LinkChange::New => Some(LinkStatus::of(&link)),
+                    LinkChange::Del => None,
+                };
+                if !self.changed[i] {
+                    self.changed[i] = true;
+                    self.order.push(i);
+                }
+            }
+        }
+        if self.order.is_empty() {
+            return Ok(());
+        }
+        self.out.clear();
+        for &i in &self.order {
+            self.changed[i] = false;
+            match &self.latest[i] {
+                Some(status) => {
+                    encode::hset_port_status(&mut self.out, prefix, &self.names[i], status)
+                }
+                None => encode::del_key(&mut self.out, prefix, &self.names[i]),
+            }
+        }
+        let commands = self.order.len();
+        self.order.clear();
+        client
+            .send_raw(&self.out)
+            .map_err(|e| Error::failed(format!("write to Redis: {e}")))?;
+        for _ in 0..commands {
+            let reply = client
+                .read()
+                .map_err(|e| Error::failed(format!("Redis reply: {e}")))?;
+            if let Some(e) = reply.error() {
+                return Err(Error::failed(format!("Redis refused a write: {e}")));
+            }
+        }
+        st.idle_ns.store(monotonic_ns(), Ordering::Release);
+        Ok(())
     }
 }

@@ -348,6 +348,7 @@ fn mode_json(m: &ModeResult) -> Value {
     let floor = f.as_ref().map(|f| {
         let (a, b) = f.cpu_per_event().unwrap_or((0.0, 0.0));
         json!({
+            "kind": crate::drive::floor_kind(m.plan.mode),
             "changes": f.changes,
             "kernel_events": f.counts.kernel_events,
             "redis_writes": f.counts.redis_writes,
@@ -643,11 +644,11 @@ pub fn summary(m: &ModeResult, ports: usize, totals: &[(String, u64)]) -> String
     );
     let _ = writeln!(
         s,
-        "{:<14}{:>10}{:>10}{:>10}{:>10}{:>10}   µs, kernel ack → STATE_DB write",
+        "{:<18}{:>10}{:>10}{:>10}{:>10}{:>10}   µs, kernel ack → STATE_DB write",
         "", "p50", "p90", "p99", "p99.9", "max"
     );
     let row = |name: &str, h: &Histogram<u64>| {
-        let mut line = format!("{name:<14}");
+        let mut line = format!("{name:<18}");
         for (_, v) in figures(h) {
             line.push_str(&format!("{v:>10.1}"));
         }
@@ -655,8 +656,9 @@ pub fn summary(m: &ModeResult, ports: usize, totals: &[(String, u64)]) -> String
     };
     let _ = writeln!(s, "{}", row("portsyncd", &d.hist));
     if let Some(f) = &f {
-        let _ = writeln!(s, "{}", row("floor", &f.hist));
-        let mut line = format!("{:<14}", "ratio");
+        let kind = crate::drive::floor_kind(m.plan.mode);
+        let _ = writeln!(s, "{}", row(&format!("floor ({kind})"), &f.hist));
+        let mut line = format!("{:<18}", "ratio");
         for ((_, a), (_, b)) in figures(&d.hist).into_iter().zip(figures(&f.hist)) {
             match ratio(a, b) {
                 Some(r) => line.push_str(&format!("{:>9.2}×", r)),

@@ -157,11 +157,19 @@ fn a_short_run_ends_with_every_port_right_and_reports_every_key() {
     assert!(doc["redis_writes"].as_u64().unwrap() > 0, "{doc:#}");
     assert!(doc["daemon_cpu_us_per_event"].as_f64().unwrap() > 0.0);
     assert!(doc["daemon_rss_kb"].as_u64().unwrap() > 0);
-    for mode in ["latency", "burst"] {
+    // The blocking floor for one change at a time, the batching one for
+    // the burst; each ends right and loses nothing.
+    for (mode, kind) in [("latency", "blocking"), ("burst", "batching")] {
         let m = &doc["modes"][mode];
         assert_eq!(m["wrong_final_states"], 0, "{mode}: {m:#}");
         assert_eq!(m["lost_changes"], 0, "{mode}: {m:#}");
+        assert_eq!(m["floor"]["kind"], kind, "{mode}: {m:#}");
         assert_eq!(m["floor"]["wrong_final_states"], 0, "{mode}: {m:#}");
+        assert_eq!(m["floor"]["lost_changes"], 0, "{mode}: {m:#}");
+        assert!(
+            stdout.contains(&format!("floor ({kind})")),
+            "{mode}: {stdout}"
+        );
     }
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.starts_with("<svg") && plot.matches("<polyline").count() == 4);
