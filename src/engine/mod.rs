@@ -9,6 +9,7 @@
 pub mod event_loop;
 pub mod metrics;
 pub mod netlink;
+pub mod probes;
 pub mod reactor;
 pub mod redis;
 pub mod runtime;

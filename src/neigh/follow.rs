@@ -21,6 +21,7 @@ use crate::engine::netlink::parse::{
     self, LinkChange, NlHeader, NLMSG_DONE, NLMSG_ERROR, RTM_DELLINK, RTM_NEWLINK,
 };
 use crate::engine::netlink::request::{self, Request};
+use crate::engine::probes::{self, neigh_want};
 use crate::log_debug;
 use crate::neigh::context::NeighConfig;
 use crate::neigh::links::{LinkEvent, LinkNames};
@@ -251,8 +252,22 @@ impl NeighFollower<'_> {
         let (addr, want) = match decide(&msg, name.as_bytes(), self.config) {
             Decision::Set { addr, mac, .. } => (addr, Want::Set(mac)),
             Decision::Del { addr } => (addr, Want::Del),
-            Decision::Skip(why) => return count_skip(c, why),
+            Decision::Skip(why) => {
+                probes::neigh_apply(
+                    msg.ifindex,
+                    msg.family,
+                    &[0; 16],
+                    neigh_want::SKIPPED,
+                    rx_ns,
+                );
+                return count_skip(c, why);
+            }
         };
+        let code = match want {
+            Want::Set(_) => neigh_want::SET,
+            Want::Del => neigh_want::DEL,
+        };
+        probes::neigh_apply(msg.ifindex, msg.family, &addr, code, rx_ns);
         let key = NeighKey {
             ifindex: msg.ifindex,
             family: msg.family,

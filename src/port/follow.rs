@@ -16,6 +16,7 @@ use crate::engine::netlink::drain::KernelFollow;
 use crate::engine::netlink::dump::{DumpEnd, DumpTracker, Follower};
 use crate::engine::netlink::parse::{self, Event, LinkChange, LinkMessage, NlHeader};
 use crate::engine::netlink::request::{self, Request};
+use crate::engine::probes::{self, port_outcome};
 use crate::log_debug;
 use crate::port::rules::Skip;
 use crate::port::table::{Applied, PortName, PortTable, MAX_PORTS};
@@ -213,7 +214,8 @@ impl Follower for PortLinks<'_> {
             LinkChange::New => c.msgs_newlink.inc(),
             LinkChange::Del => c.msgs_dellink.inc(),
         }
-        match self.ports.apply(&link, rx_ns, from_dump) {
+        let applied = self.ports.apply(&link, rx_ns, from_dump);
+        match applied {
             Applied::Skipped(Skip::NotAPort) => c.skipped_not_port.inc(),
             Applied::Skipped(Skip::Team) => c.skipped_team.inc(),
             Applied::Skipped(Skip::DelWithMaster) => c.skipped_del_with_master.inc(),
@@ -221,6 +223,14 @@ impl Follower for PortLinks<'_> {
             Applied::Refused => c.refused_names.inc(),
             Applied::Deleted | Applied::Written | Applied::Held => {}
         }
+        let outcome = || match applied {
+            Applied::Written => port_outcome::WRITE,
+            Applied::Deleted => port_outcome::DELETE,
+            Applied::Held => port_outcome::HELD,
+            Applied::Skipped(_) => port_outcome::SKIPPED,
+            Applied::Refused => port_outcome::REFUSED,
+        };
+        probes::port_apply(link.ifindex, outcome, rx_ns);
     }
 
     fn dump_started(&mut self) {

@@ -9,6 +9,7 @@ use crate::engine::metrics::Counters;
 use crate::engine::netlink::dump::DumpEnd;
 use crate::engine::netlink::reader::{LinkReader, Read};
 use crate::engine::netlink::request::Request;
+use crate::engine::probes;
 use crate::engine::sys::monotonic_ns;
 use crate::{log_info, log_notice, log_warn};
 
@@ -95,6 +96,7 @@ pub fn drain(
 fn apply_batch(reader: &LinkReader, count: usize, follow: &mut impl KernelFollow, dump_seq: u32) {
     let own_pid = reader.socket().port_id();
     let rx = monotonic_ns();
+    probes::netlink_recv(count, rx);
     for i in 0..count {
         match follow.on_datagram(reader.datagram(i), rx, own_pid) {
             Some(DumpEnd::Complete { vanished }) => {

@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use super::reply::{self, Reply};
 use super::socket::{self, Connecting, Endpoint, Transfer};
 use crate::engine::metrics::fds;
+use crate::engine::probes;
 use crate::engine::sonic::dbconfig::{Address, Instance};
 use crate::engine::sys::monotonic_ns;
 
@@ -433,6 +434,7 @@ impl<T> RedisConn<T> {
         match socket::send(fd, &self.out[self.sent..]) {
             Ok(Transfer::Bytes(n)) => {
                 self.sent += n;
+                probes::redis_send(n, self.out.len() - self.sent);
                 if self.sent == self.out.len() {
                     self.out.clear();
                     self.sent = 0;
@@ -521,6 +523,7 @@ impl<T> RedisConn<T> {
                 Ok(Transfer::Bytes(0)) => return Err(Lost::Closed),
                 Ok(Transfer::Bytes(n)) => {
                     read_ns = monotonic_ns();
+                    probes::redis_recv(n, read_ns);
                     self.in_end += n;
                     drained = n < room;
                 }

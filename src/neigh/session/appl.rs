@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 
 use crate::engine::event_loop::LoopIo;
 use crate::engine::metrics::{Recorder, SampleKind};
+use crate::engine::probes;
 use crate::engine::redis::client::Client;
 use crate::engine::redis::conn::{Connection, Lost, RedisConn};
 use crate::engine::redis::encode;
@@ -340,6 +341,15 @@ impl ApplReplies {
                     ..
                 } => {
                     self.backoff_ns = RETRY_FIRST_NS;
+                    let table = &work.sync.table;
+                    probes::neigh_acked(
+                        || {
+                            let (k, _) = table.entry_at(slot, generation)?;
+                            Some((k.ifindex, k.family, k.addr))
+                        },
+                        since_ns,
+                        now,
+                    );
                     work.sync.table.acked(slot, generation);
                     recorder.record(SampleKind::RecvToReply, now.saturating_sub(since_ns));
                 }

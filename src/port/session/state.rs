@@ -4,6 +4,7 @@
 
 use crate::engine::event_loop::LoopIo;
 use crate::engine::metrics::{Recorder, SampleKind};
+use crate::engine::probes;
 use crate::engine::redis::conn::{Connection, Lost, RedisConn};
 use crate::engine::redis::encode;
 use crate::engine::redis::reply::Reply;
@@ -156,6 +157,7 @@ impl StateReplies {
         let Some(e) = reply.error() else {
             self.backoff_ns = RETRY_FIRST_NS;
             recorder.record(SampleKind::RecvToReply, now.saturating_sub(since));
+            probes::port_acked(|| ports.get(port).ifindex, since, now);
             return;
         };
         recorder.counters.redis_error_replies.inc();
