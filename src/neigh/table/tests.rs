@@ -436,8 +436,11 @@ fn the_key_hash_spreads_consecutive_addresses() {
         "{empty} of the buckets empty"
     );
     assert!(*buckets.iter().max().unwrap() <= 12);
+    // 1,024 keys per tag expected, a standard deviation of 32: 25 % is
+    // 8 of them, which a uniform hash never strays by (the seed is random,
+    // so the bound must hold for any).
     let per_tag = n as f64 / 128.0;
     for t in tags {
-        assert!((t as f64 - per_tag).abs() < per_tag * 0.1, "{tags:?}");
+        assert!((t as f64 - per_tag).abs() < per_tag * 0.25, "{tags:?}");
     }
 }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use memmap2::MmapMut;
-use syncd::engine::netlink::parse::{self, Event, LinkChange};
+use syncd::engine::netlink::parse::{self, Event, LinkChange, LinkMessage};
 use syncd::engine::netlink::socket::{NetlinkSocket, Recv};
 use syncd::engine::redis::client::Client;
 use syncd::engine::redis::{encode, socket};
@@ -326,25 +326,9 @@ fn run(sock: &NetlinkSocket, mut client: Client, prefix: &[u8], st: &Shared) -> 
             continue;
         }
         let mut any = false;
-        loop {
-            let n = match sock.recv(&mut buf) {
-                Ok(Recv::Data(n)) => n.min(buf.len()),
-                Ok(Recv::WouldBlock) => break,
-                Ok(Recv::Overrun) => {
-                    st.overruns.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                Err(e) => return Err(Error::failed(format!("netlink recv: {e}"))),
-            };
+        while let Some(n) = recv_counting(sock, &mut buf, st)? {
             any = true;
-            for msg in parse::messages(&buf[..n]) {
-                let Ok((hdr, payload)) = msg else { break };
-                let Ok(Event::Link(link)) = parse::parse_event(&hdr, payload) else {
-                    continue;
-                };
-                if !is_port_name(link.name) {
-                    continue;
-                }
+            for link in port_links(&buf[..n]) {
                 out.clear();
                 match link.change {
                     LinkChange::New => encode::hset_port_status(
@@ -355,21 +339,59 @@ fn run(sock: &NetlinkSocket, mut client: Client, prefix: &[u8], st: &Shared) -> 
                     ),
                     LinkChange::Del => encode::del_key(&mut out, prefix, link.name),
                 }
-                client
-                    .send_raw(&out)
-                    .map_err(|e| Error::failed(format!("write to Redis: {e}")))?;
-                let reply = client
-                    .read()
-                    .map_err(|e| Error::failed(format!("Redis reply: {e}")))?;
-                if let Some(e) = reply.error() {
-                    return Err(Error::failed(format!("Redis refused a write: {e}")));
-                }
+                send_and_await(&mut client, &out, 1)?;
             }
         }
         if any {
             st.idle_ns.store(monotonic_ns(), Ordering::Release);
         }
     }
+}
+
+/// The link messages of a datagram that are about ports (by name).
+fn port_links(datagram: &[u8]) -> impl Iterator<Item = LinkMessage<'_>> {
+    parse::messages(datagram)
+        .map_while(Result::ok)
+        .filter_map(|(hdr, payload)| match parse::parse_event(&hdr, payload) {
+            Ok(Event::Link(link)) if is_port_name(link.name) => Some(link),
+            _ => None,
+        })
+}
+
+/// One datagram into `buf`: its length, `None` once the socket is empty.
+/// An overrun is counted in `st` and reading goes on.
+pub fn recv_counting(
+    sock: &NetlinkSocket,
+    buf: &mut [u8],
+    st: &Shared,
+) -> Result<Option<usize>, Error> {
+    loop {
+        match sock.recv(buf) {
+            Ok(Recv::Data(n)) => return Ok(Some(n.min(buf.len()))),
+            Ok(Recv::WouldBlock) => return Ok(None),
+            Ok(Recv::Overrun) => {
+                st.overruns.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => return Err(Error::failed(format!("netlink recv: {e}"))),
+        }
+    }
+}
+
+/// Send `out` (`commands` commands) and wait for every reply; an error
+/// reply ends the floor.
+pub fn send_and_await(client: &mut Client, out: &[u8], commands: usize) -> Result<(), Error> {
+    client
+        .send_raw(out)
+        .map_err(|e| Error::failed(format!("write to Redis: {e}")))?;
+    for _ in 0..commands {
+        let reply = client
+            .read()
+            .map_err(|e| Error::failed(format!("Redis reply: {e}")))?;
+        if let Some(e) = reply.error() {
+            return Err(Error::failed(format!("Redis refused a write: {e}")));
+        }
+    }
+    Ok(())
 }
 
 /// The batching floor's state: every port seen (named once), each one's
@@ -396,24 +418,8 @@ impl PortBatch {
         st: &Shared,
         buf: &mut [u8],
     ) -> Result<(), Error> {
-        loop {
-            let n = match sock.recv(buf) {
-                Ok(Recv::Data(n)) => n.min(buf.len()),
-                Ok(Recv::WouldBlock) => break,
-                Ok(Recv::Overrun) => {
-                    st.overruns.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                Err(e) => return Err(Error::failed(format!("netlink recv: {e}"))),
-            };
-            for msg in parse::messages(&buf[..n]) {
-                let Ok((hdr, payload)) = msg else { break };
-                let Ok(Event::Link(link)) = parse::parse_event(&hdr, payload) else {
-                    continue;
-                };
-                if !is_port_name(link.name) {
-                    continue;
-                }
+        while let Some(n) = recv_counting(sock, buf, st)? {
+            for link in port_links(&buf[..n]) {
                 let i = match self.index.get(link.name) {
                     Some(&i) => i,
                     None => {
@@ -450,17 +456,7 @@ impl PortBatch {
         }
         let commands = self.order.len();
         self.order.clear();
-        client
-            .send_raw(&self.out)
-            .map_err(|e| Error::failed(format!("write to Redis: {e}")))?;
-        for _ in 0..commands {
-            let reply = client
-                .read()
-                .map_err(|e| Error::failed(format!("Redis reply: {e}")))?;
-            if let Some(e) = reply.error() {
-                return Err(Error::failed(format!("Redis refused a write: {e}")));
-            }
-        }
+        send_and_await(client, &self.out, commands)?;
         st.idle_ns.store(monotonic_ns(), Ordering::Release);
         Ok(())
     }

@@ -16,7 +16,7 @@ use syncd::engine::sys::monotonic_ns;
 use crate::floor::{Floor, FloorKind};
 use crate::neigh::plan::{self, next_version};
 use crate::neigh::watch::Watcher;
-use crate::neigh::{base_version, settle, settle_side, Expect, Run};
+use crate::neigh::{base_version, settle, Expect, Run, WhoseWrites};
 use crate::procfs;
 use crate::watch::Side;
 use crate::Error;
@@ -66,6 +66,7 @@ fn burst(run: &mut Run<'_>, watcher: &mut Watcher, base: u64, new: u64) -> Resul
         t0 + o.settle_timeout.as_nanos() as u64,
         true,
         "burst: initial sync",
+        WhoseWrites::DAEMON,
     )?;
     if synced.at_ns.is_none() {
         return Err(Error::failed(format!(
@@ -98,7 +99,15 @@ fn burst(run: &mut Run<'_>, watcher: &mut Watcher, base: u64, new: u64) -> Resul
         .show(|| format!("burst: {} neigh replace in one ip -batch", changes.len()));
     let (start, sent) = run.bench.load(Side::Daemon, &changes)?;
     let deadline = start + o.settle_timeout.as_nanos() as u64;
-    let s = settle(run, watcher, &mut expect, deadline, false, "burst")?;
+    let s = settle(
+        run,
+        watcher,
+        &mut expect,
+        deadline,
+        false,
+        "burst",
+        WhoseWrites::DAEMON,
+    )?;
     let drops1 = run.daemon_drops();
     let after = watcher.barrier(run.stop)?[Side::Daemon.index()];
     let memory = run.daemon_memory();
@@ -176,15 +185,17 @@ fn floor_burst(
     });
     let (start, _) = run.bench.load(Side::Floor, changes)?;
     let deadline = start + o.settle_timeout.as_nanos() as u64;
-    let s = settle_side(
+    let s = settle(
         run,
         watcher,
         &mut expect,
         deadline,
         false,
         "burst (floor)",
-        Side::Floor,
-        Some(pid),
+        WhoseWrites {
+            side: Side::Floor,
+            pid: Some(pid),
+        },
     )?;
     let drops1 = procfs::netlink_drops(pid);
     let after = watcher.barrier(run.stop)?[Side::Floor.index()];

@@ -27,7 +27,7 @@ use syncd::engine::netlink::neigh::{
     parse_neigh, NeighChange, AF_INET, AF_INET6, RTM_DELNEIGH, RTM_NEWNEIGH,
 };
 use syncd::engine::netlink::parse;
-use syncd::engine::netlink::socket::{NetlinkSocket, Recv, RTMGRP_NEIGH};
+use syncd::engine::netlink::socket::{NetlinkSocket, RTMGRP_NEIGH};
 use syncd::engine::redis::client::Client;
 use syncd::engine::redis::socket;
 use syncd::engine::sonic::pst::{ProducerTable, DEL_SCRIPT_SHA, SET_SCRIPT_SHA};
@@ -35,7 +35,7 @@ use syncd::engine::sys::monotonic_ns;
 use syncd::neigh::keys::NEIGH_TABLE;
 use syncd::neigh::text;
 
-use crate::floor::{FloorArgs, Shared, RCVBUF};
+use crate::floor::{recv_counting, send_and_await, FloorArgs, Shared, RCVBUF};
 use crate::kernel::{in_netns, Requests};
 use crate::Error;
 
@@ -114,40 +114,15 @@ fn run(
     loop {
         socket::poll(&mut fds, None).map_err(|e| Error::failed(format!("poll: {e}")))?;
         let mut any = false;
-        loop {
-            let n = match sock.recv(&mut buf) {
-                Ok(Recv::Data(n)) => n.min(buf.len()),
-                Ok(Recv::WouldBlock) => break,
-                Ok(Recv::Overrun) => {
-                    st.overruns.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                Err(e) => return Err(Error::failed(format!("netlink recv: {e}"))),
-            };
+        while let Some(n) = recv_counting(sock, &mut buf, st)? {
             any = true;
-            for msg in parse::messages(&buf[..n]) {
-                let Ok((hdr, payload)) = msg else { break };
-                let change = match hdr.msg_type {
-                    RTM_NEWNEIGH => NeighChange::New,
-                    RTM_DELNEIGH => NeighChange::Del,
-                    _ => continue,
-                };
-                let Ok(m) = parse_neigh(change, payload) else {
+            for ((ifindex, family, addr), mac) in neighbor_states(&buf[..n]) {
+                let Some(name) = names.get(&ifindex) else {
                     continue;
                 };
                 out.clear();
-                if !encode(&mut out, table, names, &m) {
-                    continue;
-                }
-                client
-                    .send_raw(&out)
-                    .map_err(|e| Error::failed(format!("write to Redis: {e}")))?;
-                let reply = client
-                    .read()
-                    .map_err(|e| Error::failed(format!("Redis reply: {e}")))?;
-                if let Some(e) = reply.error() {
-                    return Err(Error::failed(format!("Redis refused a write: {e}")));
-                }
+                encode_state(&mut out, table, name, family, addr, mac);
+                send_and_await(&mut client, &out, 1)?;
             }
         }
         if any {
@@ -193,27 +168,7 @@ fn run_batching(
                 Err(e) => return Err(Error::failed(format!("netlink recvmmsg: {e}"))),
             };
             for i in 0..n {
-                for msg in parse::messages(rx.datagram(i)) {
-                    let Ok((hdr, payload)) = msg else { break };
-                    let change = match hdr.msg_type {
-                        RTM_NEWNEIGH => NeighChange::New,
-                        RTM_DELNEIGH => NeighChange::Del,
-                        _ => continue,
-                    };
-                    let Ok(m) = parse_neigh(change, payload) else {
-                        continue;
-                    };
-                    let Some(addr) = address(m.family, m.dst) else {
-                        continue;
-                    };
-                    let state = match change {
-                        NeighChange::Del => None,
-                        NeighChange::New => match m.lladdr {
-                            Some(&[a, b, c, d, e, f]) => Some([a, b, c, d, e, f]),
-                            _ => continue,
-                        },
-                    };
-                    let key = (m.ifindex, m.family, addr);
+                for (key, state) in neighbor_states(rx.datagram(i)) {
                     match slot.get(&key) {
                         Some(&i) => latest[i].1 = state,
                         None => {
@@ -238,17 +193,7 @@ fn run_batching(
         if commands == 0 {
             continue;
         }
-        client
-            .send_raw(&out)
-            .map_err(|e| Error::failed(format!("write to Redis: {e}")))?;
-        for _ in 0..commands {
-            let reply = client
-                .read()
-                .map_err(|e| Error::failed(format!("Redis reply: {e}")))?;
-            if let Some(e) = reply.error() {
-                return Err(Error::failed(format!("Redis refused a write: {e}")));
-            }
-        }
+        send_and_await(&mut client, &out, commands)?;
         st.idle_ns.store(monotonic_ns(), Ordering::Release);
     }
 }
@@ -352,25 +297,26 @@ fn encode_state(
     }
 }
 
-/// The `EVALSHA` for one neighbor message into `out`; `false` when the
-/// message is not an IPv4/IPv6 neighbor with an address (and, to set, a
-/// 6-byte MAC), or its link is unknown.
-fn encode(
-    out: &mut Vec<u8>,
-    table: &ProducerTable,
-    names: &HashMap<i32, Vec<u8>>,
-    m: &syncd::engine::netlink::neigh::NeighMessage<'_>,
-) -> bool {
-    let (Some(addr), Some(name)) = (address(m.family, m.dst), names.get(&m.ifindex)) else {
-        return false;
-    };
-    let mac = match m.change {
-        NeighChange::Del => None,
-        NeighChange::New => match m.lladdr {
-            Some(&[a, b, c, d, e, f]) => Some([a, b, c, d, e, f]),
-            _ => return false,
-        },
-    };
-    encode_state(out, table, name, m.family, addr, mac);
-    true
+/// Each IPv4/IPv6 neighbor message of a datagram with an address (and,
+/// when it sets, a 6-byte MAC): its key and state (`None`: deleted).
+fn neighbor_states(datagram: &[u8]) -> impl Iterator<Item = (Key, Option<[u8; 6]>)> + '_ {
+    parse::messages(datagram)
+        .map_while(Result::ok)
+        .filter_map(|(hdr, payload)| {
+            let change = match hdr.msg_type {
+                RTM_NEWNEIGH => NeighChange::New,
+                RTM_DELNEIGH => NeighChange::Del,
+                _ => return None,
+            };
+            let m = parse_neigh(change, payload).ok()?;
+            let addr = address(m.family, m.dst)?;
+            let mac = match change {
+                NeighChange::Del => None,
+                NeighChange::New => match m.lladdr {
+                    Some(&[a, b, c, d, e, f]) => Some([a, b, c, d, e, f]),
+                    _ => return None,
+                },
+            };
+            Some(((m.ifindex, m.family, addr), mac))
+        })
 }

@@ -24,7 +24,7 @@ use crate::kernel::Requests;
 use crate::neigh::plan::{self, next_version};
 use crate::neigh::report::{latency_json, ratios};
 use crate::neigh::watch::{Counts, Note, Watcher};
-use crate::neigh::{base_version, settle, Expect, Run};
+use crate::neigh::{base_version, settle, Expect, Run, WhoseWrites};
 use crate::procfs::{self, Cpu};
 use crate::watch::Side;
 use crate::Error;
@@ -157,6 +157,7 @@ fn phases(
         deadline,
         true,
         "latency: initial sync",
+        WhoseWrites::DAEMON,
     )?;
     if synced.at_ns.is_none() {
         return Err(Error::failed(format!(

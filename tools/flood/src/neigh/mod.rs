@@ -195,10 +195,25 @@ pub struct Settled {
     pub verdict: Verdict,
 }
 
-/// Wait until the daemon's APPL_DB holds what `expect` wants: every
-/// neighbor read back with its MAC, then confirmed by a comparison with
-/// the kernel ([`Run::verify`]); or until `deadline_ns`, then compared
-/// once more. `periodic`: also compare every [`VERIFY_EVERY`] (not while
+/// Whose writes [`settle`] waits for: the daemon's (its pid is the
+/// bench's) or the floor's process `pid`.
+#[derive(Debug, Clone, Copy)]
+pub struct WhoseWrites {
+    pub side: Side,
+    pub pid: Option<i32>,
+}
+
+impl WhoseWrites {
+    pub const DAEMON: WhoseWrites = WhoseWrites {
+        side: Side::Daemon,
+        pid: None,
+    };
+}
+
+/// Wait until `who`'s database holds what `expect` wants: every neighbor
+/// read back with its MAC, then confirmed by a comparison with the kernel
+/// ([`Run::verify_side`]); or until `deadline_ns`, then compared once
+/// more. `periodic`: also compare every [`VERIFY_EVERY`] (not while
 /// measuring: a comparison reads the whole table from Redis).
 pub fn settle(
     run: &mut Run<'_>,
@@ -207,35 +222,12 @@ pub fn settle(
     deadline_ns: u64,
     periodic: bool,
     label: &str,
+    who: WhoseWrites,
 ) -> Result<Settled, Error> {
-    settle_side(
-        run,
-        watcher,
-        expect,
-        deadline_ns,
-        periodic,
-        label,
-        Side::Daemon,
-        None,
-    )
-}
-
-/// [`settle`] for `side`'s writer, whose process is `pid` (the floor's:
-/// the daemon's is the bench's).
-#[allow(clippy::too_many_arguments)]
-pub fn settle_side(
-    run: &mut Run<'_>,
-    watcher: &mut Watcher,
-    expect: &mut Expect,
-    deadline_ns: u64,
-    periodic: bool,
-    label: &str,
-    side: Side,
-    pid: Option<i32>,
-) -> Result<Settled, Error> {
+    let side = who.side;
     let cpu = |run: &Run<'_>| match side {
         Side::Daemon => run.daemon_cpu(),
-        Side::Floor => pid.and_then(procfs::process_cpu),
+        Side::Floor => who.pid.and_then(procfs::process_cpu),
     };
     let mut s = Settled::default();
     let mut verified = false;
