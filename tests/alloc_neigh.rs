@@ -87,10 +87,13 @@ fn follower() -> NeighSync {
         NeighConfig::default(),
         Arc::new(Counters::default()),
     );
-    // The interfaces, as the link dump would have named them.
+    // The interfaces, named by a complete link dump (before one, neighbor
+    // events wait for the dumps).
+    sync.links.dump_started();
     for (ifindex, name) in [(5, "Ethernet0"), (6, "Ethernet4")] {
         sync.links.on_new(ifindex, name.as_bytes());
     }
+    assert!(sync.links.dump_complete().is_empty());
     sync
 }
 
