@@ -91,6 +91,12 @@ COMMON OPTIONS:
                           --daemon-set runtime.cpu=N)
     --floor-sched P       the floor's policy: other | fifo:PRIO | rr:PRIO
                           (to match --daemon-set runtime.sched=P)
+    --floor busy          the floor busy-polls (zero-timeout polls, no
+                          sleep) in its phases, and the daemon is stopped
+                          (SIGSTOP) meanwhile, so the two never spin at
+                          once: the reference for runtime.busy_poll = true
+                          (pin both alike: --floor-cpu N with
+                          --daemon-set runtime.cpu=N)
     --syscalls            count each writer's system calls per phase with
                           perf stat -e raw_syscalls:sys_enter -p PID (both
                           writers; adds a little cost to every syscall)
@@ -295,6 +301,8 @@ pub struct ModePlan {
     /// Changes per writer over all rounds.
     pub count: u64,
     pub rounds: u32,
+    /// The floor busy-polls in its phases (`--floor busy`).
+    pub floor_busy: bool,
 }
 
 /// The subcommand.
@@ -329,6 +337,9 @@ pub struct Options {
     pub floor_cpu: Option<usize>,
     /// The floor process's scheduling policy.
     pub floor_sched: Option<Sched>,
+    /// `--floor busy`: the floor spins (zero-timeout polls) during its own
+    /// phases, and the daemon is stopped (SIGSTOP) meanwhile.
+    pub floor_busy: bool,
     /// Count each writer's syscalls per phase (perf stat).
     pub syscalls: bool,
     /// `init`: start-ups measured.
@@ -437,6 +448,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
         floor_db: 15,
         floor_cpu: None,
         floor_sched: None,
+        floor_busy: false,
         syscalls: false,
         runs: 5,
         create_gap: Duration::ZERO,
@@ -567,6 +579,15 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
                 o.floor_sched = Some(
                     Sched::try_from(v).map_err(|e| UsageError(format!("--floor-sched: {e}")))?,
                 );
+            }
+            "--floor" => {
+                let v = value()?;
+                if v != "busy" {
+                    return Err(UsageError(format!(
+                        "--floor: {v:?}: the one kind to ask for is busy (the default floor blocks in latency mode and batches in burst and rate)"
+                    )));
+                }
+                o.floor_busy = true;
             }
             "--syscalls" => o.syscalls = true,
             "--runs" => {
@@ -743,6 +764,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, UsageEr
             mode,
             count,
             rounds,
+            floor_busy: o.floor_busy,
         });
     }
     if attach && o.pid.is_none() && modes.contains(&Mode::Overflow) {

@@ -520,6 +520,13 @@ impl<'a> Driver<'a> {
     }
 
     /// Run one phase of `n` changes.
+    /// Tell the floor to spin (`--floor busy`, its phases) or sleep.
+    fn set_floor_busy(&self, busy: bool) {
+        if let Some(f) = &self.floor {
+            f.shared().busy.store(u64::from(busy), Ordering::Release);
+        }
+    }
+
     pub fn phase(
         &mut self,
         mode: Mode,
@@ -537,6 +544,16 @@ impl<'a> Driver<'a> {
                 .batching
                 .store(u64::from(floor_kind(mode) == "batching"), Ordering::Release);
         }
+        // --floor busy: the floor spins in its phases, with the daemon
+        // (which spins too, with runtime.busy_poll) stopped meanwhile.
+        // (An error return resumes the daemon, Suspended's drop; the floor
+        // then spins until flood ends it.)
+        let busy = side == Side::Floor && self.opts.floor_busy;
+        let stopped_daemon = match self.bench.daemon_pid.filter(|_| busy) {
+            Some(pid) => Some(Suspended::stop(pid)?),
+            None => None,
+        };
+        self.set_floor_busy(busy);
         let before = self.barrier(Barrier {
             install: Some((side, phase.clone())),
             clear: None,
@@ -567,6 +584,8 @@ impl<'a> Driver<'a> {
         let t_last = monotonic_ns();
         let wrong = self.settle(side, self.opts.settle_timeout, floor_overruns0)?;
         let t_settled = monotonic_ns();
+        self.set_floor_busy(false);
+        drop(stopped_daemon);
         let after = self.barrier(Barrier {
             install: None,
             clear: Some(side),

@@ -56,6 +56,9 @@ pub struct Shared {
     /// Set by flood: 1 = batch per wake-up (burst, rate), 0 = one blocking
     /// write per message (latency). Read at each wake-up.
     pub batching: AtomicU64,
+    /// Set by flood for the floor's phases with `--floor busy`: 1 = spin
+    /// on zero-timeout polls instead of sleeping in one.
+    pub busy: AtomicU64,
 }
 
 /// A shared mapping holding one [`Shared`].
@@ -320,7 +323,7 @@ fn run(sock: &NetlinkSocket, mut client: Client, prefix: &[u8], st: &Shared) -> 
         revents: 0,
     }];
     loop {
-        socket::poll(&mut fds, None).map_err(|e| Error::failed(format!("poll: {e}")))?;
+        wait_readable(&mut fds, st)?;
         if st.batching.load(Ordering::Acquire) == 1 {
             batch.turn(sock, &mut client, prefix, st, &mut buf)?;
             continue;
@@ -344,6 +347,27 @@ fn run(sock: &NetlinkSocket, mut client: Client, prefix: &[u8], st: &Shared) -> 
         }
         if any {
             st.idle_ns.store(monotonic_ns(), Ordering::Release);
+        }
+    }
+}
+
+/// Wait until the socket is readable: spinning on zero-timeout polls
+/// while [`Shared::busy`] says so, else sleeping in `poll` (waking every
+/// 10 ms to see whether flood asked for spinning).
+pub fn wait_readable(fds: &mut [libc::pollfd; 1], st: &Shared) -> Result<(), Error> {
+    let poll = |fds: &mut [libc::pollfd; 1], timeout| {
+        fds[0].revents = 0;
+        socket::poll(fds, Some(timeout)).map_err(|e| Error::failed(format!("poll: {e}")))?;
+        Ok::<bool, Error>(fds[0].revents != 0)
+    };
+    loop {
+        if st.busy.load(Ordering::Acquire) == 1 {
+            if poll(fds, Duration::ZERO)? {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        } else if poll(fds, Duration::from_millis(10))? {
+            return Ok(());
         }
     }
 }

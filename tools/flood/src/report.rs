@@ -349,6 +349,7 @@ fn mode_json(m: &ModeResult) -> Value {
         let (a, b) = f.cpu_per_event().unwrap_or((0.0, 0.0));
         json!({
             "kind": crate::drive::floor_kind(m.plan.mode),
+            "busy": m.plan.floor_busy,
             "changes": f.changes,
             "kernel_events": f.counts.kernel_events,
             "redis_writes": f.counts.redis_writes,
@@ -644,11 +645,11 @@ pub fn summary(m: &ModeResult, ports: usize, totals: &[(String, u64)]) -> String
     );
     let _ = writeln!(
         s,
-        "{:<18}{:>10}{:>10}{:>10}{:>10}{:>10}   µs, kernel ack → STATE_DB write",
+        "{:<24}{:>10}{:>10}{:>10}{:>10}{:>10}   µs, kernel ack → STATE_DB write",
         "", "p50", "p90", "p99", "p99.9", "max"
     );
     let row = |name: &str, h: &Histogram<u64>| {
-        let mut line = format!("{name:<18}");
+        let mut line = format!("{name:<24}");
         for (_, v) in figures(h) {
             line.push_str(&format!("{v:>10.1}"));
         }
@@ -656,9 +657,12 @@ pub fn summary(m: &ModeResult, ports: usize, totals: &[(String, u64)]) -> String
     };
     let _ = writeln!(s, "{}", row("portsyncd", &d.hist));
     if let Some(f) = &f {
-        let kind = crate::drive::floor_kind(m.plan.mode);
+        let kind = match m.plan.floor_busy {
+            true => format!("busy, {}", crate::drive::floor_kind(m.plan.mode)),
+            false => crate::drive::floor_kind(m.plan.mode).to_string(),
+        };
         let _ = writeln!(s, "{}", row(&format!("floor ({kind})"), &f.hist));
-        let mut line = format!("{:<18}", "ratio");
+        let mut line = format!("{:<24}", "ratio");
         for ((_, a), (_, b)) in figures(&d.hist).into_iter().zip(figures(&f.hist)) {
             match ratio(a, b) {
                 Some(r) => line.push_str(&format!("{:>9.2}×", r)),

@@ -209,6 +209,41 @@ fn a_bad_flag_value_is_named_and_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/portsyncd"));
+    let out = flood().args(["run", "--floor", "fast"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--floor") && stderr.contains("fast"),
+        "{stderr}"
+    );
+}
+
+/// `--floor busy`: the floor spins in its phases while the daemon is
+/// stopped; the daemon busy-polls too. Both end right, and the JSON and the
+/// table say the floor was busy.
+#[test]
+fn a_busy_floor_measures_against_a_busy_polling_daemon() {
+    let dir = TempDir::new().unwrap();
+    let json = dir.path().join("busy.json");
+    let (stdout, doc) = run_ok(
+        flood()
+            .args(["run", "--ports", "4", "--mode", "latency", "--count", "40"])
+            .args(["--rounds", "2", "--no-progress", "--floor", "busy"])
+            .args(["--floor-cpu", "0", "--daemon-set", "runtime.cpu=0"])
+            .args(["--daemon-set", "runtime.busy_poll=true"])
+            .arg("--daemon")
+            .arg(portsyncd())
+            .arg("--json")
+            .arg(&json),
+        &json,
+    );
+    let m = &doc["modes"]["latency"];
+    assert_eq!(m["floor"]["busy"], true, "{m:#}");
+    assert_eq!(m["floor"]["kind"], "blocking", "{m:#}");
+    assert_eq!(m["wrong_final_states"], 0, "{m:#}");
+    assert_eq!(m["floor"]["wrong_final_states"], 0, "{m:#}");
+    assert_eq!(m["floor"]["lost_changes"], 0, "{m:#}");
+    assert!(stdout.contains("floor (busy, blocking)"), "{stdout}");
 }
 
 #[test]

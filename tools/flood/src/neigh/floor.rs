@@ -29,13 +29,12 @@ use syncd::engine::netlink::neigh::{
 use syncd::engine::netlink::parse;
 use syncd::engine::netlink::socket::{NetlinkSocket, RTMGRP_NEIGH};
 use syncd::engine::redis::client::Client;
-use syncd::engine::redis::socket;
 use syncd::engine::sonic::pst::{ProducerTable, DEL_SCRIPT_SHA, SET_SCRIPT_SHA};
 use syncd::engine::sys::monotonic_ns;
 use syncd::neigh::keys::NEIGH_TABLE;
 use syncd::neigh::text;
 
-use crate::floor::{recv_counting, send_and_await, FloorArgs, Shared, RCVBUF};
+use crate::floor::{recv_counting, send_and_await, wait_readable, FloorArgs, Shared, RCVBUF};
 use crate::kernel::{in_netns, Requests};
 use crate::Error;
 
@@ -112,7 +111,7 @@ fn run(
         revents: 0,
     }];
     loop {
-        socket::poll(&mut fds, None).map_err(|e| Error::failed(format!("poll: {e}")))?;
+        wait_readable(&mut fds, st)?;
         let mut any = false;
         while let Some(n) = recv_counting(sock, &mut buf, st)? {
             any = true;
@@ -154,7 +153,7 @@ fn run_batching(
         revents: 0,
     }];
     loop {
-        socket::poll(&mut fds, None).map_err(|e| Error::failed(format!("poll: {e}")))?;
+        wait_readable(&mut fds, st)?;
         latest.clear();
         slot.clear();
         loop {
