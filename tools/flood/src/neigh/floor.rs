@@ -9,7 +9,8 @@
 //!
 //! The batching floor (`flood __neigh-floor-batching`, for bursts) is the
 //! least a writer that batches can do: on each wake-up it reads every
-//! datagram the socket holds (`recvmmsg`, 64 at a time), keeps each
+//! datagram the socket holds (the daemon's own reader: `recvmmsg`, 64 at a
+//! time), keeps each
 //! neighbor's latest state, and sends one pipelined batch of the same
 //! scripts (one per neighbor), then reads their replies.
 //!
@@ -23,10 +24,13 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use syncd::engine::metrics::Counters;
 use syncd::engine::netlink::neigh::{
     parse_neigh, NeighChange, AF_INET, AF_INET6, RTM_DELNEIGH, RTM_NEWNEIGH,
 };
 use syncd::engine::netlink::parse;
+use syncd::engine::netlink::reader::{LinkReader, Read};
+use syncd::engine::netlink::ring::RecvRing;
 use syncd::engine::netlink::socket::{NetlinkSocket, RTMGRP_NEIGH};
 use syncd::engine::redis::client::Client;
 use syncd::engine::sonic::pst::{ProducerTable, DEL_SCRIPT_SHA, SET_SCRIPT_SHA};
@@ -89,7 +93,12 @@ fn floor_main(args: &[String], batching: bool) -> Result<(), Error> {
     println!("ready");
     let table = ProducerTable::new(NEIGH_TABLE, a.db, a.separator);
     if batching {
-        run_batching(&sock, client, &table, &names, a.shared.get())
+        // The daemon's own reader: recvmmsg into slots of a ring, a cut
+        // datagram read again whole.
+        let ring =
+            RecvRing::new(BATCH * SLOT).map_err(|e| Error::failed(format!("receive ring: {e}")))?;
+        let reader = LinkReader::with_slot(sock, ring, SLOT);
+        run_batching(reader, client, &table, &names, a.shared.get())
     } else {
         run(&sock, client, &table, &names, a.shared.get())
     }
@@ -133,22 +142,27 @@ fn run(
 /// A neighbor as the kernel keys it: ifindex, family, address bytes.
 type Key = (i32, u8, [u8; 16]);
 
+/// Datagrams per `recvmmsg`, and the room of each (a neighbor message is
+/// ~100 bytes).
+const BATCH: usize = 64;
+const SLOT: usize = 8192;
+
 /// The batching floor's loop.
 fn run_batching(
-    sock: &NetlinkSocket,
+    mut reader: LinkReader,
     mut client: Client,
     table: &ProducerTable,
     names: &HashMap<i32, Vec<u8>>,
     st: &Shared,
 ) -> Result<(), Error> {
-    let mut rx = Batch::new();
+    let counters = Counters::default();
     let mut out = Vec::with_capacity(1 << 20);
     // Each neighbor's latest state this wake-up (`None`: deleted), in
     // first-seen order; the map says where a key's slot is.
     let mut latest: Vec<(Key, Option<[u8; 6]>)> = Vec::new();
     let mut slot: HashMap<Key, usize> = HashMap::new();
     let mut fds = [libc::pollfd {
-        fd: sock.as_raw_fd(),
+        fd: reader.socket().as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     }];
@@ -157,17 +171,17 @@ fn run_batching(
         latest.clear();
         slot.clear();
         loop {
-            let n = match rx.recv(sock) {
-                Ok(n) => n,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+            let (count, drained) = match reader.read(&counters) {
+                Ok(Read::Datagrams { count, drained, .. }) => (count, drained),
+                Ok(Read::Empty) => break,
+                Ok(Read::Overrun) => {
                     st.overruns.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(Error::failed(format!("netlink recvmmsg: {e}"))),
             };
-            for i in 0..n {
-                for (key, state) in neighbor_states(rx.datagram(i)) {
+            for i in 0..count {
+                for (key, state) in neighbor_states(reader.datagram(i)) {
                     match slot.get(&key) {
                         Some(&i) => latest[i].1 = state,
                         None => {
@@ -177,7 +191,7 @@ fn run_batching(
                     }
                 }
             }
-            if n < BATCH {
+            if drained {
                 break;
             }
         }
@@ -194,66 +208,6 @@ fn run_batching(
         }
         send_and_await(&mut client, &out, commands)?;
         st.idle_ns.store(monotonic_ns(), Ordering::Release);
-    }
-}
-
-/// Datagrams per `recvmmsg`.
-const BATCH: usize = 64;
-/// Bytes per datagram (one neighbor message is ~100).
-const DATAGRAM: usize = 8192;
-
-/// `recvmmsg` buffers, set up once.
-struct Batch {
-    bufs: Vec<u8>,
-    iovs: Vec<libc::iovec>,
-    msgs: Vec<libc::mmsghdr>,
-}
-
-impl Batch {
-    fn new() -> Batch {
-        let mut b = Batch {
-            bufs: vec![0u8; BATCH * DATAGRAM],
-            iovs: Vec::with_capacity(BATCH),
-            // SAFETY: mmsghdr is plain data; all-zero is a valid value.
-            msgs: vec![unsafe { std::mem::zeroed() }; BATCH],
-        };
-        for chunk in b.bufs.chunks_mut(DATAGRAM) {
-            b.iovs.push(libc::iovec {
-                iov_base: chunk.as_mut_ptr().cast(),
-                iov_len: DATAGRAM,
-            });
-        }
-        b
-    }
-
-    /// One `recvmmsg(MSG_DONTWAIT)`: how many datagrams (at least one), or
-    /// the error (`WouldBlock` when the socket is empty).
-    fn recv(&mut self, sock: &NetlinkSocket) -> std::io::Result<usize> {
-        for (m, iov) in self.msgs.iter_mut().zip(self.iovs.iter_mut()) {
-            m.msg_hdr.msg_iov = iov;
-            m.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: every mmsghdr points at one iovec of `bufs` (DATAGRAM
-        // bytes each, as stated), all owned by `self` and alive for the
-        // call.
-        let n = unsafe {
-            libc::recvmmsg(
-                sock.as_raw_fd(),
-                self.msgs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
-
-    fn datagram(&self, i: usize) -> &[u8] {
-        let len = (self.msgs[i].msg_len as usize).min(DATAGRAM);
-        &self.bufs[i * DATAGRAM..i * DATAGRAM + len]
     }
 }
 
