@@ -446,14 +446,14 @@ mod tests {
         assert_eq!(c.repairs.delete, vec![b"Ethernet0:10.7.7.7".to_vec()]);
         assert!(wants_set(Want::Set([0; 6])));
     }
-}
 
-#[test]
-fn a_run_is_put_off_while_orchagent_is_far_behind() {
-    let mut c = SelfCheck::new(60);
-    c.reading(0, &LinkNames::default());
-    c.on_count(PENDING_MAX + 1, 5);
-    assert_eq!(c.next, None);
-    assert!(!c.is_reading());
-    assert_eq!(c.next_timer(), Some(5 + 60_000_000_000));
+    #[test]
+    fn a_run_is_put_off_while_orchagent_is_far_behind() {
+        let mut c = SelfCheck::new(60);
+        c.reading(0, &LinkNames::default());
+        c.on_count(PENDING_MAX + 1, 5);
+        assert_eq!(c.next, None);
+        assert!(!c.is_reading());
+        assert_eq!(c.next_timer(), Some(5 + 60_000_000_000));
+    }
 }

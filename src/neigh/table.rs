@@ -597,7 +597,6 @@ impl NeighTable {
     }
 }
 
-/// Whether what was sent is what the entry wants, under the current name.
 /// The index's hash of a key: two folded multiplies of its 21 bytes with a
 /// per-process random seed. std's SipHash took 8 % of a burst's CPU for a
 /// key this short; seeded, a peer choosing neighbor addresses still cannot
@@ -636,6 +635,7 @@ fn folded_multiply(x: u64, y: u64) -> u64 {
     (full as u64) ^ ((full >> 64) as u64)
 }
 
+/// Whether what was sent is what the entry wants, under the current name.
 fn in_step(e: &Entry, links: &LinkNames) -> bool {
     match (e.want, e.sent) {
         (Want::Set(mac), Sent::Set { mac: sent, name }) => {

@@ -44,7 +44,7 @@ pub struct DaemonConfig {
     /// comes in bursts of thousands (a link down fails every neighbor on
     /// it) where CPU per event matters more than the last millisecond;
     /// with 200 µs a 20,000-replace burst cost ~4 µs of CPU per event, with
-    /// 1 ms every turn ~2.7 µs, settling no later (PERF.md §4.10).
+    /// 1 ms every turn ~2.7 µs, settling no later (PERF.md §4.11).
     pub coalesce_us: u64,
     /// Whether every turn of a burst sleeps `coalesce_us` (neighsyncd), or
     /// one turn in four (portsyncd: when every turn slept, its burst p99
@@ -254,8 +254,9 @@ pub struct RuntimeConfig {
     /// Under a burst (three netlink turns in a row, each closer than 200 µs
     /// or this, whichever is shorter, to the one before), sleep this long
     /// before the next turn so it takes a bigger batch: fewer wake-ups per
-    /// event, at most this much added latency while the burst lasts (one
-    /// turn in four sleeps). 0 turns it off.
+    /// event, at most this much added latency while the burst lasts
+    /// (portsyncd: one turn in four sleeps; neighsyncd: every turn, see
+    /// [`DaemonConfig::coalesce_every_turn`]). 0 turns it off.
     pub coalesce_us: u64,
 }
 

@@ -68,6 +68,11 @@ impl ProducerTable {
         encode::command(out, &[b"SCRIPT", b"LOAD", DEL_SCRIPT.as_bytes()]);
     }
 
+    /// `<T>_KEY_SET`: the keys orchagent has yet to consume.
+    pub fn key_set(&self) -> &[u8] {
+        &self.key_set
+    }
+
     /// The `EVALSHA` of the clear script: `KEYS = [<T>_KEY_SET, _<T>,
     /// <T>_DEL_SET]` (the staging prefix without its separator, as SONiC).
     pub fn clear_command(&self) -> Vec<Vec<u8>> {

@@ -234,9 +234,9 @@ impl ApplSession {
         if !self.conn.is_up() {
             return 0;
         }
-        let key_set = format!("{}_KEY_SET", crate::neigh::keys::NEIGH_TABLE);
+        let key_set = self.keys.producer.key_set();
         self.conn.push(ApplTag::VerifyCount, |out| {
-            encode::command(out, &[b"SCARD", key_set.as_bytes()])
+            encode::command(out, &[b"SCARD", key_set])
         });
         1
     }
@@ -249,11 +249,11 @@ impl ApplSession {
             return;
         }
         if let Some(next) = check.next.take() {
-            let key_set = format!("{}_KEY_SET", crate::neigh::keys::NEIGH_TABLE);
+            let key_set = self.keys.producer.key_set();
             let pattern = [&self.keys.appl_prefix[..], b"*"].concat();
             match next {
                 NextRead::Members => self.conn.push(ApplTag::VerifyPending, |out| {
-                    encode::command(out, &[b"SMEMBERS", key_set.as_bytes()])
+                    encode::command(out, &[b"SMEMBERS", key_set])
                 }),
                 NextRead::Scan(cursor) => self.conn.push(ApplTag::VerifyKeys, |out| {
                     encode::command(
