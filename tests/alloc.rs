@@ -23,6 +23,7 @@ use syncd::engine::netlink::reader::LinkReader;
 use syncd::engine::netlink::ring::RecvRing;
 use syncd::engine::netlink::socket::NetlinkSocket;
 use syncd::engine::redis::conn::{ConnectStep, RedisConn};
+use syncd::engine::redis::socket::Direct;
 use syncd::engine::sonic::dbconfig::Instance;
 use syncd::port::follow::LinkSync;
 use syncd::port::table::PortTable;
@@ -147,8 +148,8 @@ fn send_and_settle(conn: &mut RedisConn<Tag>) -> (u64, u64) {
     let (mut replies, mut errors) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(10);
     while conn.unsent() > 0 || conn.in_flight() > 0 {
-        conn.flush().expect("send");
-        conn.read_replies(|tag, reply, _| {
+        conn.flush(&mut Direct).expect("send");
+        conn.read_replies(&mut Direct, |tag, reply, _| {
             assert!(tag.is_some());
             replies += 1;
             if reply.error().is_some() {

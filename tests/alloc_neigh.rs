@@ -11,6 +11,7 @@ use syncd::engine::metrics::{Counters, Recorder};
 use syncd::engine::netlink::drain::KernelFollow;
 use syncd::engine::netlink::neigh::{AF_INET, AF_INET6, NUD_REACHABLE, RTM_NEWNEIGH};
 use syncd::engine::redis::conn::{ConnectStep, RedisConn};
+use syncd::engine::redis::socket::Direct;
 use syncd::engine::sonic::dbconfig::Instance;
 use syncd::engine::sonic::pst::ProducerTable;
 use syncd::neigh::context::NeighConfig;
@@ -193,8 +194,8 @@ fn against_real_redis_nothing_is_allocated_per_message() {
             );
             let deadline = Instant::now() + Duration::from_secs(10);
             while conn.unsent() > 0 || conn.in_flight() > 0 {
-                conn.flush().expect("send");
-                conn.read_replies(|tag, reply, _| {
+                conn.flush(&mut Direct).expect("send");
+                conn.read_replies(&mut Direct, |tag, reply, _| {
                     replies += 1;
                     if reply.error().is_some() {
                         errors += 1;

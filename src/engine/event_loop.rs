@@ -147,6 +147,9 @@ struct Netlink {
 /// The loop: what every syncer shares, around the syncer's middle.
 pub struct EventLoop<S: Syncer> {
     cfg: Config,
+    /// Declared before `netlink`, so dropped first: with io_uring the
+    /// kernel receives into the netlink reader's ring until the reactor's
+    /// drop has ended that receive.
     reactor: Reactor,
     signals: Signals,
     notifier: Notifier,
@@ -154,6 +157,8 @@ pub struct EventLoop<S: Syncer> {
     netlink: Netlink,
     syncer: S,
     coalescer: Coalescer,
+    /// The last turn was part of a burst: the next wait gathers first.
+    coalescing: bool,
     next_tick_ns: u64,
     next_watchdog_ns: u64,
     /// A stop signal and the deadline of its grace.
@@ -178,7 +183,20 @@ impl<S: Syncer> EventLoop<S> {
         (reader, dump_seq): (LinkReader, u32),
         syncer: S,
     ) -> std::io::Result<EventLoop<S>> {
-        reactor.register(reader.socket().as_raw_fd(), NETLINK)?;
+        let mut reader = reader;
+        let fd = reader.socket().as_raw_fd();
+        let in_ring = match reader.ring_memory() {
+            // SAFETY: the ring is the reader's, which the loop owns with
+            // the reactor and drops after it (see the field order); the
+            // reader reads it only at the offsets the reactor reports.
+            Some(memory) => unsafe { reactor.receive_netlink(fd, NETLINK, memory)? },
+            None => false,
+        };
+        if in_ring {
+            reader.receive_through_ring();
+        } else {
+            reactor.register(fd, NETLINK)?;
+        }
         reactor.register(signals.as_raw_fd(), SIGNALS)?;
         recorder.counters.reactor.set(reactor.gauge());
         let now = monotonic_ns();
@@ -195,6 +213,7 @@ impl<S: Syncer> EventLoop<S> {
                 last_turn_ns: 0,
                 close_turns: 0,
             },
+            coalescing: false,
             next_tick_ns: now,
             next_watchdog_ns: now,
             stopping: None,
@@ -229,7 +248,15 @@ impl<S: Syncer> EventLoop<S> {
             let timeout = self.timers(now);
             let mut ready = std::mem::take(&mut self.ready);
             ready.clear();
-            self.reactor.wait(timeout, &mut ready)?;
+            if std::mem::take(&mut self.coalescing) {
+                self.reactor
+                    .wait_coalescing(self.coalescer.window(), &mut ready)?;
+                self.coalescer.slept(monotonic_ns());
+            } else {
+                self.reactor.wait(timeout, &mut ready)?;
+            }
+            self.reactor
+                .take_datagrams(self.netlink.reader.ring_queue());
             let datagrams_before = self.recorder.counters.datagrams.get();
             self.recorder.counters.loop_turns.inc();
             for ev in &ready {
@@ -248,13 +275,11 @@ impl<S: Syncer> EventLoop<S> {
                 notifier: &self.notifier,
                 recorder: &self.recorder,
             });
-            if self.recorder.counters.datagrams.get() != datagrams_before
+            // In a burst the next wait first gathers events for the
+            // window (see `Coalescer`).
+            self.coalescing = self.recorder.counters.datagrams.get() != datagrams_before
                 && self.coalescer.burst(monotonic_ns())
-                && self.stopping.is_none()
-            {
-                std::thread::sleep(self.coalescer.window());
-                self.coalescer.slept(monotonic_ns());
-            }
+                && self.stopping.is_none();
             if self.syncer.ready() {
                 if let Some(status) = self.ready_status.take() {
                     self.notifier.ready(&status);
@@ -315,6 +340,14 @@ impl<S: Syncer> EventLoop<S> {
             Err(e) => {
                 log_error!("netlink recv: {e}");
                 n.more = false;
+            }
+        }
+        // Ring buffers read go back to the kernel; a datagram cut in one
+        // ends receiving through the ring (the reader peeks from now on).
+        self.reactor.give_back(n.reader.read_buffers());
+        if self.reactor.netlink_in_ring() && !n.reader.in_ring() {
+            if let Err(e) = self.reactor.stop_netlink() {
+                log_error!("netlink: leaving the ring for readiness: {e}");
             }
         }
     }

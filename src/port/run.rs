@@ -122,6 +122,6 @@ fn start(
     Ok(Some(Up {
         sync,
         info,
-        netlink: (reader, dump_seq),
+        netlink: (*reader, dump_seq),
     }))
 }

@@ -65,7 +65,7 @@ pub enum Started {
     /// the last dump sequence used.
     Ready {
         info: Box<StartInfo>,
-        reader: LinkReader,
+        reader: Box<LinkReader>,
         dump_seq: u32,
     },
     /// A stop signal arrived first.
@@ -192,7 +192,7 @@ impl Startup<'_> {
         };
         Ok(Started::Ready {
             info: Box::new(info),
-            reader,
+            reader: Box::new(reader),
             dump_seq,
         })
     }

@@ -19,17 +19,27 @@
 //!   size (`MSG_PEEK | MSG_TRUNC`), read it whole into a region that size,
 //!   or into the overflow buffer when it is larger than the ring.
 //!
+//! - **ring** (io_uring with completions): the reactor's multishot receive
+//!   puts datagrams into buffers carved from this reader's ring and reports
+//!   where ([`RingRecv`]); the loop queues them here
+//!   ([`LinkReader::ring_queue`]) and gives the buffers back once read
+//!   ([`LinkReader::read_buffers`]). No system call per read.
+//!
 //! Should a datagram ever exceed a slot, `MSG_TRUNC` in its flags says so:
 //! it is counted (`truncations`), the caller resyncs with a dump (which
 //! restores whatever it held), and the reader switches to peeking for good,
-//! so the same datagram is read whole the next time.
+//! so the same datagram is read whole the next time. (After the ring was
+//! lent to the kernel, peeked datagrams go to the overflow buffer: the
+//! kernel may still hold buffers in the ring.)
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 
 use super::ring::RecvRing;
 use super::socket::{NetlinkSocket, Recv};
 use crate::engine::metrics::Counters;
+use crate::engine::reactor::uring::RingRecv;
 use crate::engine::sys::retry_eintr;
 use crate::{log_debug, log_warn};
 
@@ -72,6 +82,14 @@ pub struct LinkReader {
     headers: Vec<libc::mmsghdr>,
     iovecs: Vec<libc::iovec>,
     spans: Vec<Span>,
+    /// Datagrams the reactor received into the ring, not read yet.
+    ring_queue: VecDeque<RingRecv>,
+    /// Ring buffers read, for the reactor to give back to the kernel.
+    read_buffers: Vec<u16>,
+    /// Datagrams come through the reactor's ring.
+    in_ring: bool,
+    /// The ring's memory was lent to the kernel: read nothing into it.
+    lent: bool,
 }
 
 impl LinkReader {
@@ -101,7 +119,42 @@ impl LinkReader {
             headers: vec![header; slots.max(1)],
             iovecs: vec![iovec; slots.max(1)],
             spans: Vec::with_capacity(BATCH),
+            ring_queue: VecDeque::with_capacity(1024),
+            read_buffers: Vec::with_capacity(1024),
+            in_ring: false,
+            lent: false,
         }
+    }
+
+    /// The ring's memory, to lend to the reactor for receiving through it
+    /// ([`crate::engine::reactor::Reactor::receive_netlink`]); `None` when
+    /// the reader peeks (its ring is too small, or a datagram was cut).
+    pub fn ring_memory(&mut self) -> Option<&mut [u8]> {
+        if self.peek {
+            return None;
+        }
+        Some(self.ring.bytes_mut())
+    }
+
+    /// The reactor now receives into the ring: read what it queues.
+    pub fn receive_through_ring(&mut self) {
+        self.in_ring = true;
+        self.lent = true;
+    }
+
+    /// Whether datagrams come through the reactor's ring.
+    pub fn in_ring(&self) -> bool {
+        self.in_ring
+    }
+
+    /// Where the loop queues what the reactor received.
+    pub fn ring_queue(&mut self) -> &mut VecDeque<RingRecv> {
+        &mut self.ring_queue
+    }
+
+    /// The ring buffers read since the last call, for the reactor.
+    pub fn read_buffers(&mut self) -> &mut Vec<u16> {
+        &mut self.read_buffers
     }
 
     /// The socket (to send dump requests, register with the reactor).
@@ -131,7 +184,11 @@ impl LinkReader {
     /// datagram larger than its room is counted in `truncations`.
     pub fn read(&mut self, counters: &Counters) -> io::Result<Read> {
         self.spans.clear();
-        let read = if self.peek {
+        let read = if !self.ring_queue.is_empty() {
+            Ok(self.read_ring_queue())
+        } else if self.in_ring {
+            Ok(Read::Empty)
+        } else if self.peek {
             self.read_peeking(counters)
         } else {
             self.read_batch()
@@ -148,7 +205,7 @@ impl LinkReader {
             Recv::WouldBlock => return Ok(Read::Empty),
             Recv::Overrun => return Ok(Read::Overrun),
         };
-        let (got, span) = if len > self.ring.capacity() {
+        let (got, span) = if len > self.ring.capacity() || self.lent {
             // Read whole all the same, into the overflow buffer.
             counters.truncations.inc();
             (
@@ -173,6 +230,45 @@ impl LinkReader {
             }
             Recv::WouldBlock => Ok(Read::Empty),
             Recv::Overrun => Ok(Read::Overrun),
+        }
+    }
+
+    /// Up to a batch of what the reactor queued, to the first overrun.
+    fn read_ring_queue(&mut self) -> Read {
+        if self.ring_queue.front() == Some(&RingRecv::Overrun) {
+            self.ring_queue.pop_front();
+            return Read::Overrun;
+        }
+        let mut truncated = 0;
+        while self.spans.len() + truncated < BATCH {
+            let Some(&RingRecv::Datagram {
+                bid,
+                at,
+                len,
+                truncated: cut,
+            }) = self.ring_queue.front()
+            else {
+                break;
+            };
+            self.ring_queue.pop_front();
+            self.read_buffers.push(bid);
+            if cut {
+                truncated += 1;
+            } else {
+                self.spans.push(Span::Ring { at, len });
+            }
+        }
+        if truncated > 0 {
+            log_warn!(
+                "netlink: {truncated} datagram(s) larger than a ring buffer were cut; resyncing, and peeking each size from now on"
+            );
+            self.peek = true;
+            self.in_ring = false;
+        }
+        Read::Datagrams {
+            count: self.spans.len(),
+            truncated,
+            drained: self.in_ring && self.ring_queue.is_empty(),
         }
     }
 

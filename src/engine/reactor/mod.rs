@@ -11,6 +11,7 @@ use std::time::Duration;
 pub mod epoll;
 pub mod uring;
 
+use crate::engine::redis::socket::{self, StreamIo, Transfer};
 use crate::engine::runtime::config::ReactorKind;
 use crate::{log_notice, log_warn};
 
@@ -65,7 +66,8 @@ impl Reactor {
     pub fn name(&self) -> &'static str {
         match self {
             Reactor::Epoll(_) => "epoll",
-            Reactor::Uring(_) => "io_uring",
+            Reactor::Uring(r) if r.completions() => "io_uring",
+            Reactor::Uring(_) => "io_uring (readiness only)",
         }
     }
 
@@ -91,12 +93,116 @@ impl Reactor {
         }
     }
 
+    /// A connected stream socket (a Redis connection): with io_uring its
+    /// bytes go through the ring from now on ([`StreamIo`]).
+    pub fn start_stream(&mut self, fd: RawFd, token: Token) -> io::Result<()> {
+        match self {
+            Reactor::Epoll(_) => Ok(()),
+            Reactor::Uring(r) => r.start_stream(fd, token),
+        }
+    }
+
+    /// With io_uring, receive the netlink socket `fd`'s datagrams into
+    /// `memory` through the ring ([`uring::UringReactor::receive_netlink`]);
+    /// `Ok(false)`: keep reading on readiness.
+    ///
+    /// # Safety
+    ///
+    /// `memory` must outlive the reactor and be read only at the offsets
+    /// [`take_datagrams`](Self::take_datagrams) reports, until they are
+    /// given back.
+    pub unsafe fn receive_netlink(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        memory: &mut [u8],
+    ) -> io::Result<bool> {
+        match self {
+            Reactor::Epoll(_) => Ok(false),
+            // SAFETY: the caller's promise, passed on.
+            Reactor::Uring(r) => unsafe { r.receive_netlink(fd, token, memory) },
+        }
+    }
+
+    /// Netlink datagrams the ring completed since the last call.
+    pub fn take_datagrams(&mut self, out: &mut impl Extend<uring::RingRecv>) {
+        if let Reactor::Uring(r) = self {
+            r.take_datagrams(out);
+        }
+    }
+
+    /// The netlink buffers in `bids` are read: the kernel may reuse them.
+    pub fn give_back(&mut self, bids: &mut Vec<u16>) {
+        match self {
+            Reactor::Epoll(_) => bids.clear(),
+            Reactor::Uring(r) => r.give_back(bids),
+        }
+    }
+
+    /// Stop receiving netlink through the ring; readiness from now on.
+    pub fn stop_netlink(&mut self) -> io::Result<()> {
+        match self {
+            Reactor::Epoll(_) => Ok(()),
+            Reactor::Uring(r) => r.stop_netlink(),
+        }
+    }
+
+    /// Whether netlink datagrams come through the ring.
+    pub fn netlink_in_ring(&self) -> bool {
+        match self {
+            Reactor::Epoll(_) => false,
+            Reactor::Uring(r) => r.netlink_in_ring(),
+        }
+    }
+
     /// Wait for readiness (at most `timeout`; `None` waits without limit)
     /// and append it to `out`.
     pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Readiness>) -> io::Result<()> {
         match self {
             Reactor::Epoll(r) => r.wait(timeout, out),
             Reactor::Uring(r) => r.wait(timeout, out),
+        }
+    }
+}
+
+impl Reactor {
+    /// The coalescing pause of a burst, then what is ready: `window`
+    /// spent gathering events for a bigger batch. With io_uring this is
+    /// one wait that also returns early once a full batch of completions
+    /// is in; with epoll, a sleep and a poll.
+    pub fn wait_coalescing(
+        &mut self,
+        window: Duration,
+        out: &mut Vec<Readiness>,
+    ) -> io::Result<()> {
+        match self {
+            Reactor::Epoll(r) => {
+                std::thread::sleep(window);
+                r.wait(Some(Duration::ZERO), out)
+            }
+            Reactor::Uring(r) => r.wait_for_batch(window, out),
+        }
+    }
+}
+
+impl StreamIo for Reactor {
+    fn send(&mut self, fd: RawFd, buf: &[u8]) -> io::Result<Transfer> {
+        match self {
+            Reactor::Uring(r) if r.is_stream(fd) => match r.send(fd, buf)? {
+                0 if !buf.is_empty() => Ok(Transfer::WouldBlock),
+                n => Ok(Transfer::Bytes(n)),
+            },
+            _ => socket::send(fd, buf),
+        }
+    }
+
+    fn recv(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
+        match self {
+            Reactor::Uring(r) if r.is_stream(fd) => Ok(match r.recv(fd, buf)? {
+                Some(n) => Transfer::Bytes(n),
+                None => Transfer::WouldBlock,
+            }),
+            _ => socket::recv(fd, buf),
         }
     }
 }

@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::thread::JoinHandle;
 
 use super::reply::{self, Reply};
-use super::socket::{self, Connecting, Endpoint, Transfer};
+use super::socket::{self, Connecting, Endpoint, StreamIo, Transfer};
 use crate::engine::metrics::fds;
 use crate::engine::probes;
 use crate::engine::sonic::dbconfig::{Address, Instance};
@@ -83,7 +83,7 @@ pub trait Connection {
     fn address(&self) -> Option<&Address>;
     fn poll_connect(&mut self, now_ns: u64) -> ConnectStep;
     fn finish_connect(&mut self) -> Result<bool, Lost>;
-    fn flush(&mut self) -> Result<bool, Lost>;
+    fn flush(&mut self, io: &mut dyn StreamIo) -> Result<bool, Lost>;
     /// One more failed attempt to connect since the last success; returns
     /// how many in a row (for logging the first and then fewer).
     fn note_failed_attempt(&mut self) -> u32;
@@ -108,8 +108,8 @@ impl<T> Connection for RedisConn<T> {
     fn finish_connect(&mut self) -> Result<bool, Lost> {
         RedisConn::finish_connect(self)
     }
-    fn flush(&mut self) -> Result<bool, Lost> {
-        RedisConn::flush(self)
+    fn flush(&mut self, io: &mut dyn StreamIo) -> Result<bool, Lost> {
+        RedisConn::flush(self, io)
     }
     fn note_failed_attempt(&mut self) -> u32 {
         self.failed_attempts = self.failed_attempts.saturating_add(1);
@@ -423,15 +423,16 @@ impl<T> RedisConn<T> {
         encode(&mut self.out);
     }
 
-    /// Write what is queued with one `send`. `Ok(true)` when everything went.
-    pub fn flush(&mut self) -> Result<bool, Lost> {
+    /// Write what is queued with one `send` (through `io`: the socket, or
+    /// the reactor's ring). `Ok(true)` when everything went.
+    pub fn flush(&mut self, io: &mut dyn StreamIo) -> Result<bool, Lost> {
         if self.state != LinkState::Up || self.sent == self.out.len() {
             return Ok(self.sent == self.out.len());
         }
         let Some(fd) = self.fd() else {
             return Ok(false);
         };
-        match socket::send(fd, &self.out[self.sent..]) {
+        match io.send(fd, &self.out[self.sent..]) {
             Ok(Transfer::Bytes(n)) => {
                 self.sent += n;
                 probes::redis_send(n, self.out.len() - self.sent);
@@ -462,6 +463,7 @@ impl<T> RedisConn<T> {
     /// the buffer's indices, which must stay consistent together.)
     pub fn read_replies(
         &mut self,
+        io: &mut dyn StreamIo,
         mut on_reply: impl FnMut(Option<T>, &Reply<'_>, u64),
     ) -> Result<(), Lost> {
         let Some(fd) = self.fd() else { return Ok(()) };
@@ -519,7 +521,7 @@ impl<T> RedisConn<T> {
                 return Ok(());
             }
             let room = self.inbuf.len() - self.in_end;
-            match socket::recv(fd, &mut self.inbuf[self.in_end..]) {
+            match io.recv(fd, &mut self.inbuf[self.in_end..]) {
                 Ok(Transfer::Bytes(0)) => return Err(Lost::Closed),
                 Ok(Transfer::Bytes(n)) => {
                     read_ns = monotonic_ns();

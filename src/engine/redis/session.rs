@@ -39,7 +39,7 @@ pub fn poll_connect<S: Session>(s: &mut S, work: &mut S::Work, token: Token, io:
                 return;
             }
             if ready {
-                s.on_connected(work, io);
+                connected(s, work, token, io);
             }
         }
         ConnectStep::Failed(e) => report_connect_failure(s.conn(), &e, io),
@@ -54,7 +54,7 @@ pub fn on_ready<S: Session>(s: &mut S, work: &mut S::Work, ev: Readiness, io: &m
             return;
         }
         match s.conn().finish_connect() {
-            Ok(true) => s.on_connected(work, io),
+            Ok(true) => connected(s, work, ev.token, io),
             Ok(false) => return,
             Err(Lost::Io(e)) => {
                 report_connect_failure(s.conn(), &e, io);
@@ -65,7 +65,7 @@ pub fn on_ready<S: Session>(s: &mut S, work: &mut S::Work, ev: Readiness, io: &m
         }
     }
     if ev.writable {
-        if let Err(e) = s.conn().flush() {
+        if let Err(e) = s.conn().flush(io.reactor) {
             return lose(s, work, e, io);
         }
     }
@@ -79,13 +79,24 @@ pub fn on_ready<S: Session>(s: &mut S, work: &mut S::Work, ev: Readiness, io: &m
 /// Send what the session queued (as much as the socket takes); `false`
 /// if that lost the connection.
 pub fn flush<S: Session>(s: &mut S, work: &mut S::Work, io: &mut LoopIo<'_>) -> bool {
-    match s.conn().flush() {
+    match s.conn().flush(io.reactor) {
         Ok(_) => true,
         Err(e) => {
             lose(s, work, e, io);
             false
         }
     }
+}
+
+/// The connection is up: its bytes go through the reactor from now on
+/// (io_uring's ring, when it does I/O), then the session opens it.
+fn connected<S: Session>(s: &mut S, work: &mut S::Work, token: Token, io: &mut LoopIo<'_>) {
+    if let Some(fd) = s.conn().fd() {
+        if let Err(e) = io.reactor.start_stream(fd, token) {
+            return lose(s, work, Lost::Io(e), io);
+        }
+    }
+    s.on_connected(work, io);
 }
 
 /// The connection broke: say so, close it, settle what it carried.

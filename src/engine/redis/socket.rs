@@ -280,6 +280,28 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
     }))
 }
 
+/// Where a connection's bytes go: straight through the socket, or through
+/// the reactor's ring (`engine::reactor`), which keeps a socket's
+/// semantics: a send takes what fits, `WouldBlock` when nothing does or
+/// nothing arrived, `Bytes(0)` received at the end of the stream.
+pub trait StreamIo {
+    fn send(&mut self, fd: RawFd, buf: &[u8]) -> io::Result<Transfer>;
+    fn recv(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer>;
+}
+
+/// The socket itself: one system call per transfer.
+pub struct Direct;
+
+impl StreamIo for Direct {
+    fn send(&mut self, fd: RawFd, buf: &[u8]) -> io::Result<Transfer> {
+        send(fd, buf)
+    }
+
+    fn recv(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
+        recv(fd, buf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -571,16 +571,17 @@ impl Session for ApplSession {
     fn read(&mut self, work: &mut NeighWork, io: &mut LoopIo<'_>) -> Result<(), Lost> {
         let (replies, recorder) = (&mut self.replies, io.recorder);
         let prefix = &self.keys.appl_prefix;
-        self.conn.read_replies(|tag, reply, now| match tag {
-            Some(
-                tag @ (ApplTag::VerifyCount
-                | ApplTag::VerifyPending
-                | ApplTag::VerifyKeys
-                | ApplTag::VerifyEntry { .. }),
-            ) => on_verify(tag, reply, prefix, work, recorder),
-            Some(tag) => replies.on_reply(tag, reply, work, recorder, now),
-            None => {}
-        })
+        self.conn
+            .read_replies(io.reactor, |tag, reply, now| match tag {
+                Some(
+                    tag @ (ApplTag::VerifyCount
+                    | ApplTag::VerifyPending
+                    | ApplTag::VerifyKeys
+                    | ApplTag::VerifyEntry { .. }),
+                ) => on_verify(tag, reply, prefix, work, recorder),
+                Some(tag) => replies.on_reply(tag, reply, work, recorder, now),
+                None => {}
+            })
     }
 
     fn drop_connection(&mut self, work: &mut NeighWork, now_ns: u64) {

@@ -215,9 +215,9 @@ impl Session for ConfigSession {
         }
     }
 
-    fn read(&mut self, work: &mut NeighWork, _io: &mut LoopIo<'_>) -> Result<(), Lost> {
+    fn read(&mut self, work: &mut NeighWork, io: &mut LoopIo<'_>) -> Result<(), Lost> {
         let mut answers: Vec<(ConfigTag, OwnedReply)> = Vec::new();
-        let result = self.conn.read_replies(|tag, reply, _| {
+        let result = self.conn.read_replies(io.reactor, |tag, reply, _| {
             if let Some(tag) = tag {
                 answers.push((tag, OwnedReply::of(reply)));
             }

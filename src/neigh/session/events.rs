@@ -64,8 +64,8 @@ impl Session for EventsSession {
         }
     }
 
-    fn read(&mut self, work: &mut NeighWork, _io: &mut LoopIo<'_>) -> Result<(), Lost> {
-        self.conn.read_replies(|_, reply, _| {
+    fn read(&mut self, work: &mut NeighWork, io: &mut LoopIo<'_>) -> Result<(), Lost> {
+        self.conn.read_replies(io.reactor, |_, reply, _| {
             if is_notification(reply) {
                 work.config_wanted = true;
             }

@@ -363,7 +363,7 @@ impl Session for ApplSession {
         let (replies, keys) = (&mut self.replies, &self.keys);
         let ports = &mut work.sync.ports;
         let counters = &*io.recorder.counters;
-        self.conn.read_replies(|tag, reply, now| {
+        self.conn.read_replies(io.reactor, |tag, reply, now| {
             if let Some(tag) = tag {
                 replies.on_reply(tag, reply, ports, keys, counters, now);
             }

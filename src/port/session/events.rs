@@ -104,10 +104,10 @@ impl Session for EventsSession {
         }
     }
 
-    fn read(&mut self, work: &mut PortWork, _io: &mut LoopIo<'_>) -> Result<(), Lost> {
+    fn read(&mut self, work: &mut PortWork, io: &mut LoopIo<'_>) -> Result<(), Lost> {
         let keys = &self.keys;
         self.conn
-            .read_replies(|_, reply, _| on_notification(reply, keys, work))
+            .read_replies(io.reactor, |_, reply, _| on_notification(reply, keys, work))
     }
 
     fn drop_connection(&mut self, _work: &mut PortWork, now_ns: u64) {

@@ -316,7 +316,7 @@ impl Session for StateSession {
     fn read(&mut self, work: &mut PortWork, io: &mut LoopIo<'_>) -> Result<(), Lost> {
         let (replies, prefix) = (&mut self.replies, &self.keys.state_prefix);
         let counters = &*io.recorder.counters;
-        self.conn.read_replies(|tag, reply, now| {
+        self.conn.read_replies(io.reactor, |tag, reply, now| {
             let (check, ports) = (&mut work.selfcheck, &mut work.sync.ports);
             match tag {
                 Some(StateTag::VerifyKeys) => check.on_keys(prefix, reply, ports, counters, now),
