@@ -110,15 +110,22 @@ fn neigh_latency_measures_daemon_and_floor_change_by_change() {
     assert_common(&doc, &stdout, 16);
     assert_eq!(doc["changes"], 20);
     assert_eq!(doc["unsettled_changes"], 0, "{doc:#}");
-    for hist in [
-        "latency_us",
-        "floor_latency_us",
-        "ack_latency_us",
-        "floor_ack_latency_us",
+    // A write read back before flood's own socket heard the kernel's
+    // event counts as 0 µs ("early"; on a loaded machine the floor's can
+    // be): a 0 percentile must be explained by early writes.
+    for (hist, early) in [
+        ("latency_us", "early_writes"),
+        ("floor_latency_us", "floor_early_writes"),
+        ("ack_latency_us", ""),
+        ("floor_ack_latency_us", ""),
     ] {
+        let early = doc[early].as_u64().unwrap_or(0);
         for p in ["p50", "p90", "p99", "p999", "max"] {
             let v = doc[hist][p].as_f64();
-            assert!(v.is_some_and(|v| v > 0.0), "{hist}.{p} = {v:?}");
+            assert!(
+                v.is_some_and(|v| v > 0.0 || (v == 0.0 && early > 0 && p != "max")),
+                "{hist}.{p} = {v:?}, {early} early writes"
+            );
         }
     }
     // Every change seen by flood's socket, or counted as unheard.

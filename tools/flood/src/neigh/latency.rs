@@ -230,6 +230,7 @@ fn phases(
         "ack_ratio_to_floor": f.map(|f| ratios(&d.ack_hist, &f.ack_hist)),
         "unsettled_changes": d.unsettled,
         "early_writes": d.early,
+        "floor_early_writes": f.map(|f| f.early),
         "stale_reads": d.stale_reads,
         "unheard_changes": d.unheard,
         "kernel_events": d.counts.kernel_events,
