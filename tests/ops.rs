@@ -960,7 +960,15 @@ fn live(key: &str) -> String {
 }
 
 fn sysctl_check(file: &Path) -> (Option<i32>, String, String) {
-    let out = portsyncd(&["sysctl-check", file.to_str().unwrap()], &[]);
+    sysctl_check_by(Syncd::Portsyncd, file)
+}
+
+/// `<daemon> sysctl-check FILE`: exit status, stdout, stderr.
+fn sysctl_check_by(which: Syncd, file: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(which.binary())
+        .args(["sysctl-check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -1029,6 +1037,8 @@ fn sysctl_check_passes_on_the_live_values_and_names_a_drifted_key() {
         ]
     );
     assert_eq!(report_line(&out, "net.core.rmem_max")[0], "OK");
+    // neighsyncd's sysctl-check is the same command.
+    assert_eq!(sysctl_check_by(Syncd::Neighsyncd, &drift), (code, out, err));
 
     // rmem_max is a ceiling: asking for less than the live value is met
     // (exit 0), and the report says the profile's line would lower it.
@@ -1075,39 +1085,87 @@ fn sysctl_check_exits_2_on_a_profile_it_cannot_use() {
         "# fine\nnet.core.rmem_max = 1\nnet.core.rmem_default\n",
     )
     .unwrap();
-    let (code, out, err) = sysctl_check(&bad);
-    assert_eq!(code, Some(2), "{out}{err}");
-    assert!(err.contains(&format!("{}:3:", bad.display())), "{err}");
-    assert!(out.is_empty(), "{out}");
     let absent = dir.path().join("absent.conf");
-    let (code, _, err) = sysctl_check(&absent);
-    assert_eq!(code, Some(2));
-    assert!(err.contains(&absent.display().to_string()), "{err}");
+    for which in Syncd::ALL {
+        let (code, out, err) = sysctl_check_by(which, &bad);
+        assert_eq!(code, Some(2), "{out}{err}");
+        // Under the name of the daemon that was run.
+        let said = format!("{}: sysctl-check: {}:3:", which.name(), bad.display());
+        assert!(err.starts_with(&said), "{err}");
+        assert!(out.is_empty(), "{out}");
+        let (code, _, err) = sysctl_check_by(which, &absent);
+        assert_eq!(code, Some(2));
+        assert!(err.contains(&absent.display().to_string()), "{err}");
+    }
 }
 
+/// Both daemons check the shipped profile, alike: every key is there to
+/// compare, whatever this machine is tuned to.
 #[test]
 fn the_shipped_sysctl_profile_names_only_keys_this_kernel_has() {
     let profile = repo().join("sysctl/99-portsyncd.conf");
     let settings = syncd::engine::runtime::sysctl_check::load(&profile).unwrap();
-    assert!(settings.iter().any(|s| s.key == "net.core.rmem_max"));
-    // Whatever this machine is tuned to, every key is there to compare.
-    let (code, out, err) = sysctl_check(&profile);
-    assert!(matches!(code, Some(0 | 1)), "{out}{err}");
-    for s in &settings {
-        assert!(!s.optional, "{}: the shipped profile needs it", s.key);
-        let f = report_line(&out, &s.key);
-        assert!(["OK", "ABOVE", "DRIFT"].contains(&f[0].as_str()), "{out}");
+    let mut reports = Vec::new();
+    for which in Syncd::ALL {
+        let (code, out, err) = sysctl_check_by(which, &profile);
+        assert!(matches!(code, Some(0 | 1)), "{}: {out}{err}", which.name());
+        for s in &settings {
+            assert!(!s.optional, "{}: the shipped profile needs it", s.key);
+            let f = report_line(&out, &s.key);
+            assert!(["OK", "ABOVE", "DRIFT"].contains(&f[0].as_str()), "{out}");
+        }
+        reports.push((code, out));
     }
-    // rmem_max is what lets a plain SO_RCVBUF reach the daemon's default
-    // buffer: at least half of it (the kernel doubles the request).
-    let rmem: usize = settings
+    assert_eq!(reports[0], reports[1], "portsyncd and neighsyncd disagree");
+    // rmem_max is what lets a plain SO_RCVBUF reach the daemons' default
+    // buffer: at least half of it (the kernel doubles the request). A
+    // minimum the profile checks and never writes.
+    let rmem = settings
         .iter()
         .find(|s| s.key == "net.core.rmem_max")
-        .unwrap()
-        .value
-        .parse()
-        .unwrap();
+        .expect("net.core.rmem_max is checked");
+    assert!(rmem.check_only, "{rmem:?}");
+    let rmem: usize = rmem.value.parse().unwrap();
     assert!(rmem >= syncd::engine::runtime::config::NetlinkConfig::default().rcvbuf_bytes);
+}
+
+/// Regression (issue 14 item 9): the profile set `net.core.rmem_max =
+/// 16777216`, so `sysctl --system` lowered a host tuned higher. What
+/// sysctl(8) itself would write from it (`--dry-run`) holds no buffer
+/// maximum, only keys that must be exactly so; sysctl-check still checks
+/// the minimum, and a profile line that would lower it is said to.
+#[test]
+fn applying_the_shipped_sysctl_profile_never_lowers_a_buffer_maximum() {
+    use syncd::engine::runtime::sysctl_check::{is_at_least, load};
+    let profile = repo().join("sysctl/99-portsyncd.conf");
+    let out = tool("sysctl", "procps")
+        .arg("--dry-run")
+        .arg("-p")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let written: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    assert!(!written.is_empty(), "{}", text(&out));
+    let lowering: Vec<&String> = written.keys().filter(|k| is_at_least(k)).collect();
+    assert!(
+        lowering.is_empty(),
+        "applying the profile writes {lowering:?}, lowering any larger live value"
+    );
+    // sysctl(8) writes exactly the keys sysctl-check does not mark
+    // check-only, with the same values.
+    let settings = load(&profile).unwrap();
+    let want: BTreeMap<String, String> = settings
+        .iter()
+        .filter(|s| !s.check_only)
+        .map(|s| (s.key.clone(), s.value.clone()))
+        .collect();
+    assert_eq!(written, want);
+    assert!(settings.iter().any(|s| s.check_only && is_at_least(&s.key)));
 }
 
 // ---------------------------------------------------------------------
