@@ -1,6 +1,7 @@
-//! Logging and SIGHUP: SONiC's CONFIG_DB LOGGER|portsyncd LOGLEVEL and
+//! Logging and SIGHUP: SONiC's CONFIG_DB LOGGER|<daemon> LOGLEVEL and
 //! LOGOUTPUT (registered when absent, followed live), syslog datagrams on a
-//! real `/dev/log`, and reloading the configuration.
+//! real `/dev/log`, and reloading the configuration. What SONiC expects of
+//! every daemon's logging is checked for each daemon we ship.
 
 mod util;
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use util::metrics::{in_netns, scrape};
-use util::{Daemon, DaemonOptions, Netns, RedisServer, TempDir, WAIT};
+use util::{Daemon, Netns, RedisServer, Syncd, TempDir, WAIT};
 
 fn start() -> (Netns, RedisServer, Daemon) {
     let ns = Netns::new().unwrap();
@@ -30,29 +31,40 @@ fn sonics_defaults() -> Vec<(String, String)> {
 /// Regression (issue 14 item 2): the daemon registered its *configured*
 /// level, so one run with `--set log.level=debug` left DEBUG in CONFIG_DB
 /// for every later start. It registers SONiC's defaults, as
-/// swss-common's `linkToDbNative` does, and the run keeps its own level.
+/// swss-common's `linkToDbNative` does, and the run keeps its own level;
+/// for every daemon.
 #[test]
 fn a_run_level_is_never_written_to_config_db_and_holds_for_every_run() {
-    let ns = Netns::new().unwrap();
-    let redis = RedisServer::start().unwrap();
-    let debug = || {
-        let mut o = DaemonOptions::default();
-        o.sets.push("log.level=debug".into());
-        o
-    };
-    for run in 1..=2 {
-        let mut d = Daemon::start_with(&ns, &redis, debug());
-        d.wait_ready();
-        assert_eq!(
-            redis.hgetall(4, "LOGGER|portsyncd").unwrap(),
-            sonics_defaults(),
-            "run {run}"
-        );
-        // The second run finds the first one's NOTICE, which is no choice:
-        // both run at debug.
-        let log = d.wait_log(" DEBUG netlink: ");
-        assert!(!log.contains("log level NOTICE"), "run {run}:\n{log}");
-        d.stop();
+    for which in Syncd::ALL {
+        let name = which.name();
+        let ns = Netns::new().unwrap();
+        let redis = RedisServer::start().unwrap();
+        let key = format!("LOGGER|{name}");
+        assert!(redis.hgetall(4, &key).unwrap().is_empty());
+        let debug = || {
+            let mut o = which.options();
+            o.sets.push("log.level=debug".into());
+            o
+        };
+        for run in 1..=2 {
+            let mut d = Daemon::start_with(&ns, &redis, debug());
+            d.wait_ready();
+            assert_eq!(
+                redis.hgetall(4, &key).unwrap(),
+                sonics_defaults(),
+                "{name} run {run}"
+            );
+            // A link event: every read of the event socket is a DEBUG line.
+            ns.add_port(&format!("Ethernet{}", 100 + run)).unwrap();
+            // The second run finds the first one's NOTICE, which is no
+            // choice: both run at debug.
+            let log = d.wait_log(" DEBUG netlink: ");
+            assert!(
+                !log.contains("log level NOTICE"),
+                "{name} run {run}:\n{log}"
+            );
+            d.stop();
+        }
     }
 }
 
@@ -359,13 +371,14 @@ impl DevLog {
 
 /// The daemon with `sets` added, under `wrap` (then the DevLog's mount).
 fn start_logging(
+    which: Syncd,
     ns: &Netns,
     redis: &RedisServer,
     devlog: &DevLog,
     env_wrap: &[&str],
     sets: &[&str],
 ) -> Daemon {
-    let mut o = DaemonOptions::default();
+    let mut o = which.options();
     o.sets.extend(sets.iter().map(|s| s.to_string()));
     o.wrap = env_wrap.iter().map(|s| s.to_string()).collect();
     o.wrap.extend(devlog.wrap());
@@ -374,117 +387,135 @@ fn start_logging(
 
 /// Issue 14 item 2: `log.output = "syslog"` sends each line as a datagram
 /// to `/dev/log` the way SONiC's daemons do (glibc's `syslog(3)` without
-/// `openlog`): identifier `portsyncd`, no `[pid]`, facility LOG_USER, the
-/// severity of each line's level.
+/// `openlog`): identifier the daemon's name, no `[pid]`, facility
+/// LOG_USER, the severity of each line's level; for every daemon.
 #[test]
 fn syslog_datagrams_carry_the_daemons_name_sonics_facility_and_each_severity() {
-    let ns = Netns::new().unwrap();
-    let redis = RedisServer::start().unwrap();
-    let mut devlog = DevLog::new(None);
-    let mut d = start_logging(&ns, &redis, &devlog, &[], &["log.output=syslog"]);
-    d.wait_ready();
-    let start = devlog.wait_for(" starting; reactor ");
-    let (pri, ident, body) = start.parts();
-    assert_eq!((pri, ident), (USER * 8 + 5, "portsyncd"), "{start:?}");
-    assert!(body.starts_with("portsyncd "), "{body}");
-    assert_eq!(start.pid, d.pid(), "sent by the daemon itself");
-    // The harness runs it at info.
-    let info = devlog.wait_for("netlink receive buffer: ");
-    assert_eq!(info.priority(), USER * 8 + 6, "{info:?}");
-    // A warning and an error, made live through CONFIG_DB.
-    redis
-        .cmd(4, &["HSET", "LOGGER|portsyncd", "LOGLEVEL", "LOUD"])
-        .unwrap();
-    let warn = devlog.wait_for("LOGLEVEL \"LOUD\" is not a level");
-    assert_eq!(warn.priority(), USER * 8 + 4, "{warn:?}");
-    redis
-        .cmd(4, &["HSET", "LOGGER|portsyncd", "LOGOUTPUT", "FILE"])
-        .unwrap();
-    let error = devlog.wait_for("LOGOUTPUT \"FILE\" is not SYSLOG, STDOUT or STDERR");
-    assert_eq!(error.priority(), USER * 8 + 3, "{error:?}");
-    // Nothing went to stderr.
-    let log = d.stop();
-    assert!(!log.contains("starting"), "{log}");
-    assert!(devlog.seen.iter().all(|g| g.parts().1 == "portsyncd"));
+    for which in Syncd::ALL {
+        let name = which.name();
+        let key = format!("LOGGER|{name}");
+        let ns = Netns::new().unwrap();
+        let redis = RedisServer::start().unwrap();
+        let mut devlog = DevLog::new(None);
+        let mut d = start_logging(which, &ns, &redis, &devlog, &[], &["log.output=syslog"]);
+        d.wait_ready();
+        let start = devlog.wait_for(" starting; reactor ");
+        let (pri, ident, body) = start.parts();
+        assert_eq!((pri, ident), (USER * 8 + 5, name), "{start:?}");
+        assert!(body.starts_with(&format!("{name} ")), "{body}");
+        assert_eq!(start.pid, d.pid(), "sent by {name} itself");
+        // The harness runs it at info, with metrics off.
+        let info = devlog.wait_for("metrics: export disabled");
+        assert_eq!(info.priority(), USER * 8 + 6, "{info:?}");
+        // A warning and an error, made live through CONFIG_DB.
+        redis.cmd(4, &["HSET", &key, "LOGLEVEL", "LOUD"]).unwrap();
+        let warn = devlog.wait_for("LOGLEVEL \"LOUD\" is not a level");
+        assert_eq!(warn.priority(), USER * 8 + 4, "{warn:?}");
+        redis.cmd(4, &["HSET", &key, "LOGOUTPUT", "FILE"]).unwrap();
+        let error = devlog.wait_for("LOGOUTPUT \"FILE\" is not SYSLOG, STDOUT or STDERR");
+        assert_eq!(error.priority(), USER * 8 + 3, "{error:?}");
+        // Nothing went to stderr.
+        let log = d.stop();
+        assert!(!log.contains("starting"), "{log}");
+        assert!(
+            devlog.seen.iter().all(|g| g.parts().1 == name),
+            "{:#?}",
+            devlog.seen
+        );
+    }
 }
 
 /// `auto`: syslog when `/dev/log` exists and systemd's journal is not
-/// stderr; under the journal (`JOURNAL_STREAM`), its stderr protocol.
+/// stderr; under the journal its stderr protocol. Under the journal means
+/// `JOURNAL_STREAM` names stderr's own device and inode, as systemd.exec(5)
+/// says to check: a child of a unit inherits the variable with a stderr
+/// that may be another stream (regression: the variable's presence was
+/// taken for the journal).
 #[test]
 fn auto_is_syslog_without_the_journal_and_stderr_under_it() {
-    let ns = Netns::new().unwrap();
-    let redis = RedisServer::start().unwrap();
-    let mut devlog = DevLog::new(None);
-    let mut d = start_logging(
-        &ns,
-        &redis,
-        &devlog,
-        &["env", "-u", "JOURNAL_STREAM"],
-        &["log.output=auto"],
-    );
-    d.wait_ready();
-    let start = devlog.wait_for(" starting; reactor ");
-    assert_eq!(start.priority(), USER * 8 + 5);
-    let log = d.stop();
-    assert!(!log.contains("starting"), "{log}");
+    for which in Syncd::ALL {
+        let name = which.name();
+        let ns = Netns::new().unwrap();
+        let redis = RedisServer::start().unwrap();
+        let mut devlog = DevLog::new(None);
+        // No JOURNAL_STREAM, then one naming some other stream: syslog.
+        for env in [
+            &["env", "-u", "JOURNAL_STREAM"][..],
+            &["env", "JOURNAL_STREAM=8:12345"][..],
+        ] {
+            devlog.drain();
+            devlog.seen.clear();
+            let mut d = start_logging(which, &ns, &redis, &devlog, env, &["log.output=auto"]);
+            d.wait_ready();
+            let start = devlog.wait_for(" starting; reactor ");
+            assert_eq!(start.priority(), USER * 8 + 5, "{name} {env:?}");
+            let log = d.stop();
+            assert!(!log.contains("starting"), "{name} {env:?}: {log}");
+        }
 
-    devlog.drain();
-    let before = devlog.seen.len();
-    let mut d = start_logging(
-        &ns,
-        &redis,
-        &devlog,
-        &["env", "JOURNAL_STREAM=8:12345"],
-        &["log.output=auto"],
-    );
-    d.wait_ready();
-    let log = d.stop();
-    // journald's priority prefix on each line.
-    assert!(log.contains("<5>NOTICE: portsyncd "), "{log}");
-    assert!(log.contains("<6>INFO: netlink receive buffer"), "{log}");
-    devlog.drain();
-    assert_eq!(devlog.seen.len(), before, "{:#?}", &devlog.seen[before..]);
+        devlog.drain();
+        let before = devlog.seen.len();
+        // JOURNAL_STREAM naming the daemon's stderr (its log file here),
+        // as systemd sets it: `<st_dev>:<st_ino>`, read by stat(1) on the
+        // shell's own fd 2, which the daemon inherits.
+        let journal = [
+            "sh",
+            "-c",
+            r#"JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) && export JOURNAL_STREAM && exec "$@""#,
+            "sh",
+        ];
+        let mut d = start_logging(which, &ns, &redis, &devlog, &journal, &["log.output=auto"]);
+        d.wait_ready();
+        let log = d.stop();
+        // journald's priority prefix on each line.
+        assert!(log.contains(&format!("<5>NOTICE: {name} ")), "{log}");
+        assert!(log.contains("<6>INFO: metrics: export disabled"), "{log}");
+        devlog.drain();
+        assert_eq!(devlog.seen.len(), before, "{:#?}", &devlog.seen[before..]);
+    }
 }
 
 /// CONFIG_DB `LOGOUTPUT` is followed live, as swss-common's logger
-/// thread follows it: STDERR, back to SYSLOG; each switch said on both.
+/// thread follows it: STDERR, back to SYSLOG; each switch said on both;
+/// for every daemon.
 #[test]
 fn logoutput_in_config_db_switches_the_output_live() {
-    let ns = Netns::new().unwrap();
-    let redis = RedisServer::start().unwrap();
-    let mut devlog = DevLog::new(None);
-    let mut d = start_logging(&ns, &redis, &devlog, &[], &["log.output=syslog"]);
-    d.wait_ready();
-    devlog.wait_for(" starting; reactor ");
-    let hset = |field: &str, value: &str| {
-        redis
-            .cmd(4, &["HSET", "LOGGER|portsyncd", field, value])
-            .unwrap();
-    };
-    hset("LOGOUTPUT", "STDERR");
-    let switch = "log output stderr (CONFIG_DB LOGGER|portsyncd; was syslog)";
-    d.wait_log(switch);
-    assert_eq!(devlog.wait_for(switch).priority(), USER * 8 + 5);
-    hset("LOGLEVEL", "DEBUG");
-    d.wait_log("NOTICE log level DEBUG (CONFIG_DB LOGGER|portsyncd)");
-    hset("LOGOUTPUT", "SYSLOG");
-    let back = "log output syslog (CONFIG_DB LOGGER|portsyncd; was stderr)";
-    d.wait_log(back);
-    devlog.wait_for(back);
-    hset("LOGLEVEL", "INFO");
-    devlog.wait_for("log level INFO (CONFIG_DB LOGGER|portsyncd)");
-    let log = d.stop();
-    // Each line went one way only.
-    assert!(!log.contains("log level INFO"), "{log}");
-    assert!(!log.contains(" starting; reactor "), "{log}");
-    assert!(
-        !devlog
-            .seen
-            .iter()
-            .any(|g| g.body().contains("log level DEBUG")),
-        "{:#?}",
-        devlog.seen
-    );
+    for which in Syncd::ALL {
+        let key = format!("LOGGER|{}", which.name());
+        let ns = Netns::new().unwrap();
+        let redis = RedisServer::start().unwrap();
+        let mut devlog = DevLog::new(None);
+        let mut d = start_logging(which, &ns, &redis, &devlog, &[], &["log.output=syslog"]);
+        d.wait_ready();
+        devlog.wait_for(" starting; reactor ");
+        let hset = |field: &str, value: &str| {
+            redis.cmd(4, &["HSET", &key, field, value]).unwrap();
+        };
+        hset("LOGOUTPUT", "STDERR");
+        let switch = format!("log output stderr (CONFIG_DB {key}; was syslog)");
+        d.wait_log(&switch);
+        assert_eq!(devlog.wait_for(&switch).priority(), USER * 8 + 5);
+        hset("LOGLEVEL", "DEBUG");
+        d.wait_log(&format!("NOTICE log level DEBUG (CONFIG_DB {key})"));
+        hset("LOGOUTPUT", "SYSLOG");
+        let back = format!("log output syslog (CONFIG_DB {key}; was stderr)");
+        d.wait_log(&back);
+        devlog.wait_for(&back);
+        hset("LOGLEVEL", "INFO");
+        devlog.wait_for(&format!("log level INFO (CONFIG_DB {key})"));
+        let log = d.stop();
+        // Each line went one way only.
+        assert!(!log.contains("log level INFO"), "{log}");
+        assert!(!log.contains(" starting; reactor "), "{log}");
+        assert!(
+            !devlog
+                .seen
+                .iter()
+                .any(|g| g.body().contains("log level DEBUG")),
+            "{:#?}",
+            devlog.seen
+        );
+    }
 }
 
 /// The syslog daemon restarts: meanwhile the lines go to stderr (the
@@ -497,6 +528,7 @@ fn syslog_going_away_sends_lines_to_stderr_until_it_is_back() {
     let mut devlog = DevLog::new(None);
     let listen = "127.0.0.1:29101";
     let mut d = start_logging(
+        Syncd::Portsyncd,
         &ns,
         &redis,
         &devlog,
@@ -557,6 +589,7 @@ fn a_full_syslog_queue_never_blocks_the_daemon() {
     let mut devlog = DevLog::new(Some(&ns));
     let listen = "127.0.0.1:29101";
     let mut d = start_logging(
+        Syncd::Portsyncd,
         &ns,
         &redis,
         &devlog,

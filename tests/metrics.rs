@@ -19,7 +19,7 @@ use util::metrics::{
     connect_in, http_raw, in_netns, listening_tcp_ports, promtool, read_response, scrape, wait_log,
     CommandMonitor, LinkCounts, LinkMonitor, Scrape, StateWrites,
 };
-use util::{Daemon, DaemonOptions, Netns, RedisServer, WAIT};
+use util::{Daemon, DaemonOptions, Netns, RedisServer, Syncd, WAIT};
 
 /// The endpoint inside each test's own namespace (nothing else listens
 /// there): the default `metrics.listen` port.
@@ -371,49 +371,74 @@ fn bad_requests_get_400_unknown_paths_404_other_methods_405() {
     redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
 }
 
-/// The raw text of `GET /metrics`.
-fn scrape_text(ns: &Netns) -> String {
-    let r = http_raw(ns, addr(), b"GET /metrics HTTP/1.1\r\n\r\n");
+/// The raw text of `GET /metrics` at `addr`.
+fn scrape_text(ns: &Netns, addr: SocketAddr) -> String {
+    let r = http_raw(ns, addr, b"GET /metrics HTTP/1.1\r\n\r\n");
     assert_eq!(r.status, 200, "{r:?}");
     r.body
 }
 
+/// `which`'s default metrics address (in the test's own namespace).
+fn addr_of(which: Syncd) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], which.config().metrics_port))
+}
+
+/// `which` serving metrics at [`addr_of`], ready, in a namespace of its
+/// own with its own Redis; with `exercise`, one real change synced first
+/// ([`Syncd::exercise`]), so that every family has samples.
+fn start_serving(which: Syncd, exercise: bool) -> (Netns, RedisServer, Daemon) {
+    let ns = Netns::new().unwrap();
+    let redis = RedisServer::start().unwrap();
+    which.prepare(&ns, &redis);
+    let mut opts = which.options();
+    opts.sets.push(format!("metrics.listen={}", addr_of(which)));
+    let d = Daemon::start_with(&ns, &redis, opts);
+    d.wait_ready();
+    if exercise {
+        which.exercise(&ns, &redis);
+    }
+    (ns, redis, d)
+}
+
 /// Issue 14: `promtool check metrics` exited 3 on our scrape (the
 /// `_quantile` gauges carried a `quantile` label without being a summary).
+/// Every daemon's scrape, after a real change, passes.
 #[test]
 fn promtool_check_metrics_is_clean_on_a_real_scrape() {
     let Some(promtool) = promtool() else {
         eprintln!("SKIPPED: promtool is absent and could not be installed (tools/install-deps needs root and apt)");
         return;
     };
-    let (ns, redis, _d) = setup(&["Ethernet0"], vec![listen()]);
-    // Every family with samples: a port written, flapped, measured.
-    ns.add_port("Ethernet0").unwrap();
-    redis.wait_state("Ethernet0", "down", "down", 1500).unwrap();
-    ns.set_up("Ethernet0").unwrap();
-    redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
-    let text = scrape_text(&ns);
-    let mut child = std::process::Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}\n{}{}\nscrape:\n{text}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for which in Syncd::ALL {
+        let (ns, _redis, _d) = start_serving(which, true);
+        let text = scrape_text(&ns, addr_of(which));
+        assert!(
+            text.contains(&format!("{}_recv_to_reply_seconds_bucket", which.name())),
+            "{text}"
+        );
+        let mut child = std::process::Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics on {}'s scrape: {}\n{}{}\nscrape:\n{text}",
+            which.name(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -501,8 +526,8 @@ fn build_info_process_metrics_and_port_flaps_are_served() {
 
 /// A response read raw (tests/util's reader checks the body against
 /// Content-Length, which a HEAD answer must not carry): head, body.
-fn head_request(ns: &Netns, path: &str) -> (String, String) {
-    let mut s = connect_in(ns, addr()).unwrap();
+fn head_request(ns: &Netns, addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = connect_in(ns, addr).unwrap();
     write!(s, "HEAD {path} HTTP/1.1\r\n\r\n").unwrap();
     let mut raw = String::new();
     std::io::Read::read_to_string(&mut s, &mut raw).unwrap();
@@ -510,31 +535,36 @@ fn head_request(ns: &Netns, path: &str) -> (String, String) {
     (head.to_string(), body.to_string())
 }
 
-/// Issue 14: `HEAD /metrics` was answered 405.
+/// Issue 14: `HEAD /metrics` was answered 405. Every daemon answers it.
 #[test]
 fn head_metrics_is_200_with_headers_and_no_body() {
-    let (ns, _redis, _d) = setup(&[], vec![listen()]);
-    let get = http_raw(&ns, addr(), b"GET /metrics HTTP/1.1\r\n\r\n");
-    let (head, body) = head_request(&ns, "/metrics");
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert_eq!(body, "", "{head}");
-    assert!(
-        head.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"),
-        "{head}"
-    );
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    // The length GET would send: the same text but for a few values that
-    // moved in between (responses counted, CPU time, memory).
-    let diff = len.abs_diff(get.body.len());
-    assert!(diff <= 64, "HEAD {len} vs GET {}", get.body.len());
-    let (head, body) = head_request(&ns, "/healthz");
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert_eq!(body, "");
+    for which in Syncd::ALL {
+        let name = which.name();
+        let addr = addr_of(which);
+        let (ns, _redis, _d) = start_serving(which, false);
+        let get = http_raw(&ns, addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(get.body.contains(&format!("{name}_build_info")), "{get:?}");
+        let (head, body) = head_request(&ns, addr, "/metrics");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{name}: {head}");
+        assert_eq!(body, "", "{name}: {head}");
+        assert!(
+            head.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"),
+            "{name}: {head}"
+        );
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The length GET would send: the same text but for a few values
+        // that moved in between (responses counted, CPU time, memory).
+        let diff = len.abs_diff(get.body.len());
+        assert!(diff <= 64, "{name}: HEAD {len} vs GET {}", get.body.len());
+        let (head, body) = head_request(&ns, addr, "/healthz");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{name}: {head}");
+        assert_eq!(body, "", "{name}");
+    }
 }
 
 #[test]

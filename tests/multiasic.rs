@@ -207,77 +207,175 @@ fn two_portsyncd_from_the_host_each_sync_their_own_asic() {
     d1.stop();
 }
 
-/// neighsyncd from the host with `--namespace`: a neighbor made in asic1
-/// reaches asic1's APPL_DB, asic0's Redis sees nothing; `check
-/// --namespace` agrees.
+/// APPL_DB `NEIGH_TABLE` of `redis` after orchagent's pop: `(key,
+/// neigh)` of every entry (family IPv4 checked on the way).
+fn neigh_table(redis: &RedisServer) -> Vec<(String, String)> {
+    redis.orchagent_pop_table("NEIGH_TABLE").unwrap();
+    let mut out = Vec::new();
+    for key in redis.keys(0, "NEIGH_TABLE:*").unwrap() {
+        let fields = redis.hgetall(0, &key).unwrap();
+        let get = |f: &str| fields.iter().find(|(k, _)| k == f).map(|(_, v)| v.clone());
+        assert_eq!(get("family").as_deref(), Some("IPv4"), "{key}: {fields:?}");
+        out.push((key, get("neigh").unwrap_or_default()));
+    }
+    out.sort();
+    out
+}
+
+/// Wait until `redis`'s APPL_DB `NEIGH_TABLE` is exactly `want`.
+fn wait_neigh_table(redis: &RedisServer, what: &str, want: &[(&str, &str)]) {
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(k, m)| (format!("NEIGH_TABLE:{k}"), m.to_string()))
+        .collect();
+    let waited = redis.wait_until(what, |r| Ok(neigh_table(r) == want));
+    assert!(
+        waited.is_ok(),
+        "{what}: {waited:?}; APPL_DB has {:?}",
+        neigh_table(redis)
+    );
+}
+
+/// Two neighsyncd from the host, one per ASIC (`--namespace asicN`, one
+/// database_global.json, two Redis): each converges on its own ASIC's
+/// neighbors in its own APPL_DB `NEIGH_TABLE`, and neither writes the
+/// other's. Both ASICs have the same address with different MACs, and
+/// one neighbor of their own; `check --namespace` agrees for each. Each
+/// serves metrics on the port docs/sonic.md gives an ASIC's neighsyncd,
+/// 29102 + 2 × the ASIC's index.
 #[test]
-fn neighsyncd_from_the_host_syncs_its_asics_neighbors() {
+fn two_neighsyncd_from_the_host_each_sync_their_own_asic() {
     let switch = Switch::new(2);
+    let neigh = |a: &Asic, ip: &str, mac: &str| {
+        a.ns.ip(&[
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            mac,
+            "dev",
+            "Ethernet0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    };
+    for a in &switch.asics {
+        a.ns.add_port("Ethernet0").unwrap();
+        a.ns.set_up("Ethernet0").unwrap();
+        a.ns.ip(&["addr", "add", "10.0.0.1/24", "dev", "Ethernet0"])
+            .unwrap();
+    }
     let [a0, a1] = &switch.asics[..] else {
         unreachable!()
     };
-    a1.ns.add_port("Ethernet0").unwrap();
-    a1.ns.set_up("Ethernet0").unwrap();
-    a1.ns
-        .ip(&["addr", "add", "10.0.0.1/24", "dev", "Ethernet0"])
-        .unwrap();
-    // The same address in asic0, with another MAC: only asic1's may come.
-    a0.ns.add_port("Ethernet0").unwrap();
-    a0.ns.set_up("Ethernet0").unwrap();
-    a0.ns
-        .ip(&["addr", "add", "10.0.0.1/24", "dev", "Ethernet0"])
-        .unwrap();
-    a0.ns
-        .ip(&[
-            "neigh",
-            "add",
-            "10.0.0.2",
-            "lladdr",
-            "02:00:00:00:00:a0",
-            "dev",
-            "Ethernet0",
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
+    // Before the start: asic0's shared address (the cold start's dump).
+    neigh(a0, "10.0.0.2", "02:00:00:00:00:a0");
 
-    let mut d = switch.start(1, Daemon::neighsyncd_binary(), &["verify.interval_s=0"]);
-    d.wait_ready();
-    a1.ns
-        .ip(&[
-            "neigh",
-            "add",
-            "10.0.0.2",
-            "lladdr",
-            "02:00:00:00:00:a1",
-            "dev",
-            "Ethernet0",
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
-    let key = "NEIGH_TABLE:Ethernet0:10.0.0.2";
-    a1.redis
-        .wait_until(&format!("{key} in asic1's APPL_DB"), |r| {
-            r.orchagent_pop_table("NEIGH_TABLE")?;
-            Ok(!r.hgetall(0, key)?.is_empty())
-        })
-        .unwrap();
+    let mut daemons = Vec::new();
+    for i in 0..2 {
+        let listen = format!("metrics.listen=127.0.0.1:{}", 29102 + 2 * i);
+        let sets = [
+            listen.as_str(),
+            "runtime.strict=true",
+            "verify.interval_s=0",
+        ];
+        daemons.push(switch.start(i, Daemon::neighsyncd_binary(), &sets));
+    }
+    for (d, a) in daemons.iter().zip(&switch.asics) {
+        d.wait_ready();
+        let entered = format!(
+            "in network namespace {} (/var/run/netns/{})",
+            a.ns.name, a.ns.name
+        );
+        assert!(d.log().contains(&entered), "{}", d.log());
+    }
+    // After the start: asic1's shared address, and one of each ASIC's own.
+    neigh(a1, "10.0.0.2", "02:00:00:00:00:a1");
+    neigh(a0, "10.0.0.3", "02:00:00:00:00:03");
+    neigh(a1, "10.0.0.4", "02:00:00:00:00:04");
+    wait_neigh_table(
+        &a0.redis,
+        "asic0's neighbors, only, in asic0's APPL_DB",
+        &[
+            ("Ethernet0:10.0.0.2", "02:00:00:00:00:a0"),
+            ("Ethernet0:10.0.0.3", "02:00:00:00:00:03"),
+        ],
+    );
+    wait_neigh_table(
+        &a1.redis,
+        "asic1's neighbors, only, in asic1's APPL_DB",
+        &[
+            ("Ethernet0:10.0.0.2", "02:00:00:00:00:a1"),
+            ("Ethernet0:10.0.0.4", "02:00:00:00:00:04"),
+        ],
+    );
+
+    // A change in one ASIC reaches its Redis only: asic0's shared
+    // neighbor moves; asic1's stays.
+    neigh(a0, "10.0.0.2", "02:00:00:00:00:b0");
+    wait_neigh_table(
+        &a0.redis,
+        "asic0's moved neighbor",
+        &[
+            ("Ethernet0:10.0.0.2", "02:00:00:00:00:b0"),
+            ("Ethernet0:10.0.0.3", "02:00:00:00:00:03"),
+        ],
+    );
     assert_eq!(
-        a1.redis.hgetall(0, key).unwrap(),
+        neigh_table(&a1.redis),
         [
-            ("family".to_string(), "IPv4".to_string()),
-            ("neigh".to_string(), "02:00:00:00:00:a1".to_string())
+            (
+                "NEIGH_TABLE:Ethernet0:10.0.0.2".to_string(),
+                "02:00:00:00:00:a1".to_string()
+            ),
+            (
+                "NEIGH_TABLE:Ethernet0:10.0.0.4".to_string(),
+                "02:00:00:00:00:04".to_string()
+            ),
         ]
     );
-    assert!(
-        a0.redis.keys(0, "*NEIGH_TABLE*").unwrap().is_empty(),
-        "asic0's Redis was written"
-    );
 
-    let out = switch.check(&Daemon::neighsyncd_binary(), &a1.ns.name, &[]);
+    for (i, a) in switch.asics.iter().enumerate() {
+        // Each registered its logger in its own CONFIG_DB.
+        assert!(
+            !a.redis.hgetall(4, "LOGGER|neighsyncd").unwrap().is_empty(),
+            "asic{i}"
+        );
+        // Each endpoint answers in its own namespace, on its own port.
+        let metrics: SocketAddr = format!("127.0.0.1:{}", 29102 + 2 * i).parse().unwrap();
+        assert!(scrape(&a.ns, metrics).int("neighsyncd_neighbors_written_total") >= 2);
+        // `check --namespace` from the host: in step, and it looked at
+        // this ASIC's kernel (two neighbors; the host has none of them).
+        let out = switch.check(&Daemon::neighsyncd_binary(), &a.ns.name, &["--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["in_step"], true, "{}", text(&out));
+        assert_eq!(doc["neighbors"], 2, "{}", text(&out));
+    }
+    // And it can tell: an entry asic1's kernel lacks, put into asic1's
+    // APPL_DB behind its daemon's back, is reported for asic1 only.
+    a1.redis
+        .cmd(
+            0,
+            &[
+                "HSET",
+                "NEIGH_TABLE:Ethernet0:10.0.0.9",
+                "neigh",
+                "02:00:00:00:00:09",
+                "family",
+                "IPv4",
+            ],
+        )
+        .unwrap();
+    let out = switch.check(&Daemon::neighsyncd_binary(), &a1.ns.name, &["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("10.0.0.9"), "{}", text(&out));
+    let out = switch.check(&Daemon::neighsyncd_binary(), &a0.ns.name, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    d.stop();
+    for mut d in daemons {
+        d.stop();
+    }
 }
 
 /// A namespace the global file does not list: exit 2, naming it and the

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use util::{Daemon, DaemonOptions, Netns, RedisOptions, RedisServer, TempDir, WAIT};
+use util::{Daemon, DaemonOptions, Netns, RedisOptions, RedisServer, Syncd, TempDir, WAIT};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,8 +60,10 @@ fn tool(name: &str, package: &str) -> Command {
 // The systemd unit
 // ---------------------------------------------------------------------
 
-fn unit_text() -> String {
-    read(repo().join("systemd/portsyncd.service"))
+/// `systemd/<daemon>.service`: every daemon we ship has one, and every
+/// test of the unit runs for each.
+fn unit_text(d: Syncd) -> String {
+    read(repo().join(format!("systemd/{}.service", d.name())))
 }
 
 /// Every `Key=value` of a unit file, in order (comments and sections out).
@@ -107,79 +109,90 @@ fn verify(unit: &Path) -> (bool, String) {
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify_without_a_warning() {
-    let unit = unit_text();
-    let exec = value(&unit, "ExecStart");
-    assert_eq!(exec, "/usr/local/bin/portsyncd");
-    // verify insists that ExecStart= names an executable: the built one.
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("portsyncd.service");
-    let copy = unit.replace(
-        "ExecStart=/usr/local/bin/portsyncd\n",
-        &format!("ExecStart={}\n", Daemon::binary()),
-    );
-    assert_ne!(copy, unit);
-    std::fs::write(&path, &copy).unwrap();
-    let (ok, out) = verify(&path);
-    assert!(ok, "systemd-analyze verify failed:\n{out}");
-    let about_us: Vec<&str> = out.lines().filter(|l| l.contains("portsyncd")).collect();
-    assert!(about_us.is_empty(), "verify warns:\n{out}");
+    for d in Syncd::ALL {
+        let name = d.name();
+        let unit = unit_text(d);
+        let exec = value(&unit, "ExecStart");
+        assert_eq!(exec, format!("/usr/local/bin/{name}"));
+        // verify insists that ExecStart= names an executable: the built one.
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join(format!("{name}.service"));
+        let copy = unit.replace(
+            &format!("ExecStart=/usr/local/bin/{name}\n"),
+            &format!("ExecStart={}\n", d.binary()),
+        );
+        assert_ne!(copy, unit);
+        std::fs::write(&path, &copy).unwrap();
+        let (ok, out) = verify(&path);
+        assert!(ok, "systemd-analyze verify {name}.service failed:\n{out}");
+        let about_us: Vec<&str> = out.lines().filter(|l| l.contains(name)).collect();
+        assert!(about_us.is_empty(), "verify warns:\n{out}");
 
-    // The check above would see a warning: a bad value is reported.
-    std::fs::write(
-        &path,
-        copy.replace("CPUSchedulingPolicy=fifo", "CPUSchedulingPolicy=fifoo"),
-    )
-    .unwrap();
-    let (_, out) = verify(&path);
-    assert!(
-        out.lines()
-            .any(|l| l.contains("portsyncd.service") && l.contains("fifoo")),
-        "verify did not report a bad value:\n{out}"
-    );
+        // The check above would see a warning: a bad value is reported.
+        std::fs::write(
+            &path,
+            copy.replace("CPUSchedulingPolicy=fifo", "CPUSchedulingPolicy=fifoo"),
+        )
+        .unwrap();
+        let (_, out) = verify(&path);
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("{name}.service")) && l.contains("fifoo")),
+            "verify did not report a bad value in {name}.service:\n{out}"
+        );
+    }
 }
 
 #[test]
 fn the_unit_declares_what_the_daemon_needs() {
-    let unit = unit_text();
-    assert_eq!(value(&unit, "Type"), "notify");
-    assert!(!value(&unit, "WatchdogSec").is_empty());
-    assert_eq!(value(&unit, "Restart"), "on-failure");
-    // A bad configuration (exit 2) does not heal by restarting.
-    assert_eq!(value(&unit, "RestartPreventExitStatus"), "2");
-    assert!(words(&value(&unit, "After")).contains("database.service"));
-    assert!(words(&value(&unit, "Wants")).contains("database.service"));
+    for d in Syncd::ALL {
+        let name = d.name();
+        let unit = unit_text(d);
+        assert!(value(&unit, "Description").contains(name), "{name}");
+        assert_eq!(value(&unit, "Type"), "notify", "{name}");
+        assert!(!value(&unit, "WatchdogSec").is_empty(), "{name}");
+        assert_eq!(value(&unit, "Restart"), "on-failure", "{name}");
+        // A bad configuration (exit 2) does not heal by restarting.
+        assert_eq!(value(&unit, "RestartPreventExitStatus"), "2", "{name}");
+        assert!(words(&value(&unit, "After")).contains("database.service"));
+        assert!(words(&value(&unit, "Wants")).contains("database.service"));
 
-    assert!(!value(&unit, "CPUAffinity").is_empty());
-    assert_eq!(value(&unit, "CPUSchedulingPolicy"), "fifo");
-    let prio: u8 = value(&unit, "CPUSchedulingPriority").parse().unwrap();
-    assert!((1..=99).contains(&prio));
-    // [runtime] sched unset keeps the unit's policy: the unit must not
-    // override it through the environment.
-    assert!(
-        !values(&unit, "Environment")
-            .iter()
-            .any(|e| e.starts_with("PORTSYNCD_RUNTIME_SCHED")),
-        "the unit should leave runtime.sched unset"
-    );
-    assert_eq!(value(&unit, "LimitMEMLOCK"), "infinity");
-
-    let caps = words("CAP_NET_ADMIN CAP_IPC_LOCK CAP_SYS_NICE");
-    assert_eq!(words(&value(&unit, "AmbientCapabilities")), caps);
-    assert_eq!(words(&value(&unit, "CapabilityBoundingSet")), caps);
-    let user = value(&unit, "User");
-    assert!(user != "root" && user != "0", "User={user}");
-    assert_eq!(value(&unit, "NoNewPrivileges"), "yes");
-    assert_eq!(value(&unit, "ProtectSystem"), "strict");
-    assert_eq!(
-        words(&value(&unit, "RestrictAddressFamilies")),
-        words("AF_UNIX AF_INET AF_INET6 AF_NETLINK")
-    );
-    // These would break it: real-time is the point, the host's links too.
-    for (key, breaks) in [("RestrictRealtime", "yes"), ("PrivateNetwork", "yes")] {
+        assert!(!value(&unit, "CPUAffinity").is_empty());
+        assert_eq!(value(&unit, "CPUSchedulingPolicy"), "fifo");
+        let prio: u8 = value(&unit, "CPUSchedulingPriority").parse().unwrap();
+        assert!((1..=99).contains(&prio));
+        // [runtime] sched unset keeps the unit's policy: the unit must not
+        // override it through the environment.
         assert!(
-            !values(&unit, key).iter().any(|v| v == breaks),
-            "{key}={breaks}"
+            !values(&unit, "Environment")
+                .iter()
+                .any(|e| e.starts_with(&format!("{}RUNTIME_SCHED", d.config().env_prefix))),
+            "{name}: the unit should leave runtime.sched unset"
         );
+        assert_eq!(value(&unit, "LimitMEMLOCK"), "infinity");
+
+        let caps = words("CAP_NET_ADMIN CAP_IPC_LOCK CAP_SYS_NICE");
+        assert_eq!(words(&value(&unit, "AmbientCapabilities")), caps, "{name}");
+        assert_eq!(
+            words(&value(&unit, "CapabilityBoundingSet")),
+            caps,
+            "{name}"
+        );
+        let user = value(&unit, "User");
+        assert!(user != "root" && user != "0", "{name}: User={user}");
+        assert_eq!(value(&unit, "NoNewPrivileges"), "yes");
+        assert_eq!(value(&unit, "ProtectSystem"), "strict");
+        assert_eq!(
+            words(&value(&unit, "RestrictAddressFamilies")),
+            words("AF_UNIX AF_INET AF_INET6 AF_NETLINK")
+        );
+        // These would break it: real-time is the point, the host's links too.
+        for (key, breaks) in [("RestrictRealtime", "yes"), ("PrivateNetwork", "yes")] {
+            assert!(
+                !values(&unit, key).iter().any(|v| v == breaks),
+                "{name}: {key}={breaks}"
+            );
+        }
     }
 }
 
@@ -273,11 +286,24 @@ fn as_the_unit_runs_it(unit: &str) -> (Vec<String>, Vec<(String, String)>) {
 }
 
 #[test]
-fn as_its_unit_runs_it_the_daemon_works_unprivileged_and_only_the_loop_is_real_time() {
-    let unit = unit_text();
+fn as_its_unit_runs_it_portsyncd_works_unprivileged_and_only_the_loop_is_real_time() {
+    run_as_the_unit_runs_it(Syncd::Portsyncd);
+}
+
+#[test]
+fn as_its_unit_runs_it_neighsyncd_works_unprivileged_and_only_the_loop_is_real_time() {
+    run_as_the_unit_runs_it(Syncd::Neighsyncd);
+}
+
+/// The daemon under its unit's identity and placement
+/// ([`as_the_unit_runs_it`]): every placement granted, the capabilities
+/// and nothing else, only the loop thread real-time, and it does its job.
+fn run_as_the_unit_runs_it(which: Syncd) {
+    let name = which.name();
+    let unit = unit_text(which);
     let cpu: usize = value(&unit, "CPUAffinity").parse().unwrap();
     if cpu >= syncd::engine::runtime::config::available_cpus() {
-        eprintln!("skipped: the unit's CPUAffinity={cpu} is not online here");
+        eprintln!("skipped: {name}'s CPUAffinity={cpu} is not online here");
         return;
     }
     let prio: u32 = value(&unit, "CPUSchedulingPriority").parse().unwrap();
@@ -285,11 +311,13 @@ fn as_its_unit_runs_it_the_daemon_works_unprivileged_and_only_the_loop_is_real_t
 
     let ns = Netns::new().unwrap();
     let redis = RedisServer::start().unwrap();
-    redis.configure_ports(&["Ethernet0"]).unwrap();
-    // An Ethernet netdev that predates the daemon: an old interface, which a
-    // cold start sets admin-down through netlink (CAP_NET_ADMIN).
-    ns.add_port("Ethernet96").unwrap();
-    ns.set_up("Ethernet96").unwrap();
+    which.prepare(&ns, &redis);
+    if which == Syncd::Portsyncd {
+        // An Ethernet netdev that predates the daemon: an old interface,
+        // which a cold start sets admin-down through netlink (CAP_NET_ADMIN).
+        ns.add_port("Ethernet96").unwrap();
+        ns.set_up("Ethernet96").unwrap();
+    }
     let opts = DaemonOptions {
         sets: vec![
             "metrics.listen=".into(),
@@ -299,7 +327,7 @@ fn as_its_unit_runs_it_the_daemon_works_unprivileged_and_only_the_loop_is_real_t
         ],
         env,
         wrap,
-        ..Default::default()
+        ..which.options()
     };
     let mut d = Daemon::start_with(&ns, &redis, opts);
     d.wait_ready();
@@ -310,12 +338,14 @@ fn as_its_unit_runs_it_the_daemon_works_unprivileged_and_only_the_loop_is_real_t
     let caps = cap_mask(&words(&value(&unit, "AmbientCapabilities")));
     for set in ["CapEff", "CapBnd", "CapAmb"] {
         let got = u64::from_str_radix(&status_field(&status, set), 16).unwrap();
-        assert_eq!(got, caps, "{set}");
+        assert_eq!(got, caps, "{name} {set}");
     }
     assert_eq!(status_field(&status, "NoNewPrivs"), "1");
     assert_ne!(status_field(&status, "VmLck"), "0 kB");
 
     let mut saw_metrics = false;
+    // `<daemon>-metrics`, of which the kernel keeps 15 characters.
+    let metrics_thread = format!("{name}-metr");
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let tid: i32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
         let comm = read(format!("/proc/{pid}/task/{tid}/comm"));
@@ -328,28 +358,28 @@ fn as_its_unit_runs_it_the_daemon_works_unprivileged_and_only_the_loop_is_real_t
             assert_eq!(
                 sched_of(pid, tid),
                 (libc::SCHED_FIFO as u32, prio),
-                "loop thread"
+                "{name} loop thread"
             );
-        } else if comm.starts_with("portsyncd-metr") {
+        } else if comm.starts_with(&metrics_thread) {
             saw_metrics = true;
             assert_eq!(sched_of(pid, tid).0, libc::SCHED_OTHER as u32, "{comm}");
         }
     }
-    assert!(saw_metrics, "no metrics thread found");
+    assert!(saw_metrics, "no {metrics_thread} thread found");
     let log = d.log();
+    // Nothing refused: SO_RCVBUFFORCE (CAP_NET_ADMIN) included.
     assert!(!log.contains("refused"), "{log}");
-    // SO_RCVBUFFORCE of 16 MiB reads back doubled.
-    assert!(
-        log.contains("netlink receive buffer: 33554432 bytes"),
-        "{log}"
-    );
-    assert_eq!(ns.link_state("Ethernet96").map(|s| s.0), Some(false));
+    if which == Syncd::Portsyncd {
+        // SO_RCVBUFFORCE of 16 MiB reads back doubled.
+        assert!(
+            log.contains("netlink receive buffer: 33554432 bytes"),
+            "{log}"
+        );
+        assert_eq!(ns.link_state("Ethernet96").map(|s| s.0), Some(false));
+    }
 
     // And it does its job.
-    redis.orchagent_pop().unwrap();
-    ns.add_port("Ethernet0").unwrap();
-    ns.set_up("Ethernet0").unwrap();
-    redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
+    which.exercise(&ns, &redis);
 
     d.signal(libc::SIGTERM);
     d.wait_notify("STOPPING=1");
@@ -461,8 +491,21 @@ impl Drop for Pidfd {
 }
 
 #[test]
-fn every_system_call_of_a_real_run_passes_the_units_filter() {
-    let unit = unit_text();
+fn every_system_call_of_a_real_portsyncd_run_passes_the_units_filter() {
+    run_under_strace_against_the_units_filter(Syncd::Portsyncd);
+}
+
+#[test]
+fn every_system_call_of_a_real_neighsyncd_run_passes_the_units_filter() {
+    run_under_strace_against_the_units_filter(Syncd::Neighsyncd);
+}
+
+/// Every system call a real run of the daemon makes (under `strace -f
+/// -c`: start-up, a real change synced, a scrape, SIGTERM) is one its
+/// unit's `SystemCallFilter=` lets through.
+fn run_under_strace_against_the_units_filter(which: Syncd) {
+    let name = which.name();
+    let unit = unit_text(which);
     let mut groups = BTreeMap::new();
     let mut allowed = BTreeSet::new();
     let mut denied = BTreeSet::new();
@@ -482,21 +525,25 @@ fn every_system_call_of_a_real_run_passes_the_units_filter() {
     }
     assert!(
         !allowed.is_empty(),
-        "the unit has no SystemCallFilter= allow list"
+        "{name}.service has no SystemCallFilter= allow list"
     );
 
     let ns = Netns::new().unwrap();
     let redis = RedisServer::start().unwrap();
-    redis.configure_ports(&["Ethernet0"]).unwrap();
-    ns.add_port("Ethernet96").unwrap();
+    which.prepare(&ns, &redis);
+    if which == Syncd::Portsyncd {
+        // An old netdev: the cold start's admin-down path.
+        ns.add_port("Ethernet96").unwrap();
+    }
     let trace = TempDir::new().unwrap();
     let summary = trace.path().join("strace.txt");
     let cpu = (syncd::engine::runtime::config::available_cpus() - 1).to_string();
+    let port = which.config().metrics_port;
     let opts = DaemonOptions {
         // Every path the unit's daemon takes: real-time, pinned, locked,
         // metrics served over HTTP.
         sets: vec![
-            "metrics.listen=127.0.0.1:29101".into(),
+            format!("metrics.listen=127.0.0.1:{port}"),
             "runtime.sched=fifo:10".into(),
             format!("runtime.cpu={cpu}"),
             "runtime.mlock_all=true".into(),
@@ -510,7 +557,7 @@ fn every_system_call_of_a_real_run_passes_the_units_filter() {
             "-o".into(),
             summary.display().to_string(),
         ],
-        ..Default::default()
+        ..which.options()
     };
     let _ = tool("strace", "strace");
     let mut d = Daemon::start_with(&ns, &redis, opts);
@@ -524,11 +571,8 @@ fn every_system_call_of_a_real_run_passes_the_units_filter() {
         .parse()
         .unwrap();
     let daemon = Pidfd::open(daemon);
-    redis.orchagent_pop().unwrap();
-    ns.add_port("Ethernet0").unwrap();
-    ns.set_up("Ethernet0").unwrap();
-    redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
-    let page = http_get_in(&ns, 29101);
+    which.exercise(&ns, &redis);
+    let page = http_get_in(&ns, port);
     assert!(page.starts_with("HTTP/1."), "{page}");
     daemon.signal(libc::SIGTERM).unwrap();
     d.wait_notify("STOPPING=1");
@@ -538,7 +582,7 @@ fn every_system_call_of_a_real_run_passes_the_units_filter() {
     let used = strace_summary(&read(&summary));
     assert!(
         used.contains("epoll_wait") && used.contains("sched_setscheduler"),
-        "{used:?}"
+        "{name}: {used:?}"
     );
     let outside: Vec<&String> = used
         .iter()
@@ -546,7 +590,7 @@ fn every_system_call_of_a_real_run_passes_the_units_filter() {
         .collect();
     assert!(
         outside.is_empty(),
-        "system calls the unit's SystemCallFilter= refuses: {outside:?}"
+        "system calls {name}.service's SystemCallFilter= refuses: {outside:?}"
     );
 }
 
@@ -916,7 +960,15 @@ fn live(key: &str) -> String {
 }
 
 fn sysctl_check(file: &Path) -> (Option<i32>, String, String) {
-    let out = portsyncd(&["sysctl-check", file.to_str().unwrap()], &[]);
+    sysctl_check_by(Syncd::Portsyncd, file)
+}
+
+/// `<daemon> sysctl-check FILE`: exit status, stdout, stderr.
+fn sysctl_check_by(which: Syncd, file: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(which.binary())
+        .args(["sysctl-check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -985,6 +1037,8 @@ fn sysctl_check_passes_on_the_live_values_and_names_a_drifted_key() {
         ]
     );
     assert_eq!(report_line(&out, "net.core.rmem_max")[0], "OK");
+    // neighsyncd's sysctl-check is the same command.
+    assert_eq!(sysctl_check_by(Syncd::Neighsyncd, &drift), (code, out, err));
 
     // rmem_max is a ceiling: asking for less than the live value is met
     // (exit 0), and the report says the profile's line would lower it.
@@ -1031,39 +1085,87 @@ fn sysctl_check_exits_2_on_a_profile_it_cannot_use() {
         "# fine\nnet.core.rmem_max = 1\nnet.core.rmem_default\n",
     )
     .unwrap();
-    let (code, out, err) = sysctl_check(&bad);
-    assert_eq!(code, Some(2), "{out}{err}");
-    assert!(err.contains(&format!("{}:3:", bad.display())), "{err}");
-    assert!(out.is_empty(), "{out}");
     let absent = dir.path().join("absent.conf");
-    let (code, _, err) = sysctl_check(&absent);
-    assert_eq!(code, Some(2));
-    assert!(err.contains(&absent.display().to_string()), "{err}");
+    for which in Syncd::ALL {
+        let (code, out, err) = sysctl_check_by(which, &bad);
+        assert_eq!(code, Some(2), "{out}{err}");
+        // Under the name of the daemon that was run.
+        let said = format!("{}: sysctl-check: {}:3:", which.name(), bad.display());
+        assert!(err.starts_with(&said), "{err}");
+        assert!(out.is_empty(), "{out}");
+        let (code, _, err) = sysctl_check_by(which, &absent);
+        assert_eq!(code, Some(2));
+        assert!(err.contains(&absent.display().to_string()), "{err}");
+    }
 }
 
+/// Both daemons check the shipped profile, alike: every key is there to
+/// compare, whatever this machine is tuned to.
 #[test]
 fn the_shipped_sysctl_profile_names_only_keys_this_kernel_has() {
     let profile = repo().join("sysctl/99-portsyncd.conf");
     let settings = syncd::engine::runtime::sysctl_check::load(&profile).unwrap();
-    assert!(settings.iter().any(|s| s.key == "net.core.rmem_max"));
-    // Whatever this machine is tuned to, every key is there to compare.
-    let (code, out, err) = sysctl_check(&profile);
-    assert!(matches!(code, Some(0 | 1)), "{out}{err}");
-    for s in &settings {
-        assert!(!s.optional, "{}: the shipped profile needs it", s.key);
-        let f = report_line(&out, &s.key);
-        assert!(["OK", "ABOVE", "DRIFT"].contains(&f[0].as_str()), "{out}");
+    let mut reports = Vec::new();
+    for which in Syncd::ALL {
+        let (code, out, err) = sysctl_check_by(which, &profile);
+        assert!(matches!(code, Some(0 | 1)), "{}: {out}{err}", which.name());
+        for s in &settings {
+            assert!(!s.optional, "{}: the shipped profile needs it", s.key);
+            let f = report_line(&out, &s.key);
+            assert!(["OK", "ABOVE", "DRIFT"].contains(&f[0].as_str()), "{out}");
+        }
+        reports.push((code, out));
     }
-    // rmem_max is what lets a plain SO_RCVBUF reach the daemon's default
-    // buffer: at least half of it (the kernel doubles the request).
-    let rmem: usize = settings
+    assert_eq!(reports[0], reports[1], "portsyncd and neighsyncd disagree");
+    // rmem_max is what lets a plain SO_RCVBUF reach the daemons' default
+    // buffer: at least half of it (the kernel doubles the request). A
+    // minimum the profile checks and never writes.
+    let rmem = settings
         .iter()
         .find(|s| s.key == "net.core.rmem_max")
-        .unwrap()
-        .value
-        .parse()
-        .unwrap();
+        .expect("net.core.rmem_max is checked");
+    assert!(rmem.check_only, "{rmem:?}");
+    let rmem: usize = rmem.value.parse().unwrap();
     assert!(rmem >= syncd::engine::runtime::config::NetlinkConfig::default().rcvbuf_bytes);
+}
+
+/// Regression (issue 14 item 9): the profile set `net.core.rmem_max =
+/// 16777216`, so `sysctl --system` lowered a host tuned higher. What
+/// sysctl(8) itself would write from it (`--dry-run`) holds no buffer
+/// maximum, only keys that must be exactly so; sysctl-check still checks
+/// the minimum, and a profile line that would lower it is said to.
+#[test]
+fn applying_the_shipped_sysctl_profile_never_lowers_a_buffer_maximum() {
+    use syncd::engine::runtime::sysctl_check::{is_at_least, load};
+    let profile = repo().join("sysctl/99-portsyncd.conf");
+    let out = tool("sysctl", "procps")
+        .arg("--dry-run")
+        .arg("-p")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let written: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    assert!(!written.is_empty(), "{}", text(&out));
+    let lowering: Vec<&String> = written.keys().filter(|k| is_at_least(k)).collect();
+    assert!(
+        lowering.is_empty(),
+        "applying the profile writes {lowering:?}, lowering any larger live value"
+    );
+    // sysctl(8) writes exactly the keys sysctl-check does not mark
+    // check-only, with the same values.
+    let settings = load(&profile).unwrap();
+    let want: BTreeMap<String, String> = settings
+        .iter()
+        .filter(|s| !s.check_only)
+        .map(|s| (s.key.clone(), s.value.clone()))
+        .collect();
+    assert_eq!(written, want);
+    assert!(settings.iter().any(|s| s.check_only && is_at_least(&s.key)));
 }
 
 // ---------------------------------------------------------------------
@@ -1119,7 +1221,10 @@ fn make_install_places_every_file_and_uninstall_removes_them() {
         read(dest.path().join(files[3])),
         read(repo().join("sysctl/99-portsyncd.conf"))
     );
-    assert_eq!(read(dest.path().join(files[2])), unit_text());
+    for which in Syncd::ALL {
+        let unit = format!("usr/local/lib/systemd/system/{}.service", which.name());
+        assert_eq!(read(dest.path().join(unit)), unit_text(which));
+    }
     let installed = dest.path().join(files[0]);
     let out = Command::new(&installed).arg("--version").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
@@ -1160,56 +1265,66 @@ fn make_install_places_every_file_and_uninstall_removes_them() {
 /// `portsyncd --config /etc/sonic/portsyncd.conf`, but `make install`
 /// ships only the `.example`; a missing file named by `--config` exits 2,
 /// which `RestartPreventExitStatus=2` makes final, so a fresh install never
-/// started. The installed unit's own command line, on a machine without
-/// that file, must come up (here against a test Redis, named through the
-/// environment as a drop-in would).
+/// started. Each daemon's installed unit, its own command line, on a
+/// machine without its config file, must come up (here against a test
+/// Redis, named through the environment as a drop-in would).
 #[test]
 fn a_fresh_install_starts_with_the_installed_units_command_line() {
-    let default = Path::new(syncd::engine::runtime::config::PORTSYNCD.default_path);
-    assert!(
-        !default.exists(),
-        "{} exists on this machine: this test stands for a fresh install",
-        default.display()
-    );
+    for which in Syncd::ALL {
+        let default = Path::new(which.config().default_path);
+        assert!(
+            !default.exists(),
+            "{} exists on this machine: this test stands for a fresh install",
+            default.display()
+        );
+    }
     let dest = TempDir::new().unwrap();
     let out = make(&[
         "install".into(),
         format!("DESTDIR={}", dest.path().display()),
     ]);
     assert!(out.status.success(), "make install:\n{}", text(&out));
-    let unit = read(
-        dest.path()
-            .join("usr/local/lib/systemd/system/portsyncd.service"),
-    );
-    let exec = value(&unit, "ExecStart");
-    let mut argv = exec.split_whitespace();
-    let program = argv.next().unwrap();
-    let args: Vec<&str> = argv.collect();
-    // The installed binary, found under the staging root.
-    let staged = dest.path().join(program.trim_start_matches('/'));
-    assert!(staged.is_file(), "{exec}: {} missing", staged.display());
-
-    let ns = Netns::new().unwrap();
     let redis = RedisServer::start_with(RedisOptions::default()).unwrap();
     let db = redis.write_database_config(dest.path(), true).unwrap();
     let reactor = std::env::var("TEST_REACTOR").unwrap_or_else(|_| "epoll".into());
-    let mut d = Daemon::start_exact(
-        &ns,
-        &staged,
-        &args,
-        &[
-            ("PORTSYNCD_REDIS_DATABASE_CONFIG", db.to_str().unwrap()),
-            ("PORTSYNCD_RUNTIME_REACTOR", &reactor),
-        ],
-    );
-    let msgs = d.notify_messages(Some("READY=1"), Instant::now() + WAIT);
-    assert!(
-        !lines_with(&msgs, "READY=1").is_empty(),
-        "`{exec}` did not become ready (exit status {:?}); notify: {msgs:?}\n{}",
-        d.child.try_wait().unwrap(),
-        d.log()
-    );
-    d.stop();
+    for which in Syncd::ALL {
+        let name = which.name();
+        let prefix = which.config().env_prefix;
+        let unit = read(
+            dest.path()
+                .join(format!("usr/local/lib/systemd/system/{name}.service")),
+        );
+        let exec = value(&unit, "ExecStart");
+        let mut argv = exec.split_whitespace();
+        let program = argv.next().unwrap();
+        let args: Vec<&str> = argv.collect();
+        // The installed binary, found under the staging root.
+        let staged = dest.path().join(program.trim_start_matches('/'));
+        assert!(staged.is_file(), "{exec}: {} missing", staged.display());
+
+        let ns = Netns::new().unwrap();
+        let (db_var, reactor_var) = (
+            format!("{prefix}REDIS_DATABASE_CONFIG"),
+            format!("{prefix}RUNTIME_REACTOR"),
+        );
+        let mut d = Daemon::start_exact(
+            &ns,
+            &staged,
+            &args,
+            &[
+                (db_var.as_str(), db.to_str().unwrap()),
+                (reactor_var.as_str(), &reactor),
+            ],
+        );
+        let msgs = d.notify_messages(Some("READY=1"), Instant::now() + WAIT);
+        assert!(
+            !lines_with(&msgs, "READY=1").is_empty(),
+            "`{exec}` did not become ready (exit status {:?}); notify: {msgs:?}\n{}",
+            d.child.try_wait().unwrap(),
+            d.log()
+        );
+        d.stop();
+    }
 }
 
 // ---------------------------------------------------------------------

@@ -147,46 +147,81 @@ fn a_man_page_made_from_help_renders_without_a_warning() {
     assert!(shown.contains("sysctl-check"), "{shown}");
 }
 
-/// portsyncd's page describes every key and command `--help` does. (A
-/// daemon without a page of its own gets one made from its --help by
-/// `make deb`; `every_shipped_man_page_renders` checks it is there.)
+/// The binary of daemon `name`, built with these tests.
+fn binary(name: &str) -> &'static str {
+    match name {
+        "portsyncd" => env!("CARGO_BIN_EXE_portsyncd"),
+        "neighsyncd" => env!("CARGO_BIN_EXE_neighsyncd"),
+        other => panic!("add {other} to binary()"),
+    }
+}
+
+/// Every daemon's hand-written page describes every key and command its
+/// `--help` does. (A daemon without a page of its own gets one made from
+/// its --help by `make deb`; `every_shipped_man_page_renders` checks it is
+/// there.)
 #[test]
 fn the_man_page_names_every_key_and_command_of_help() {
-    let page = read(repo().join("docs/man/portsyncd.8"));
-    let mut c = syncd::engine::runtime::config::Config::default();
-    // Unset options do not render; give them a value to list them.
-    c.runtime.cpu = Some(0);
-    c.metrics.cpu = Some(0);
-    let table: toml::Table = c.to_toml().parse().unwrap();
-    for (section, keys) in table {
-        let heading = format!(".SS [{section}]");
-        let start = page
-            .find(&heading)
-            .unwrap_or_else(|| panic!("no `{heading}` in portsyncd.8"));
-        let body = &page[start + heading.len()..];
-        let body = &body[..body.find("\n.S").unwrap_or(body.len())];
-        for key in keys.as_table().unwrap().keys() {
-            assert!(
-                body.lines()
-                    .any(|l| l.split_whitespace().take(2).eq([".B", key.as_str()])),
-                "portsyncd.8 does not describe {section}.{key}"
-            );
+    let mut checked = Vec::new();
+    for daemon in daemons() {
+        let path = repo().join(format!("docs/man/{daemon}.8"));
+        let Ok(page) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        // Its configuration as the binary prints it, unset options given a
+        // value so that they are listed.
+        let out = run(Command::new(binary(&daemon)).args([
+            "--config",
+            "/dev/null",
+            "--set",
+            "runtime.cpu=0",
+            "--set",
+            "metrics.cpu=0",
+            "--set",
+            "runtime.sched=other",
+            "--print-config",
+        ]));
+        let table: toml::Table = String::from_utf8(out.stdout).unwrap().parse().unwrap();
+        for (section, keys) in table {
+            let heading = format!(".SS [{section}]");
+            let start = page
+                .find(&heading)
+                .unwrap_or_else(|| panic!("no `{heading}` in {daemon}.8"));
+            let body = &page[start + heading.len()..];
+            let body = &body[..body.find("\n.S").unwrap_or(body.len())];
+            for key in keys.as_table().unwrap().keys() {
+                assert!(
+                    body.lines()
+                        .any(|l| l.split_whitespace().take(2).eq([".B", key.as_str()])),
+                    "{daemon}.8 does not describe {section}.{key}"
+                );
+            }
         }
+        let help =
+            String::from_utf8(run(Command::new(binary(&daemon)).arg("--help")).stdout).unwrap();
+        let env = format!("{}_", daemon.to_uppercase());
+        assert!(help.contains(&env), "{daemon} --help: {env}");
+        for item in [
+            "check",
+            "sysctl\\-check",
+            "\\-\\-json",
+            "\\-\\-print\\-config",
+            "\\-\\-config",
+            "\\-\\-set",
+            "\\-\\-namespace",
+            "\\-\\-version",
+            "SIGHUP",
+            &env,
+        ] {
+            assert!(page.contains(item), "{daemon}.8 does not mention {item}");
+        }
+        assert!(
+            page.contains(&format!(".SH NAME\n{daemon} \\- ")),
+            "{daemon}.8: NAME"
+        );
+        checked.push(daemon);
     }
-    for item in [
-        "check",
-        "sysctl\\-check",
-        "\\-\\-json",
-        "\\-\\-print\\-config",
-        "\\-\\-config",
-        "\\-\\-set",
-        "\\-\\-namespace",
-        "\\-\\-version",
-        "SIGHUP",
-        "PORTSYNCD_",
-    ] {
-        assert!(page.contains(item), "portsyncd.8 does not mention {item}");
-    }
+    assert_eq!(checked, ["neighsyncd", "portsyncd"]);
 }
 
 // ---------------------------------------------------------------------
@@ -381,18 +416,22 @@ fn installing_the_package_neither_enables_nor_starts_a_daemon() {
     assert!(prerm.contains("stop"), "{prerm}");
     // /etc files are conffiles: an operator's edits survive upgrades.
     let conffiles: BTreeSet<String> = p.control("conffiles").lines().map(str::to_string).collect();
-    for f in [
-        "/etc/sysctl.d/99-portsyncd.conf",
-        "/etc/sonic/portsyncd.conf.example",
-    ] {
-        assert!(conffiles.contains(f), "{f} not a conffile: {conffiles:?}");
-        assert_eq!(
-            read(p.path(f)),
-            read(repo().join(match f {
-                "/etc/sysctl.d/99-portsyncd.conf" => "sysctl/99-portsyncd.conf",
-                _ => "config/portsyncd.conf.example",
-            }))
-        );
+    let mut want = vec![(
+        "/etc/sysctl.d/99-portsyncd.conf".to_string(),
+        "sysctl/99-portsyncd.conf".to_string(),
+    )];
+    for d in daemons() {
+        want.push((
+            format!("/etc/sonic/{d}.conf.example"),
+            format!("config/{d}.conf.example"),
+        ));
+    }
+    assert!(want
+        .iter()
+        .any(|(f, _)| f == "/etc/sonic/neighsyncd.conf.example"));
+    for (f, tree) in want {
+        assert!(conffiles.contains(&f), "{f} not a conffile: {conffiles:?}");
+        assert_eq!(read(p.path(&f)), read(repo().join(tree)), "{f}");
     }
     let copyright = read(p.path(&format!("usr/share/doc/{PACKAGE}/copyright")));
     assert!(copyright.starts_with(

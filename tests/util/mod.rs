@@ -197,7 +197,7 @@ impl Daemon {
 
     /// Exactly `program args`, in `ns`, as a unit's `ExecStart=` would run
     /// it: no `--config` or `--set` added, none of the runner's
-    /// `PORTSYNCD_*` variables; only `env`, a notify socket and a log.
+    /// `PORTSYNCD_*` or `NEIGHSYNCD_*` variables; only `env`, a notify socket and a log.
     pub fn start_exact(
         ns: &Netns,
         program: &std::path::Path,
@@ -207,12 +207,15 @@ impl Daemon {
         let dir = TempDir::new().unwrap();
         let notify_path = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
-        let log_path = dir.path().join("portsyncd.log");
+        let log_path = dir.path().join("daemon.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = ns.command(program.to_str().unwrap());
         cmd.args(args);
         for (k, _) in std::env::vars() {
-            if k.starts_with("PORTSYNCD_") || k.starts_with("WATCHDOG_") {
+            if k.starts_with("PORTSYNCD_")
+                || k.starts_with("NEIGHSYNCD_")
+                || k.starts_with("WATCHDOG_")
+            {
                 cmd.env_remove(k);
             }
         }
@@ -355,6 +358,102 @@ impl Drop for Daemon {
         }
         if std::thread::panicking() {
             eprintln!("---- daemon log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A daemon we ship. What holds for every daemon (its unit, its logging,
+/// its metrics endpoint) is tested for each of [`Syncd::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syncd {
+    Portsyncd,
+    Neighsyncd,
+}
+
+impl Syncd {
+    pub const ALL: [Syncd; 2] = [Syncd::Portsyncd, Syncd::Neighsyncd];
+
+    pub fn name(self) -> &'static str {
+        self.config().name
+    }
+
+    /// Its build under test ([`Daemon::binary`], [`Daemon::neighsyncd_binary`]).
+    pub fn binary(self) -> String {
+        match self {
+            Syncd::Portsyncd => Daemon::binary(),
+            Syncd::Neighsyncd => Daemon::neighsyncd_binary(),
+        }
+    }
+
+    /// Its configuration's defaults: config path, environment prefix,
+    /// metrics port.
+    pub fn config(self) -> &'static syncd::engine::runtime::config::DaemonConfig {
+        match self {
+            Syncd::Portsyncd => &syncd::engine::runtime::config::PORTSYNCD,
+            Syncd::Neighsyncd => &syncd::engine::runtime::config::NEIGHSYNCD,
+        }
+    }
+
+    /// The default options, running this daemon.
+    pub fn options(self) -> DaemonOptions {
+        DaemonOptions {
+            binary: Some(self.binary()),
+            ..DaemonOptions::default()
+        }
+    }
+
+    /// What the daemon needs before it starts: portsyncd, `Ethernet0` in
+    /// CONFIG_DB; neighsyncd, `Ethernet0` up in `ns` with 10.0.0.1/24.
+    pub fn prepare(self, ns: &Netns, redis: &RedisServer) {
+        match self {
+            Syncd::Portsyncd => redis.configure_ports(&["Ethernet0"]).unwrap(),
+            Syncd::Neighsyncd => {
+                ns.add_port("Ethernet0").unwrap();
+                ns.set_up("Ethernet0").unwrap();
+                ns.ip(&["addr", "add", "10.0.0.1/24", "dev", "Ethernet0"])
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Once ready (after [`Syncd::prepare`]): one real change in `ns`,
+    /// waited for in Redis. portsyncd: orchagent pops the port config,
+    /// `Ethernet0` appears and comes up in STATE_DB; neighsyncd: neighbor
+    /// 10.0.0.2 on `Ethernet0` reaches APPL_DB `NEIGH_TABLE`.
+    pub fn exercise(self, ns: &Netns, redis: &RedisServer) {
+        match self {
+            Syncd::Portsyncd => {
+                redis.orchagent_pop().unwrap();
+                ns.add_port("Ethernet0").unwrap();
+                redis.wait_state("Ethernet0", "down", "down", 1500).unwrap();
+                ns.set_up("Ethernet0").unwrap();
+                redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
+            }
+            Syncd::Neighsyncd => {
+                ns.ip(&[
+                    "neigh",
+                    "add",
+                    "10.0.0.2",
+                    "lladdr",
+                    "02:00:00:00:00:02",
+                    "dev",
+                    "Ethernet0",
+                    "nud",
+                    "permanent",
+                ])
+                .unwrap();
+                let key = "NEIGH_TABLE:Ethernet0:10.0.0.2";
+                redis
+                    .wait_until(&format!("{key} in APPL_DB"), |r| {
+                        r.orchagent_pop_table("NEIGH_TABLE")?;
+                        Ok(r.hgetall(0, key)?
+                            == [
+                                ("family".to_string(), "IPv4".to_string()),
+                                ("neigh".to_string(), "02:00:00:00:00:02".to_string()),
+                            ])
+                    })
+                    .unwrap();
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! stdout; the daemon's name is a parameter, so every syncer shares this.
 //!
 //! Levels follow SONiC's names. On stderr and stdout, under systemd
-//! (`JOURNAL_STREAM` set) each line starts with a `<N>` priority prefix
+//! (`JOURNAL_STREAM` naming stderr, [`under_journal`]) each line starts with a `<N>` priority prefix
 //! that journald turns into the record's priority; otherwise it starts
 //! with a UTC timestamp. A line is formatted into one `String` and written
 //! with one `write(2)` (one datagram for syslog), so lines from two
@@ -76,7 +76,7 @@ pub enum Output {
 
 impl Output {
     /// `[log] output = "auto"`: journald's stderr protocol under systemd
-    /// (`journal`: `JOURNAL_STREAM` set), else syslog when `/dev/log`
+    /// (`journal`: stderr is the stream `JOURNAL_STREAM` names), else syslog when `/dev/log`
     /// exists, else stderr.
     pub fn auto(journal: bool, dev_log_exists: bool) -> Output {
         if journal {
@@ -120,9 +120,34 @@ static JOURNAL: AtomicBool = AtomicBool::new(false);
 /// non-blocking send.
 static SYSLOG: Mutex<Option<Syslog>> = Mutex::new(None);
 
-/// Whether stderr is journald's stream (systemd sets `JOURNAL_STREAM`).
+/// Whether stderr is journald's stream. systemd sets `JOURNAL_STREAM` to
+/// the `<device>:<inode>` of the stream it connected stdout or stderr to,
+/// and the variable is inherited by every child, also one whose stderr is
+/// no longer that stream (a pipe, a file, a terminal); so, as
+/// systemd.exec(5) says to, it counts only when stderr's own device and
+/// inode (fstat(2)) are the ones it names.
 pub fn under_journal() -> bool {
-    std::env::var_os("JOURNAL_STREAM").is_some()
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some(var) = var.to_str() else {
+        return false;
+    };
+    match nix::sys::stat::fstat(std::io::stderr()) {
+        // dev_t and ino_t are u64 here, narrower on some targets.
+        #[allow(clippy::unnecessary_cast)]
+        Ok(st) => names_stream(var, st.st_dev as u64, st.st_ino as u64),
+        Err(_) => false,
+    }
+}
+
+/// Whether a `JOURNAL_STREAM` value (`<device>:<inode>`, both decimal)
+/// names the stream with this device and inode.
+pub fn names_stream(var: &str, dev: u64, ino: u64) -> bool {
+    match var.trim().split_once(':') {
+        Some((d, i)) => d.parse::<u64>() == Ok(dev) && i.parse::<u64>() == Ok(ino),
+        None => false,
+    }
 }
 
 /// Set up for `daemon` (the syslog identifier): journald prefixes when
@@ -330,6 +355,19 @@ mod tests {
         assert_eq!(Output::auto(true, false), Output::Stderr);
         assert_eq!(Output::auto(false, true), Output::Syslog);
         assert_eq!(Output::auto(false, false), Output::Stderr);
+    }
+
+    /// `JOURNAL_STREAM` names one stream by device and inode; anything
+    /// else (another stream, a malformed value) is not the journal.
+    #[test]
+    fn journal_stream_must_name_this_device_and_inode() {
+        assert!(names_stream("8:12345", 8, 12345));
+        assert!(names_stream("64769:3170621\n", 64769, 3170621));
+        assert!(!names_stream("8:12345", 8, 12346));
+        assert!(!names_stream("8:12345", 9, 12345));
+        for bad in ["", "8", "8:", ":12345", "8:12345:1", "x:y", "-8:12345"] {
+            assert!(!names_stream(bad, 8, 12345), "{bad:?}");
+        }
     }
 
     /// swss-common's `outputStringMap`: upper case only.

@@ -1,4 +1,4 @@
-//! `portsyncd sysctl-check [FILE]`: compare the kernel's live settings with
+//! `portsyncd sysctl-check [FILE]` (and neighsyncd's): compare the kernel's live settings with
 //! a sysctl.d profile, by default the one shipped in `sysctl/`.
 //!
 //! The profile is read in the format of sysctl.d(5) / sysctl.conf(5):
@@ -12,6 +12,12 @@
 //! profile's value is a minimum, and a larger live value is not drift.
 //! sysctl(8) still writes the profile's value as is, so the report says
 //! when applying the profile would lower such a key.
+//!
+//! A comment `#sysctl-check: key = value` ([`CHECK_ONLY`]) is a setting
+//! that only this check reads: sysctl(8) and systemd-sysctl skip it as a
+//! comment, so applying the profile never writes it. The shipped profile
+//! states its buffer minimum that way, so that `sysctl --system` can never
+//! lower a larger value the host already has.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -19,6 +25,9 @@ use std::path::{Path, PathBuf};
 
 /// Where `sysctl-check` looks when no file is given.
 pub const DEFAULT_PROFILE: &str = "/etc/sysctl.d/99-portsyncd.conf";
+/// The comment prefix of a setting only `sysctl-check` reads
+/// (`#sysctl-check: net.core.rmem_max = 16777216`; `;` works as `#`).
+pub const CHECK_ONLY: &str = "sysctl-check:";
 /// Where the kernel shows its settings.
 pub const PROC_SYS: &str = "/proc/sys";
 /// Exit status: a key differs from the profile, is absent or unreadable.
@@ -35,6 +44,9 @@ pub struct Setting {
     pub value: String,
     /// Written `-key = value`: an absent key is not drift (sysctl.d(5)).
     pub optional: bool,
+    /// Written `#sysctl-check: key = value` ([`CHECK_ONLY`]): checked here,
+    /// never written by sysctl(8), which reads it as a comment.
+    pub check_only: bool,
     /// 1-based line number in the profile.
     pub line: usize,
 }
@@ -87,8 +99,18 @@ impl std::error::Error for ProfileError {}
 pub fn parse(text: &str) -> Result<Vec<Setting>, LineError> {
     let mut out: Vec<Setting> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+        let mut line = raw.trim();
+        let mut check_only = false;
+        if let Some(comment) = line.strip_prefix(['#', ';']) {
+            match comment.trim_start().strip_prefix(CHECK_ONLY) {
+                Some(rest) => {
+                    line = rest.trim();
+                    check_only = true;
+                }
+                None => continue,
+            }
+        }
+        if line.is_empty() {
             continue;
         }
         let bad = |reason| LineError {
@@ -125,6 +147,7 @@ pub fn parse(text: &str) -> Result<Vec<Setting>, LineError> {
             key: key.to_string(),
             value: value.trim().to_string(),
             optional,
+            check_only,
             line: i + 1,
         });
     }
@@ -259,6 +282,8 @@ pub struct Row {
     /// The live value, or why there is none.
     pub actual: String,
     pub status: Status,
+    /// A [`CHECK_ONLY`] setting: applying the profile does not write it.
+    pub check_only: bool,
 }
 
 /// Every setting of a profile with its verdict.
@@ -291,15 +316,22 @@ impl Report {
                     },
                     actual,
                     status,
+                    check_only: s.check_only,
                 }
             })
             .collect();
         Report { rows }
     }
 
-    /// The keys that `sysctl -p` of the profile would lower.
+    /// The keys above their minimum.
     pub fn above(&self) -> impl Iterator<Item = &Row> {
         self.rows.iter().filter(|r| r.status == Status::Above)
+    }
+
+    /// The keys that `sysctl -p` of the profile would lower: above their
+    /// minimum and written by the profile (not [`CHECK_ONLY`]).
+    pub fn would_lower(&self) -> impl Iterator<Item = &Row> {
+        self.above().filter(|r| !r.check_only)
     }
 
     /// How many keys fail the check.
@@ -364,47 +396,41 @@ pub fn run_with(
     let settings = match load(path) {
         Ok(s) => s,
         Err(e) => {
-            let _ = writeln!(err, "portsyncd: sysctl-check: {e}");
+            let name = crate::engine::runtime::config::daemon().name;
+            let _ = writeln!(err, "{name}: sysctl-check: {e}");
             return EXIT_BAD_PROFILE;
         }
     };
     let report = Report::build(&settings, |key| read_live(proc_root, key));
     let failures = report.failures();
     let _ = out.write_all(report.render().as_bytes());
+    let (n, file) = (report.rows.len(), path.display());
     let above = report.above().count();
+    let would_lower = report.would_lower().count();
+    // What `sysctl -p` of the profile would fix: a drifted key it writes.
+    let fixed_by_applying = report
+        .rows
+        .iter()
+        .any(|r| r.status.fails() && !r.check_only);
     let _ = if failures == 0 && above == 0 {
-        writeln!(
-            out,
-            "all {} keys match {}",
-            report.rows.len(),
-            path.display()
-        )
+        writeln!(out, "all {n} keys match {file}")
     } else if failures == 0 {
+        writeln!(out, "all {n} keys meet {file} ({above} above its minimum)")
+    } else if !fixed_by_applying {
+        writeln!(out, "{failures} of {n} keys differ from {file}")
+    } else if would_lower == 0 {
         writeln!(
             out,
-            "all {} keys meet {} ({above} above its minimum)",
-            report.rows.len(),
-            path.display()
-        )
-    } else if above == 0 {
-        writeln!(
-            out,
-            "{failures} of {} keys differ from {}; apply it with: sysctl -p {}",
-            report.rows.len(),
-            path.display(),
-            path.display()
+            "{failures} of {n} keys differ from {file}; apply it with: sysctl -p {file}"
         )
     } else {
         writeln!(
             out,
-            "{failures} of {} keys differ from {}; set them with sysctl -w \
-             (sysctl -p {} would also lower the keys marked ABOVE)",
-            report.rows.len(),
-            path.display(),
-            path.display()
+            "{failures} of {n} keys differ from {file}; set them with sysctl -w \
+             (sysctl -p {file} would also lower the keys marked ABOVE)"
         )
     };
-    for r in report.above() {
+    for r in report.would_lower() {
         let _ = writeln!(
             out,
             "{}: {} is above the minimum {}: fine; the profile's line would \
@@ -415,6 +441,30 @@ pub fn run_with(
             r.actual
         );
     }
+    // A check-only key is never written by applying the profile: say how
+    // to set it by hand (only ever upwards, for a minimum).
+    for r in report
+        .rows
+        .iter()
+        .filter(|r| r.check_only && r.status == Status::Drift)
+    {
+        let want = r.expected.trim_start_matches(">=");
+        let _ = if is_at_least(&r.key) {
+            writeln!(
+                out,
+                "{}: {} is below the minimum {want}; raise it with: sysctl -w {}={want} \
+                 (the profile only checks it, so that applying it never lowers a larger value)",
+                r.key, r.actual, r.key
+            )
+        } else {
+            writeln!(
+                out,
+                "{}: {} is not {want}; set it with: sysctl -w {}=\"{want}\" \
+                 (the profile only checks it)",
+                r.key, r.actual, r.key
+            )
+        };
+    }
     if failures == 0 {
         0
     } else {
@@ -422,7 +472,7 @@ pub fn run_with(
     }
 }
 
-/// `portsyncd sysctl-check [FILE]` against the live `/proc/sys`.
+/// `<daemon> sysctl-check [FILE]` against the live `/proc/sys`.
 pub fn run(file: Option<&Path>) -> u8 {
     run_with(
         file,
@@ -441,6 +491,7 @@ mod tests {
             key: key.into(),
             value: value.into(),
             optional: false,
+            check_only: false,
             line,
         }
     }
@@ -729,6 +780,66 @@ MISSING  net.core.gone_too           1                    (absent)
         let (code, out, _) = run_on(&proc, "net.core = 1\n");
         assert_eq!(code, EXIT_DRIFT);
         assert!(out.contains("UNREADABLE"), "{out}");
+    }
+
+    /// `#sysctl-check: key = value` is a setting to this check and a
+    /// comment to sysctl(8); any other comment stays a comment.
+    #[test]
+    fn a_check_only_comment_is_a_setting_sysctl_never_writes() {
+        let s = parse(
+            "# a comment: net.core.x = 1\n\
+             #sysctl-check: net.core.rmem_max = 16777216\n\
+             ;  sysctl-check:   -net.core.gone = 1\n\
+             kernel.sched_rt_runtime_us = 950000\n\
+             # sysctl-check:\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            vec![
+                Setting {
+                    check_only: true,
+                    ..setting("net.core.rmem_max", "16777216", 2)
+                },
+                Setting {
+                    check_only: true,
+                    optional: true,
+                    ..setting("net.core.gone", "1", 3)
+                },
+                setting("kernel.sched_rt_runtime_us", "950000", 4),
+            ]
+        );
+        assert_eq!(
+            parse("#sysctl-check: net.core.rmem_max 1")
+                .unwrap_err()
+                .line,
+            1
+        );
+    }
+
+    /// A check-only minimum: a larger live value is fine and no line would
+    /// lower it; a smaller one is drift, with `sysctl -w` as the advice,
+    /// never `sysctl -p` (which does not write it).
+    #[test]
+    fn a_check_only_minimum_is_checked_and_never_said_to_be_lowered() {
+        let proc = FakeProc::new("checkonly", &[("net/core/rmem_max", "33554432\n")]);
+        let profile = "#sysctl-check: net.core.rmem_max = 16777216\n";
+        let (code, out, _) = run_on(&proc, profile);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("all 1 keys meet"), "{out}");
+        assert!(!out.contains("would lower"), "{out}");
+
+        let (code, out, _) = run_on(&proc, "#sysctl-check: net.core.rmem_max = 67108864\n");
+        assert_eq!(code, EXIT_DRIFT, "{out}");
+        assert!(out.contains("1 of 1 keys differ"), "{out}");
+        assert!(!out.contains("sysctl -p"), "{out}");
+        assert!(
+            out.contains(
+                "net.core.rmem_max: 33554432 is below the minimum 67108864; \
+                 raise it with: sysctl -w net.core.rmem_max=67108864"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
