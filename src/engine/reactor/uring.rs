@@ -15,8 +15,9 @@
 //!   and the reader parses it there ([`take_datagrams`], [`give_back`]).
 //! - Redis: [`UringReactor::start_stream`] swaps a connected socket's poll
 //!   for a multishot `RECV` into reactor-owned buffers, and sends go as
-//!   `SEND` requests ([`stream::Stream`]). Both are queued and submitted
-//!   by the next wait: the turn's write and the next wait are one call.
+//!   `SEND` requests, one at a time ([`stream::Stream`]). Requests are
+//!   queued and submitted by the next wait: the turn's write and the next
+//!   wait are one call.
 //!
 //! `user_data` is `generation << 32 | kind << 24 | token`: after an fd is
 //! deregistered, completions still in flight for it carry an old

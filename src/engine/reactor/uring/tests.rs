@@ -85,13 +85,14 @@ fn a_stream_sends_and_receives_through_the_ring_and_sees_the_end() {
     r.register(fd, 5).unwrap();
     r.start_stream(fd, 5).unwrap();
     assert!(r.is_stream(fd));
-    // Two sends: the second queues behind the first, both arrive in order.
+    // One send at a time: the second is refused until the first completes,
+    // which reports the stream writable.
     assert_eq!(r.send(fd, b"hello ").unwrap(), 6);
+    assert_eq!(r.send(fd, b"world").unwrap(), 0);
+    assert!(wait_for(&mut r, 5).writable);
     assert_eq!(r.send(fd, b"world").unwrap(), 5);
     let mut out = Vec::new();
-    for _ in 0..3 {
-        r.wait(Some(Duration::from_millis(50)), &mut out).unwrap();
-    }
+    r.wait(Some(Duration::from_millis(50)), &mut out).unwrap();
     let mut got = [0u8; 11];
     b.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"hello world");
