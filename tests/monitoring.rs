@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use util::metrics::{promtool, scrape, Scrape};
-use util::{Daemon, DaemonOptions, Netns, RedisServer, TempDir, WAIT};
+use util::{Daemon, DaemonOptions, Netns, RedisServer, Syncd, TempDir, WAIT};
 
 /// The series Prometheus records itself for every target it scrapes.
 const PROMETHEUS_SERIES: &[&str] = &[
@@ -566,32 +566,11 @@ fn every_name_in_portsyncds_rules_and_dashboard_is_exported() {
 #[test]
 fn every_name_in_neighsyncds_rules_and_dashboard_is_exported() {
     let ns = Netns::new().unwrap();
-    ns.add_port("Ethernet0").unwrap();
-    ns.set_up("Ethernet0").unwrap();
-    ns.ip(&["addr", "add", "10.0.0.1/16", "dev", "Ethernet0"])
-        .unwrap();
     let redis = RedisServer::start().unwrap();
+    Syncd::Neighsyncd.prepare(&ns, &redis);
     let addr = SocketAddr::from(([127, 0, 0, 1], 29102));
     let _daemon = start_with_metrics(&ns, &redis, Daemon::neighsyncd_binary(), addr);
-    ns.ip(&[
-        "neigh",
-        "add",
-        "10.0.0.2",
-        "lladdr",
-        "02:00:00:00:00:02",
-        "dev",
-        "Ethernet0",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
-    let key = "NEIGH_TABLE:Ethernet0:10.0.0.2";
-    redis
-        .wait_until(&format!("{key} in APPL_DB"), |r| {
-            r.orchagent_pop_table("NEIGH_TABLE")?;
-            Ok(!r.hgetall(0, key)?.is_empty())
-        })
-        .unwrap();
+    Syncd::Neighsyncd.exercise(&ns, &redis);
     let m = scrape_until(
         &ns,
         addr,

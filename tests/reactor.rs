@@ -11,24 +11,33 @@ fn io_uring_available() -> bool {
     syncd::engine::reactor::uring::UringReactor::new().is_ok()
 }
 
-fn run_with(reactor: &str, deny_io_uring: bool) -> String {
+/// portsyncd on `reactor` (plus `sets`), ready, with `Ethernet0` up in
+/// STATE_DB.
+fn up_on(reactor: &str, sets: &[&str], deny_io_uring: bool) -> (Netns, RedisServer, Daemon) {
     let ns = Netns::new().unwrap();
     let redis = RedisServer::start().unwrap();
     redis.configure_ports(&["Ethernet0"]).unwrap();
+    let mut all = vec![
+        "metrics.listen=".to_string(),
+        format!("runtime.reactor={reactor}"),
+    ];
+    all.extend(sets.iter().map(|s| s.to_string()));
     let opts = DaemonOptions {
-        sets: vec![
-            "metrics.listen=".into(),
-            format!("runtime.reactor={reactor}"),
-        ],
+        sets: all,
         deny_io_uring,
         ..Default::default()
     };
-    let mut d = Daemon::start_with(&ns, &redis, opts);
+    let d = Daemon::start_with(&ns, &redis, opts);
     d.wait_ready();
     redis.orchagent_pop().unwrap();
     ns.add_port("Ethernet0").unwrap();
     ns.set_up("Ethernet0").unwrap();
     redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
+    (ns, redis, d)
+}
+
+fn run_with(reactor: &str, deny_io_uring: bool) -> String {
+    let (ns, redis, mut d) = up_on(reactor, &[], deny_io_uring);
     ns.set_mtu("Ethernet0", 9100).unwrap();
     redis.wait_state("Ethernet0", "up", "up", 9100).unwrap();
     d.signal(libc::SIGTERM);
@@ -87,24 +96,8 @@ fn io_uring_does_the_loops_io() {
         eprintln!("io_uring is refused on this machine: skipped");
         return;
     }
-    let ns = Netns::new().unwrap();
-    let redis = RedisServer::start().unwrap();
-    redis.configure_ports(&["Ethernet0"]).unwrap();
-    let opts = DaemonOptions {
-        sets: vec![
-            "metrics.listen=".into(),
-            "runtime.reactor=io_uring".into(),
-            // No dump after start-up: only the changes below are traced.
-            "verify.interval_s=0".into(),
-        ],
-        ..Default::default()
-    };
-    let mut d = Daemon::start_with(&ns, &redis, opts);
-    d.wait_ready();
-    redis.orchagent_pop().unwrap();
-    ns.add_port("Ethernet0").unwrap();
-    ns.set_up("Ethernet0").unwrap();
-    redis.wait_state("Ethernet0", "up", "up", 1500).unwrap();
+    // No dump after start-up: only the changes below are traced.
+    let (ns, redis, mut d) = up_on("io_uring", &["verify.interval_s=0"], false);
 
     let summary = std::env::temp_dir().join(format!("strace-uring-{}.txt", std::process::id()));
     let mut strace = std::process::Command::new("strace")
