@@ -264,6 +264,8 @@ impl LinkReader {
             );
             self.peek = true;
             self.in_ring = false;
+        } else {
+            log_debug!("netlink: {} datagrams from the ring", self.spans.len());
         }
         Read::Datagrams {
             count: self.spans.len(),
