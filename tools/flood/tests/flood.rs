@@ -135,11 +135,15 @@ fn a_short_run_ends_with_every_port_right_and_reports_every_key() {
                 w["early_writes"].as_u64().unwrap_or(0)
             })
             .sum();
+        // The max is 0 only when every write was early (seen once, on a
+        // loaded machine: 99 of the floor's 99).
+        let count = doc[hist]["count"].as_u64().unwrap_or(0);
         for p in ["p50", "p90", "p99", "p999", "max"] {
             let v = doc[hist][p].as_f64();
+            let explained = early > 0 && (p != "max" || early >= count);
             assert!(
-                v.is_some_and(|v| v > 0.0 || (v == 0.0 && early > 0 && p != "max")),
-                "{hist}.{p} = {v:?}, {early} early writes"
+                v.is_some_and(|v| v > 0.0 || (v == 0.0 && explained)),
+                "{hist}.{p} = {v:?}, {early} early writes of {count}"
             );
         }
     }
