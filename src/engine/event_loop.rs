@@ -94,7 +94,9 @@ pub enum Exit {
 /// the window, events arrive in a burst, so sleep the window and the next
 /// turn takes a bigger batch (a wake-up costs more than several messages).
 /// One change at a time (a port's message, its peer's, the operstate change
-/// later) never looks like a burst.
+/// later) never looks like a burst. The loop spends the window in its next
+/// wait (`Reactor::wait_coalescing`: a sleep and a poll with epoll, one
+/// `io_uring_enter` with io_uring).
 #[derive(Debug)]
 struct Coalescer {
     window_ns: u64,
@@ -180,10 +182,9 @@ impl<S: Syncer> EventLoop<S> {
         signals: Signals,
         notifier: Notifier,
         recorder: Recorder,
-        (reader, dump_seq): (LinkReader, u32),
+        (mut reader, dump_seq): (LinkReader, u32),
         syncer: S,
     ) -> std::io::Result<EventLoop<S>> {
-        let mut reader = reader;
         let fd = reader.socket().as_raw_fd();
         let in_ring = match reader.ring_memory() {
             // SAFETY: the ring is the reader's, which the loop owns with

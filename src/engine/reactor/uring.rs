@@ -572,21 +572,30 @@ impl UringReactor {
     /// Submit what is queued and wait (with the timeout), then turn
     /// completions into readiness, datagrams and stream bytes.
     pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Readiness>) -> io::Result<()> {
-        self.arm_starved()?;
-        self.enter(timeout, 1)?;
-        self.complete(out)
+        self.wait_for(timeout, 1, out)
     }
 
     /// Wait `window` for completions to gather — returning early once as
     /// many are in as there are netlink buffers — then handle them: a
     /// burst's coalescing pause and the next turn's wait in one call.
     pub fn wait_for_batch(&mut self, window: Duration, out: &mut Vec<Readiness>) -> io::Result<()> {
-        self.arm_starved()?;
         let want = self
             .netlink
             .as_ref()
             .map_or(1, |n| usize::from(n.bufs.count()));
-        self.enter(Some(window), want)?;
+        self.wait_for(Some(window), want, out)
+    }
+
+    /// Arm what starved, submit, wait for `want` completions (or the
+    /// timeout) and handle what came.
+    fn wait_for(
+        &mut self,
+        timeout: Option<Duration>,
+        want: usize,
+        out: &mut Vec<Readiness>,
+    ) -> io::Result<()> {
+        self.arm_starved()?;
+        self.enter(timeout, want)?;
         self.complete(out)
     }
 

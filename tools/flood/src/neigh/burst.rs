@@ -10,14 +10,16 @@
 //! ([`crate::neigh::floor`]) gets the same BASE (loaded in its twin before
 //! it starts: it does not dump) and the same batch.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use syncd::engine::sys::monotonic_ns;
 
 use crate::floor::{Floor, FloorKind};
 use crate::neigh::plan::{self, next_version};
-use crate::neigh::watch::Watcher;
-use crate::neigh::{base_version, settle, Expect, Run, WhoseWrites};
-use crate::procfs;
+use crate::neigh::watch::{Counts, Watcher};
+use crate::neigh::{base_version, settle, Expect, Run, Settled, WhoseWrites};
+use crate::procfs::{self, Cpu};
 use crate::watch::Side;
 use crate::Error;
 
@@ -90,32 +92,22 @@ fn burst(run: &mut Run<'_>, watcher: &mut Watcher, base: u64, new: u64) -> Resul
     for &(i, mac) in &changes {
         expect.want(i, mac);
     }
-    let before = watcher.barrier(run.stop)?[Side::Daemon.index()];
-    // Anything read back so far is in `expect` already (the sync).
-    while watcher.notes.try_recv().is_ok() {}
-    let cpu0 = run.daemon_cpu();
-    let drops0 = run.daemon_drops();
-    run.progress
-        .show(|| format!("burst: {} neigh replace in one ip -batch", changes.len()));
-    let (start, sent) = run.bench.load(Side::Daemon, &changes)?;
-    let deadline = start + o.settle_timeout.as_nanos() as u64;
-    let s = settle(
+    let Phase {
+        start,
+        sent,
+        settled: s,
+        counts,
+        cpu,
+        drops,
+    } = burst_phase(
         run,
         watcher,
         &mut expect,
-        deadline,
-        false,
-        "burst",
+        &changes,
         WhoseWrites::DAEMON,
+        "burst",
     )?;
-    let drops1 = run.daemon_drops();
-    let after = watcher.barrier(run.stop)?[Side::Daemon.index()];
     let memory = run.daemon_memory();
-    let counts = after.since(&before);
-    let cpu = match (cpu0, s.cpu) {
-        (Some(a), Some(b)) => Some(b.since(a)),
-        _ => None,
-    };
     let events = counts.kernel_events;
     let per_event = |x: f64| (events > 0).then(|| (x / events as f64 * 100.0).round() / 100.0);
     let floor = match run.bench.floor_netns.clone() {
@@ -146,7 +138,7 @@ fn burst(run: &mut Run<'_>, watcher: &mut Watcher, base: u64, new: u64) -> Resul
         "daemon_cpu_ms": cpu.map(|c| ms(c.exact_ns())),
         "daemon_cpu_us_per_event": daemon_cpu_per_event,
         "daemon_wakeups_per_event": cpu.and_then(|c| per_event(c.slices as f64)),
-        "kernel_drops": drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
+        "kernel_drops": drops,
         "daemon_rss_kb": memory.map(|m| m.0),
         "daemon_rss_peak_kb": memory.map(|m| m.1),
         "verify": super::report::verdict_json(&s.verdict),
@@ -168,39 +160,23 @@ fn floor_burst(
     let b = &run.bench;
     let floor = Floor::start(FloorKind::NeighBatching, ns, &b.address, b.floor_db, b':')?;
     floor.place(o.floor_cpu, o.floor_sched)?;
-    let pid = floor.pid();
     let mut expect = Expect::default();
     for &(i, mac) in changes {
         expect.want(i, mac);
     }
-    let before = watcher.barrier(run.stop)?[Side::Floor.index()];
-    while watcher.notes.try_recv().is_ok() {}
-    let cpu0 = procfs::process_cpu(pid);
-    let drops0 = procfs::netlink_drops(pid);
-    run.progress.show(|| {
-        format!(
-            "burst (floor): {} neigh replace in one ip -batch",
-            changes.len()
-        )
-    });
-    let (start, _) = run.bench.load(Side::Floor, changes)?;
-    let deadline = start + o.settle_timeout.as_nanos() as u64;
-    let s = settle(
-        run,
-        watcher,
-        &mut expect,
-        deadline,
-        false,
-        "burst (floor)",
-        WhoseWrites {
-            side: Side::Floor,
-            pid: Some(pid),
-        },
-    )?;
-    let drops1 = procfs::netlink_drops(pid);
-    let after = watcher.barrier(run.stop)?[Side::Floor.index()];
-    let events = after.since(&before).kernel_events;
-    let cpu = cpu0.zip(s.cpu).map(|(a, b)| b.since(a));
+    let who = WhoseWrites {
+        side: Side::Floor,
+        pid: Some(floor.pid()),
+    };
+    let Phase {
+        start,
+        settled: s,
+        counts,
+        cpu,
+        drops,
+        ..
+    } = burst_phase(run, watcher, &mut expect, changes, who, "burst (floor)")?;
+    let events = counts.kernel_events;
     Ok(json!({
         "kind": "batching",
         "settled": s.at_ns.is_some(),
@@ -210,8 +186,56 @@ fn floor_burst(
         "cpu_us_per_event": cpu
             .filter(|_| events > 0)
             .map(|c| (c.exact_ns() as f64 / 1e3 / events as f64 * 100.0).round() / 100.0),
-        "kernel_drops": drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
+        "kernel_drops": drops,
         "wrong_entries": s.verdict.wrong(),
         "verify": super::report::verdict_json(&s.verdict),
     }))
+}
+
+/// What one writer's burst measured.
+struct Phase {
+    /// When the batch started (monotonic ns), and how long sending took.
+    start: u64,
+    sent: Duration,
+    settled: Settled,
+    /// flood's counts over the burst: kernel events, writes read back.
+    counts: Counts,
+    /// The writer's CPU time and its netlink sockets' kernel drops over
+    /// the burst.
+    cpu: Option<Cpu>,
+    drops: Option<u64>,
+}
+
+/// Send `changes` in one `ip -batch` to `who`'s namespace and wait until
+/// its database holds `expect` (which wants them already), or the
+/// deadline.
+fn burst_phase(
+    run: &mut Run<'_>,
+    watcher: &mut Watcher,
+    expect: &mut Expect,
+    changes: &[(u32, [u8; 6])],
+    who: WhoseWrites,
+    label: &str,
+) -> Result<Phase, Error> {
+    let pid = who.process(run);
+    let before = watcher.barrier(run.stop)?[who.side.index()];
+    // Anything read back so far is in `expect` already.
+    while watcher.notes.try_recv().is_ok() {}
+    let cpu0 = pid.and_then(procfs::process_cpu);
+    let drops0 = pid.and_then(procfs::netlink_drops);
+    run.progress
+        .show(|| format!("{label}: {} neigh replace in one ip -batch", changes.len()));
+    let (start, sent) = run.bench.load(who.side, changes)?;
+    let deadline = start + run.o.settle_timeout.as_nanos() as u64;
+    let settled = settle(run, watcher, expect, deadline, false, label, who)?;
+    let drops1 = pid.and_then(procfs::netlink_drops);
+    let after = watcher.barrier(run.stop)?[who.side.index()];
+    Ok(Phase {
+        start,
+        sent,
+        counts: after.since(&before),
+        cpu: cpu0.zip(settled.cpu).map(|(a, b)| b.since(a)),
+        drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
+        settled,
+    })
 }

@@ -208,6 +208,14 @@ impl WhoseWrites {
         side: Side::Daemon,
         pid: None,
     };
+
+    /// The writer's process: the bench's daemon, or the floor's `pid`.
+    pub fn process(&self, run: &Run<'_>) -> Option<i32> {
+        match self.side {
+            Side::Daemon => run.bench.daemon_pid,
+            Side::Floor => self.pid,
+        }
+    }
 }
 
 /// Wait until `who`'s database holds what `expect` wants: every neighbor
@@ -225,10 +233,7 @@ pub fn settle(
     who: WhoseWrites,
 ) -> Result<Settled, Error> {
     let side = who.side;
-    let cpu = |run: &Run<'_>| match side {
-        Side::Daemon => run.daemon_cpu(),
-        Side::Floor => who.pid.and_then(procfs::process_cpu),
-    };
+    let cpu = |run: &Run<'_>| who.process(run).and_then(procfs::process_cpu);
     let mut s = Settled::default();
     let mut verified = false;
     let mut complete_at = None;
